@@ -1,0 +1,151 @@
+//! `/v1/agents` and `/v1/credentials`: agents with their custodied wallets, and the scoped
+//! credentials agents pay with.
+
+use super::extract::{Auth, JsonBody};
+use super::{ApiError, AppState, format_eth, list_response, page, parse_time, time};
+use crate::domain::Role;
+use crate::ledger::tokens::CredentialRow;
+use crate::ledger::{agents, payments::cursor_of, tokens};
+use crate::payments::AgentView;
+use crate::policy::Policy;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+pub const MAX_NAME_CHARS: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/agents", post(create).get(list))
+        .route("/v1/agents/{id}", get(get_agent))
+        .route("/v1/agents/{id}/credentials", post(create_credential))
+        .route("/v1/credentials/{id}", get(get_credential).delete(revoke_credential))
+}
+
+/// A name: 1 to 200 characters, not blank.
+pub fn name(text: &str) -> Result<&str, ApiError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() || text.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
+    }
+    Ok(trimmed)
+}
+
+fn agent_json(agent: &agents::AgentRow) -> Value {
+    json!({
+        "id": agent.id, "name": agent.name, "address": agent.address, "status": agent.status,
+        "created_at": time(agent.created_at), "updated_at": time(agent.updated_at),
+    })
+}
+
+fn view_json(view: &AgentView) -> Value {
+    let mut value = agent_json(&view.agent);
+    value["balances"] = json!({
+        "usdc": view.usdc.map(|a| a.to_string()),
+        "eth": view.eth_wei.map(format_eth),
+    });
+    value["spent_24h"] = json!(view.spent_24h.to_string());
+    value
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    name: String,
+}
+
+/// Creates an agent; custody generates its wallet key, which never leaves custody.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
+    responses((status = 201, description = "the agent with its wallet address"), (status = 400), (status = 403)))]
+pub async fn create(State(state): State<AppState>, auth: Auth, JsonBody(body): JsonBody<CreateAgent>)
+    -> Result<(StatusCode, Json<Value>), ApiError> {
+    auth.require(&[])?;
+    let agent = state.payments.create_agent(&auth.0, name(&body.name)?).await?;
+    Ok((StatusCode::CREATED, Json(agent_json(&agent))))
+}
+
+/// Agents, newest first, with on-chain balances and 24-hour spend.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents",
+    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200)))]
+pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query<HashMap<String, String>>)
+    -> Result<Json<Value>, ApiError> {
+    auth.require(&[Role::Auditor])?;
+    let page = page(query.get("limit").map(String::as_str), query.get("cursor").map(String::as_str))?;
+    let rows = agents::list(state.payments.ledger.pool(), &page).await.map_err(bad_cursor)?;
+    let cursor = rows.last().map(|a| cursor_of(a.created_at, &a.id));
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        data.push(view_json(&state.payments.agent_view(row).await?));
+    }
+    Ok(Json(list_response(data, page.limit, cursor)))
+}
+
+pub fn bad_cursor(error: crate::ledger::LedgerError) -> ApiError {
+    match error {
+        crate::ledger::LedgerError::Conflict(_) => ApiError::invalid("cursor", "not a cursor this API returned"),
+        other => ApiError::from(crate::payments::PaymentsError::from(other)),
+    }
+}
+
+/// One agent with on-chain balances and 24-hour spend.
+#[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", responses((status = 200), (status = 404)))]
+pub async fn get_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    auth.require(&[Role::Auditor])?;
+    let row = agents::get(state.payments.ledger.pool(), &id).await.map_err(crate::payments::PaymentsError::from)?;
+    Ok(Json(view_json(&state.payments.agent_view(row).await?)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredential {
+    name: String,
+    #[serde(default)]
+    policy: Policy,
+    /// RFC 3339; absent means no expiry.
+    expires_at: Option<String>,
+}
+
+fn credential_json(row: &CredentialRow) -> Result<Value, ApiError> {
+    let policy: Value = serde_json::from_str(&row.policy).map_err(|_| ApiError::Internal("stored policy".into()))?;
+    Ok(json!({
+        "id": row.id, "agent_id": row.agent_id, "name": row.name, "policy": policy,
+        "expires_at": row.expires_at.map(time), "status": row.status, "created_at": time(row.created_at),
+        "revoked_at": row.revoked_at.map(time),
+    }))
+}
+
+/// Issues a scoped credential to an agent. The token is shown once.
+#[utoipa::path(post, path = "/v1/agents/{id}/credentials", tag = "credentials", request_body = CreateCredential,
+    responses((status = 201), (status = 400), (status = 404)))]
+pub async fn create_credential(State(state): State<AppState>, auth: Auth, Path(agent_id): Path<String>,
+    JsonBody(body): JsonBody<CreateCredential>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    auth.require(&[])?;
+    let expires_at = body.expires_at.as_deref().map(|t| parse_time("expires_at", t)).transpose()?;
+    let (row, secret) = state
+        .payments
+        .create_credential(&auth.0, &agent_id, name(&body.name)?, &body.policy, expires_at)
+        .await?;
+    let mut value = credential_json(&row)?;
+    value["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(value)))
+}
+
+/// A credential (never its token).
+#[utoipa::path(get, path = "/v1/credentials/{id}", tag = "credentials", responses((status = 200), (status = 404)))]
+pub async fn get_credential(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    auth.require(&[])?;
+    let row = tokens::get_credential(state.payments.ledger.pool(), &id).await.map_err(crate::payments::PaymentsError::from)?;
+    Ok(Json(credential_json(&row)?))
+}
+
+/// Revokes a credential; its next request gets `401`.
+#[utoipa::path(delete, path = "/v1/credentials/{id}", tag = "credentials", responses((status = 204), (status = 404)))]
+pub async fn revoke_credential(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    auth.require(&[])?;
+    state.payments.revoke_credential(&auth.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,119 @@
+//! The HTTP API of `../shared/API.md`: one axum router per resource, the bearer-auth and JSON
+//! extractors, response types and `ApiError`. Handlers call the `payments` use cases and, for
+//! reads, `ledger` queries; they never touch keys or the RPC node directly. The OpenAPI document
+//! is generated from the handlers' annotations.
+
+mod agents;
+mod audit;
+mod error;
+mod extract;
+mod payments;
+mod service;
+mod tokens;
+mod treasury;
+
+pub use error::ApiError;
+
+use crate::payments::Payments;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+
+/// Largest request body accepted (API: over 1 MiB is `413`).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Longest a request may take before the server answers `408`.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub payments: Payments,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bursar", description = "Custody and settlement of USDC payments for AI agents on Base."),
+    paths(
+        service::healthz, service::readyz, service::metrics, service::openapi,
+        tokens::create, tokens::revoke,
+        agents::create, agents::list, agents::get_agent, agents::create_credential, agents::get_credential,
+        agents::revoke_credential,
+        payments::create, payments::get_payment, payments::list,
+        treasury::view, treasury::fund,
+        audit::list, audit::verify,
+    ),
+    components(schemas(
+        crate::domain::PaymentStatus, crate::policy::Policy, crate::policy::Decision, crate::policy::Check,
+        crate::policy::Outcome, payments::PaymentResponse, payments::CreatePaymentRequest,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(service::router())
+        .merge(tokens::router())
+        .merge(agents::router())
+        .merge(payments::router())
+        .merge(treasury::router())
+        .merge(audit::router())
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_millis(REQUEST_TIMEOUT_MS)))
+        .layer(axum::middleware::from_fn(service::count_requests))
+        .with_state(state)
+}
+
+/// API times: RFC 3339 UTC with milliseconds.
+pub fn time(millis: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time such as 2026-12-01T00:00:00Z"))
+}
+
+/// `limit` and `cursor` of a list request.
+pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<crate::ledger::Page, ApiError> {
+    let limit = match limit {
+        None => crate::ledger::DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=crate::ledger::MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 500"))?,
+    };
+    Ok(crate::ledger::Page { limit, cursor: cursor.map(str::to_string) })
+}
+
+/// `{"data": [...], "next_cursor": ...}`: a cursor only when the page was full.
+pub fn list_response<T: serde::Serialize>(data: Vec<T>, limit: u32, last_cursor: Option<String>) -> serde_json::Value {
+    let next = if data.len() as u32 == limit { last_cursor } else { None };
+    serde_json::json!({"data": data, "next_cursor": next})
+}
+
+/// ETH in wei as a decimal string without trailing zeros.
+pub fn format_eth(wei: alloy::primitives::U256) -> String {
+    let text = alloy::primitives::utils::format_ether(wei);
+    let text = text.trim_end_matches('0');
+    text.strip_suffix('.').unwrap_or(text).to_string()
+}

@@ -1,0 +1,142 @@
+//! The payment status state machine, transaction statuses, payment kinds and roles.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<$name> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a payment is in its life. See API.md for the meaning of each.
+    PaymentStatus {
+        Rejected => "rejected",
+        PendingApproval => "pending_approval",
+        Authorized => "authorized",
+        Queued => "queued",
+        Submitted => "submitted",
+        Included => "included",
+        Confirmed => "confirmed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Expired => "expired",
+    }
+);
+
+impl PaymentStatus {
+    /// Only these end a payment without money moving, and so release its budget hold.
+    pub const fn releases_budget(self) -> bool {
+        matches!(self, Self::Rejected | Self::Failed | Self::Cancelled | Self::Expired)
+    }
+
+    pub const fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Rejected | Self::Confirmed | Self::Failed | Self::Cancelled | Self::Expired
+        )
+    }
+
+    /// The statuses that count against a credential's budget (the complement of the releasing
+    /// ones), as SQL text for `status IN (...)` clauses.
+    pub const HOLDING_SQL: &'static str =
+        "('pending_approval','authorized','queued','submitted','included','confirmed')";
+
+    /// The legal edges of the state machine. Every status change goes through this check, so a
+    /// bug that would move a confirmed payment back to queued fails closed instead.
+    pub fn can_become(self, next: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        match (self, next) {
+            (PendingApproval, Queued | Cancelled | Expired) => true,
+            (Authorized, Queued | Cancelled | Expired) => true,
+            (Queued, Submitted | Failed | Cancelled) => true,
+            (Submitted, Included | Failed) => true,
+            // A reorg can take an included transaction out of the canonical chain.
+            (Included, Confirmed | Submitted | Failed) => true,
+            _ => false,
+        }
+    }
+}
+
+string_enum!(
+    /// The life of one signed transaction on chain.
+    TransactionStatus {
+        Signed => "signed",
+        Submitted => "submitted",
+        Included => "included",
+        Confirmed => "confirmed",
+        Failed => "failed",
+    }
+);
+
+string_enum!(
+    /// What a payment is for: an agent's payment, a treasury funding, or a sweep back.
+    PaymentKind {
+        Payment => "payment",
+        Funding => "funding",
+        Sweep => "sweep",
+    }
+);
+
+string_enum!(
+    /// The roles of API tokens. Agent credentials are a separate kind of principal.
+    Role {
+        Admin => "admin",
+        Treasury => "treasury",
+        Approver => "approver",
+        Auditor => "auditor",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_text() {
+        for status in PaymentStatus::ALL {
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(*status));
+        }
+        assert_eq!(PaymentStatus::parse("paid"), None);
+    }
+
+    #[test]
+    fn holding_sql_lists_exactly_the_non_releasing_statuses() {
+        for status in PaymentStatus::ALL {
+            let listed = PaymentStatus::HOLDING_SQL.contains(&format!("'{status}'"));
+            assert_eq!(listed, !status.releases_budget(), "{status}");
+        }
+    }
+
+    #[test]
+    fn terminal_statuses_have_no_way_out() {
+        for from in PaymentStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            for to in PaymentStatus::ALL {
+                assert!(!from.can_become(*to), "{from} -> {to}");
+            }
+        }
+        assert!(PaymentStatus::Included.can_become(PaymentStatus::Submitted));
+        assert!(!PaymentStatus::Queued.can_become(PaymentStatus::Confirmed));
+    }
+}

@@ -1,0 +1,66 @@
+//! Agents: a name, a status and the custodied wallet they pay from.
+
+use super::{LedgerError, Millis, Page, Tx};
+use crate::domain::PaymentStatus;
+use sqlx::SqlitePool;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    pub wallet_id: String,
+    pub address: String,
+    pub status: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+const SELECT: &str = "SELECT agents.id, agents.name, agents.wallet_id, wallets.address, agents.status,
+    agents.created_at, agents.updated_at FROM agents JOIN wallets ON wallets.id = agents.wallet_id";
+
+pub async fn insert(tx: &mut Tx, id: &str, name: &str, wallet_id: &str, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query("INSERT INTO agents (id, name, wallet_id, status, created_at, updated_at) VALUES (?, ?, ?, 'active', ?, ?)")
+        .bind(id)
+        .bind(name)
+        .bind(wallet_id)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<AgentRow, LedgerError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE agents.id = ?")))
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(LedgerError::NotFound)
+}
+
+/// Agents newest first; the cursor is the last row's `created_at:id`.
+pub async fn list(pool: &SqlitePool, page: &Page) -> Result<Vec<AgentRow>, LedgerError> {
+    let (before_at, before_id) = super::payments::parse_cursor(page.cursor.as_deref())?;
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE (?1 IS NULL OR (agents.created_at, agents.id) < (?1, ?2))
+         ORDER BY agents.created_at DESC, agents.id DESC LIMIT ?3"
+    )))
+    .bind(before_at)
+    .bind(before_id)
+    .bind(page.limit())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The amount the agent's payments hold or spent in the 24 hours before `now`.
+pub async fn spent_since(pool: &SqlitePool, agent_id: &str, since: Millis) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(SUM(amount), 0) FROM payments
+         WHERE agent_id = ? AND kind = 'payment' AND created_at >= ? AND status IN {}",
+        PaymentStatus::HOLDING_SQL
+    )))
+    .bind(agent_id)
+    .bind(since)
+    .fetch_one(pool)
+    .await?)
+}

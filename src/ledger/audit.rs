@@ -1,0 +1,192 @@
+//! The append-only, hash-chained audit log. Each event's hash covers the previous event's hash
+//! and every field of the event, so editing, deleting or reordering any event breaks the chain
+//! from that point on. Events are appended inside the caller's transaction, with the state change
+//! they describe.
+
+use super::{LedgerError, Millis, Tx};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// An event to append.
+#[derive(Clone, Debug, Default)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub agent_id: Option<String>,
+    pub credential_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub actor: String,
+    pub detail: serde_json::Value,
+    pub tx_hash: Option<String>,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub credential_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub actor: String,
+    pub detail: String,
+    pub tx_hash: Option<String>,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hash of an event: SHA-256 over the previous hash and each field, every field preceded by
+/// its length so that no two different events can serialize alike.
+#[allow(clippy::too_many_arguments)]
+fn event_hash(prev_hash: &str, seq: i64, at: Millis, kind: &str, agent_id: Option<&str>, credential_id: Option<&str>,
+    payment_id: Option<&str>, actor: &str, detail: &str, tx_hash: Option<&str>, block_number: Option<i64>,
+    block_hash: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    let mut field = |value: Option<&str>| match value {
+        None => hasher.update(b"-"),
+        Some(text) => {
+            hasher.update((text.len() as u64).to_be_bytes());
+            hasher.update(text.as_bytes());
+        }
+    };
+    field(Some(prev_hash));
+    field(Some(&seq.to_string()));
+    field(Some(&at.to_string()));
+    field(Some(kind));
+    field(agent_id);
+    field(credential_id);
+    field(payment_id);
+    field(Some(actor));
+    field(Some(detail));
+    field(tx_hash);
+    field(block_number.map(|n| n.to_string()).as_deref());
+    field(block_hash);
+    hex::encode(hasher.finalize())
+}
+
+impl AuditEvent {
+    fn expected_hash(&self) -> String {
+        event_hash(&self.prev_hash, self.seq, self.at, &self.kind, self.agent_id.as_deref(),
+            self.credential_id.as_deref(), self.payment_id.as_deref(), &self.actor, &self.detail,
+            self.tx_hash.as_deref(), self.block_number, self.block_hash.as_deref())
+    }
+}
+
+/// Appends `event` in the caller's transaction and returns its sequence number.
+pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
+    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+    let seq = prev_seq + 1;
+    let detail = event.detail.to_string();
+    let hash = event_hash(&prev_hash, seq, at, event.kind, event.agent_id.as_deref(), event.credential_id.as_deref(),
+        event.payment_id.as_deref(), &event.actor, &detail, event.tx_hash.as_deref(), event.block_number,
+        event.block_hash.as_deref());
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, kind, agent_id, credential_id, payment_id, actor, detail, tx_hash,
+         block_number, block_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(event.kind)
+    .bind(event.agent_id)
+    .bind(event.credential_id)
+    .bind(event.payment_id)
+    .bind(event.actor)
+    .bind(detail)
+    .bind(event.tx_hash)
+    .bind(event.block_number)
+    .bind(event.block_hash)
+    .bind(prev_hash)
+    .bind(hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub agent_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    /// Only events with a smaller sequence number (the page cursor).
+    pub before_seq: Option<i64>,
+}
+
+/// Events matching `filter`, newest first.
+pub async fn list(pool: &SqlitePool, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditEvent>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM audit_events
+         WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR payment_id = ?2)
+           AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4) AND (?5 IS NULL OR seq < ?5)
+         ORDER BY seq DESC LIMIT ?6",
+    )
+    .bind(&filter.agent_id)
+    .bind(&filter.payment_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(filter.before_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub events: i64,
+    pub head: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Recomputes the whole chain in sequence order, streaming (constant memory), and names the first
+/// event that does not fit: an edited event (its hash no longer matches), a deleted one (a gap in
+/// the sequence, or a missing tail, which SQLite's AUTOINCREMENT counter still remembers) or a
+/// reordered one (its `prev_hash` is not its predecessor's hash).
+pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
+    let mut rows = sqlx::query_as::<_, AuditEvent>("SELECT * FROM audit_events ORDER BY seq").fetch(pool);
+    let mut prev_hash = GENESIS_HASH.to_string();
+    let mut expected_seq = 1;
+    let mut events = 0;
+    let bad = |seq: i64, events: i64, head: &str, reason: &str| VerifyReport {
+        ok: false,
+        events,
+        head: head.to_string(),
+        first_bad_seq: Some(seq),
+        reason: Some(reason.to_string()),
+    };
+    while let Some(event) = rows.try_next().await? {
+        if event.seq != expected_seq {
+            return Ok(bad(expected_seq, events, &prev_hash, "event missing from the sequence"));
+        }
+        if event.prev_hash != prev_hash {
+            return Ok(bad(event.seq, events, &prev_hash, "previous hash does not match the chain"));
+        }
+        if event.expected_hash() != event.hash {
+            return Ok(bad(event.seq, events, &prev_hash, "event content does not match its hash"));
+        }
+        prev_hash = event.hash;
+        expected_seq += 1;
+        events += 1;
+    }
+    drop(rows);
+    let highest: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")
+        .fetch_optional(pool)
+        .await?;
+    if highest.is_some_and(|h| h >= expected_seq) {
+        return Ok(bad(expected_seq, events, &prev_hash, "events missing from the end of the log"));
+    }
+    Ok(VerifyReport { ok: true, events, head: prev_hash, first_bad_seq: None, reason: None })
+}

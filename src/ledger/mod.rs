@@ -1,0 +1,120 @@
+//! The ledger owns the database: wallets (sealed keys), tokens, agents, credentials, payments
+//! with their transactions, idempotency, and the append-only hash-chained audit log. Every
+//! write runs in a `BEGIN IMMEDIATE` transaction, so a check and the write it guards are atomic
+//! (SQLite has one writer; an immediate transaction takes the write lock before the first read).
+//! Imports only `domain`.
+
+pub mod agents;
+pub mod audit;
+pub mod payments;
+pub mod tokens;
+pub mod wallets;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a writer waits for SQLite's lock before giving up.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+const MAX_CONNECTIONS: u32 = 8;
+/// Rows per page, as API.md fixes.
+pub const DEFAULT_PAGE: u32 = 50;
+pub const MAX_PAGE: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+impl LedgerError {
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, LedgerError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Tx = Transaction<'static, Sqlite>;
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: SqlitePool,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the database, in WAL mode with full fsync on commit, and
+    /// applies every migration in `migrations/`.
+    pub async fn open(url: &str) -> Result<Ledger, LedgerError> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+            && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| LedgerError::Database(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Ledger { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a write transaction holding SQLite's write lock from its first statement.
+    pub async fn begin(&self) -> Result<Tx, LedgerError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, LedgerError> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), LedgerError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored.
+pub type Millis = i64;
+
+/// A page request: newest first, `limit` rows after the opaque `cursor`.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub limit: u32,
+    /// Rows strictly older than this cursor (a `(created_at, id)` or a sequence number).
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    pub fn limit(&self) -> i64 {
+        i64::from(self.limit.clamp(1, MAX_PAGE))
+    }
+}

@@ -1,0 +1,283 @@
+//! Payments (the intents), their on-chain transactions, idempotency lookups and the spend
+//! snapshot that policy reads. Status changes go through `set_status`, which refuses any edge the
+//! state machine does not allow.
+
+use super::{LedgerError, Millis, Page, Tx};
+use crate::domain::{PaymentStatus, TransactionStatus};
+use sqlx::SqlitePool;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: String,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub credential_id: Option<String>,
+    pub from_wallet_id: String,
+    pub to_address: String,
+    pub amount: i64,
+    pub gas_wei: Option<String>,
+    pub currency: String,
+    pub memo: Option<String>,
+    pub reference: Option<String>,
+    pub metadata: Option<String>,
+    pub confidence: Option<f64>,
+    pub capture: String,
+    pub status: String,
+    pub decision: Option<String>,
+    pub failure_reason: Option<String>,
+    pub tx_hash: Option<String>,
+    pub nonce: Option<i64>,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub confirmations: i64,
+    pub idempotency_scope: String,
+    pub idempotency_key: String,
+    pub request_hash: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl PaymentRow {
+    pub fn status(&self) -> Result<PaymentStatus, LedgerError> {
+        PaymentStatus::parse(&self.status).ok_or_else(|| LedgerError::Corrupt(format!("payment {} status", self.id)))
+    }
+}
+
+pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
+         currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
+         idempotency_scope, idempotency_key, request_hash, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.kind)
+    .bind(&row.agent_id)
+    .bind(&row.credential_id)
+    .bind(&row.from_wallet_id)
+    .bind(&row.to_address)
+    .bind(row.amount)
+    .bind(&row.gas_wei)
+    .bind(&row.currency)
+    .bind(&row.memo)
+    .bind(&row.reference)
+    .bind(&row.metadata)
+    .bind(row.confidence)
+    .bind(&row.capture)
+    .bind(&row.status)
+    .bind(&row.decision)
+    .bind(&row.failure_reason)
+    .bind(&row.idempotency_scope)
+    .bind(&row.idempotency_key)
+    .bind(&row.request_hash)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<PaymentRow, LedgerError> {
+    sqlx::query_as("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(executor).await?.ok_or(LedgerError::NotFound)
+}
+
+pub async fn find_by_idempotency_key(tx: &mut Tx, scope: &str, key: &str) -> Result<Option<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as("SELECT * FROM payments WHERE idempotency_scope = ? AND idempotency_key = ?")
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
+/// minute. Read inside the write transaction that records the decision.
+pub async fn spend_snapshot(tx: &mut Tx, credential_id: &str, now: Millis) -> Result<(i64, i64, i64), LedgerError> {
+    let row: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(SUM(CASE WHEN created_at > ?2 THEN amount END), 0),
+                COALESCE(SUM(amount), 0),
+                COUNT(CASE WHEN created_at > ?3 THEN 1 END)
+         FROM payments WHERE credential_id = ?1 AND status IN {}",
+        PaymentStatus::HOLDING_SQL
+    )))
+    .bind(credential_id)
+    .bind(now - 24 * 60 * 60 * 1000)
+    .bind(now - 60 * 1000)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row)
+}
+
+/// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
+/// the payment is no longer in `from` (someone else moved it first).
+pub async fn set_status(tx: &mut Tx, id: &str, from: PaymentStatus, to: PaymentStatus, now: Millis) -> Result<(), LedgerError> {
+    if !from.can_become(to) {
+        return Err(LedgerError::Conflict(format!("payment {id} cannot go from {from} to {to}")));
+    }
+    let done = sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(LedgerError::Conflict(format!("payment {id} is no longer {from}")));
+    }
+    Ok(())
+}
+
+pub async fn set_failure(tx: &mut Tx, id: &str, from: PaymentStatus, reason: &str, now: Millis) -> Result<(), LedgerError> {
+    set_status(tx, id, from, PaymentStatus::Failed, now).await?;
+    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?").bind(reason).bind(id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Records the payment's current USDC transaction and where the chain has it.
+pub async fn set_chain_fields(tx: &mut Tx, id: &str, tx_hash: &str, nonce: i64, block_number: Option<i64>,
+    block_hash: Option<&str>, confirmations: i64, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE payments SET tx_hash = ?, nonce = ?, block_number = ?, block_hash = ?, confirmations = ?, updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(tx_hash)
+    .bind(nonce)
+    .bind(block_number)
+    .bind(block_hash)
+    .bind(confirmations)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PaymentFilter {
+    pub agent_id: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+}
+
+/// Cursors are `created_at:id` of the last row of the previous page.
+pub fn parse_cursor(cursor: Option<&str>) -> Result<(Option<Millis>, Option<String>), LedgerError> {
+    match cursor {
+        None => Ok((None, None)),
+        Some(text) => {
+            let (at, id) = text.split_once(':').ok_or(LedgerError::Conflict("cursor".into()))?;
+            let at = at.parse().map_err(|_| LedgerError::Conflict("cursor".into()))?;
+            Ok((Some(at), Some(id.to_string())))
+        }
+    }
+}
+
+pub fn cursor_of(created_at: Millis, id: &str) -> String {
+    format!("{created_at}:{id}")
+}
+
+pub async fn list(pool: &SqlitePool, filter: &PaymentFilter, page: &Page) -> Result<Vec<PaymentRow>, LedgerError> {
+    let (before_at, before_id) = parse_cursor(page.cursor.as_deref())?;
+    Ok(sqlx::query_as(
+        "SELECT * FROM payments
+         WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR status = ?2)
+           AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at < ?4)
+           AND (?5 IS NULL OR (created_at, id) < (?5, ?6))
+         ORDER BY created_at DESC, id DESC LIMIT ?7",
+    )
+    .bind(&filter.agent_id)
+    .bind(&filter.status)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(page.limit())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Payments the settlement worker must pick up, oldest first.
+pub async fn queued_without_transactions(pool: &SqlitePool, limit: i64) -> Result<Vec<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM payments WHERE status = 'queued'
+           AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
+         ORDER BY created_at, id LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TransactionRow {
+    pub id: i64,
+    pub payment_id: String,
+    pub asset: String,
+    pub wallet_id: String,
+    pub nonce: i64,
+    pub tx_hash: String,
+    pub raw: Vec<u8>,
+    pub status: String,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub confirmations: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl TransactionRow {
+    pub fn status(&self) -> Result<TransactionStatus, LedgerError> {
+        TransactionStatus::parse(&self.status).ok_or_else(|| LedgerError::Corrupt(format!("transaction {} status", self.id)))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_transaction(tx: &mut Tx, payment_id: &str, asset: &str, wallet_id: &str, nonce: i64, tx_hash: &str,
+    raw: &[u8], now: Millis) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO transactions (payment_id, asset, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
+    )
+    .bind(payment_id)
+    .bind(asset)
+    .bind(wallet_id)
+    .bind(nonce)
+    .bind(tx_hash)
+    .bind(raw)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Transactions not yet final (signed, submitted or included), in nonce order per wallet.
+pub async fn open_transactions(pool: &SqlitePool) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM transactions WHERE status IN ('signed', 'submitted', 'included') ORDER BY wallet_id, nonce",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn transactions_of(executor: impl sqlx::SqliteExecutor<'_>, payment_id: &str) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(sqlx::query_as("SELECT * FROM transactions WHERE payment_id = ? ORDER BY id")
+        .bind(payment_id)
+        .fetch_all(executor)
+        .await?)
+}
+
+pub async fn update_transaction(tx: &mut Tx, id: i64, status: TransactionStatus, block_number: Option<i64>,
+    block_hash: Option<&str>, confirmations: i64, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE transactions SET status = ?, block_number = ?, block_hash = ?, confirmations = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(block_number)
+    .bind(block_hash)
+    .bind(confirmations)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! API tokens (admin, treasury, approver, auditor) and agent credentials. Only the SHA-256 of a
+//! bearer secret is stored; lookups go by that hash.
+
+use super::{LedgerError, Millis, Tx};
+use sha2::{Digest, Sha256};
+use sqlx::SqlitePool;
+
+/// The stored form of a bearer secret.
+pub fn token_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: String,
+    pub role: String,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+pub async fn insert_token(tx: &mut Tx, row: &TokenRow) -> Result<(), LedgerError> {
+    sqlx::query("INSERT INTO api_tokens (id, role, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&row.id)
+        .bind(&row.role)
+        .bind(&row.name)
+        .bind(&row.token_hash)
+        .bind(row.created_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn find_token(pool: &SqlitePool, hash: &str) -> Result<Option<TokenRow>, LedgerError> {
+    Ok(sqlx::query_as("SELECT * FROM api_tokens WHERE token_hash = ?").bind(hash).fetch_optional(pool).await?)
+}
+
+/// Revokes an active token; `NotFound` if there is no such active token.
+pub async fn revoke_token(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(LedgerError::NotFound);
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CredentialRow {
+    pub id: String,
+    pub agent_id: String,
+    pub name: String,
+    pub token_hash: String,
+    pub policy: String,
+    pub expires_at: Option<Millis>,
+    pub status: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+pub async fn insert_credential(tx: &mut Tx, row: &CredentialRow) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO credentials (id, agent_id, name, token_hash, policy, expires_at, status, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.agent_id)
+    .bind(&row.name)
+    .bind(&row.token_hash)
+    .bind(&row.policy)
+    .bind(row.expires_at)
+    .bind(&row.status)
+    .bind(row.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_credential_by_hash(pool: &SqlitePool, hash: &str) -> Result<Option<CredentialRow>, LedgerError> {
+    Ok(sqlx::query_as("SELECT * FROM credentials WHERE token_hash = ?").bind(hash).fetch_optional(pool).await?)
+}
+
+pub async fn get_credential(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<CredentialRow, LedgerError> {
+    sqlx::query_as("SELECT * FROM credentials WHERE id = ?")
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(LedgerError::NotFound)
+}
+
+pub async fn revoke_credential(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
+    let done = sqlx::query("UPDATE credentials SET status = 'revoked', revoked_at = ? WHERE id = ? AND status = 'active'")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(LedgerError::NotFound);
+    }
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! The use cases: every state change of Bursar happens here, each inside one database
+//! transaction that also appends its audit event. Authentication, tokens, agents, credentials,
+//! payment creation (policy + budget hold + idempotency, atomically), funding, and settlement
+//! (`settlement`). May import everything below it: `domain`, `policy`, `custody`, `chain`,
+//! `ledger`.
+
+pub mod settlement;
+
+use crate::chain::{Chain, ChainError};
+use crate::custody::{Custody, CustodyError, SealedKey};
+use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, Role, new_id, new_secret_token};
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments::PaymentRow;
+use crate::ledger::tokens::{self, CredentialRow, TokenRow};
+use crate::ledger::wallets::WalletRow;
+use crate::ledger::{Ledger, LedgerError, Millis, agents, payments as payment_rows, wallets};
+use crate::policy::{self, Decision, Outcome, Policy, SpendSnapshot};
+use alloy::primitives::U256;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("agent is frozen")]
+    AgentFrozen,
+    #[error("not found")]
+    NotFound,
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Custody(#[from] CustodyError),
+    #[error(transparent)]
+    Ledger(LedgerError),
+}
+
+impl From<LedgerError> for PaymentsError {
+    fn from(error: LedgerError) -> Self {
+        match error {
+            LedgerError::NotFound => PaymentsError::NotFound,
+            other => PaymentsError::Ledger(other),
+        }
+    }
+}
+
+pub type Result<T, E = PaymentsError> = std::result::Result<T, E>;
+
+/// Time, injectable so that tests can move it (approval and hold expiry, rolling windows).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> Millis;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that starts at the system time and moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new() -> ManualClock {
+        ManualClock(AtomicI64::new(SystemClock.now_ms()))
+    }
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// An API token of a role; `token_id` is `None` for the bootstrap admin token.
+    Staff { role: Role, token_id: Option<String> },
+    /// An agent credential.
+    Agent { agent_id: String, credential_id: String },
+}
+
+impl Principal {
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Staff { role, token_id: Some(id) } => format!("{role}:{id}"),
+            Principal::Staff { role, token_id: None } => format!("{role}:bootstrap"),
+            Principal::Agent { credential_id, .. } => format!("agent:{credential_id}"),
+        }
+    }
+}
+
+/// What a caller asks to pay.
+#[derive(Clone, Debug, Serialize)]
+pub struct NewPayment {
+    pub to: Address,
+    pub amount: Amount,
+    pub currency: String,
+    pub memo: Option<String>,
+    pub reference: Option<String>,
+    pub confidence: Option<f64>,
+    pub capture: Capture,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Capture {
+    Automatic,
+    Manual,
+}
+
+/// The result of a create call: a new payment or the replay of an earlier one.
+#[derive(Debug)]
+pub struct Created {
+    pub payment: PaymentRow,
+    pub replayed: bool,
+}
+
+/// An agent together with what the chain says of its wallet.
+#[derive(Debug)]
+pub struct AgentView {
+    pub agent: agents::AgentRow,
+    pub usdc: Option<Amount>,
+    pub eth_wei: Option<U256>,
+    pub spent_24h: Amount,
+}
+
+#[derive(Clone)]
+pub struct Payments {
+    pub ledger: Ledger,
+    custody: Arc<Custody>,
+    pub chain: Chain,
+    clock: Arc<dyn Clock>,
+    admin_token: Option<SecretString>,
+    confirmations_required: u64,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Payments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payments({:?})", self.chain)
+    }
+}
+
+fn request_hash(value: &impl Serialize) -> String {
+    let text = serde_json::to_string(value).expect("request types always serialize");
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn sealed(wallet: &WalletRow) -> Result<SealedKey> {
+    Ok(SealedKey { address: wallet.address()?, ciphertext: wallet.sealed_key.clone(), nonce: wallet.seal_nonce.clone() })
+}
+
+impl Payments {
+    pub fn new(ledger: Ledger, custody: Arc<Custody>, chain: Chain, clock: Arc<dyn Clock>,
+        admin_token: Option<SecretString>, confirmations_required: u64) -> Payments {
+        Payments { ledger, custody, chain, clock, admin_token, confirmations_required, wake: Arc::new(Notify::new()) }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub fn confirmations_required(&self) -> u64 {
+        self.confirmations_required
+    }
+
+    /// Wakes the settlement worker (a payment was queued).
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The custody-held sealed key of a wallet, for tests that prove keys never leak.
+    #[doc(hidden)]
+    pub async fn reveal_key_for_tests(&self, wallet_id: &str) -> Result<Vec<u8>> {
+        let wallet = wallets::get(self.ledger.pool(), wallet_id).await?;
+        Ok(self.custody.reveal_for_tests(&sealed(&wallet)?)?.to_vec())
+    }
+
+    // ---- bootstrap ----
+
+    /// The treasury wallet, created by custody on first start.
+    pub async fn ensure_treasury(&self) -> Result<WalletRow> {
+        if let Some(wallet) = wallets::treasury(self.ledger.pool()).await? {
+            return Ok(wallet);
+        }
+        let key = self.custody.generate_wallet()?;
+        let id = new_id("wal");
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        wallets::insert(&mut tx, &id, "treasury", key.address, &key.ciphertext, &key.nonce, now).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "treasury_created",
+            actor: "system".into(),
+            detail: serde_json::json!({"address": key.address.to_string()}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(wallets::get(self.ledger.pool(), &id).await?)
+    }
+
+    // ---- authentication and tokens ----
+
+    /// Resolves a bearer secret to a principal. Unknown, revoked and expired secrets, and the
+    /// credentials of a frozen agent, are all refused here.
+    pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
+        if let Some(admin) = &self.admin_token
+            && bool::from(subtle::ConstantTimeEq::ct_eq(admin.expose_secret().as_bytes(), secret.as_bytes()))
+        {
+            return Ok(Principal::Staff { role: Role::Admin, token_id: None });
+        }
+        let hash = tokens::token_hash(secret);
+        let pool = self.ledger.pool();
+        if let Some(token) = tokens::find_token(pool, &hash).await? {
+            let matches = bool::from(subtle::ConstantTimeEq::ct_eq(token.token_hash.as_bytes(), hash.as_bytes()));
+            let role = Role::parse(&token.role).ok_or(PaymentsError::Unauthenticated)?;
+            if matches && token.revoked_at.is_none() {
+                return Ok(Principal::Staff { role, token_id: Some(token.id) });
+            }
+            return Err(PaymentsError::Unauthenticated);
+        }
+        if let Some(credential) = tokens::find_credential_by_hash(pool, &hash).await? {
+            self.check_credential(&credential)?;
+            let agent = agents::get(pool, &credential.agent_id).await?;
+            if agent.status != "active" {
+                return Err(PaymentsError::AgentFrozen);
+            }
+            return Ok(Principal::Agent { agent_id: credential.agent_id, credential_id: credential.id });
+        }
+        Err(PaymentsError::Unauthenticated)
+    }
+
+    fn check_credential(&self, credential: &CredentialRow) -> Result<()> {
+        let expired = credential.expires_at.is_some_and(|at| at <= self.now());
+        if credential.status != "active" || expired {
+            return Err(PaymentsError::Unauthenticated);
+        }
+        Ok(())
+    }
+
+    pub async fn create_token(&self, actor: &Principal, role: Role, name: &str) -> Result<(TokenRow, String)> {
+        let secret = new_secret_token("bsr");
+        let now = self.now();
+        let row = TokenRow {
+            id: new_id("tok"),
+            role: role.as_str().into(),
+            name: name.into(),
+            token_hash: tokens::token_hash(&secret),
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.ledger.begin().await?;
+        tokens::insert_token(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "token_created",
+            actor: actor.actor(),
+            detail: serde_json::json!({"token_id": row.id, "role": row.role, "name": row.name}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok((row, secret))
+    }
+
+    pub async fn revoke_token(&self, actor: &Principal, id: &str) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        tokens::revoke_token(&mut tx, id, now).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "token_revoked",
+            actor: actor.actor(),
+            detail: serde_json::json!({"token_id": id}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(())
+    }
+
+    // ---- agents and credentials ----
+
+    /// Creates an agent with a fresh custodied wallet.
+    pub async fn create_agent(&self, actor: &Principal, name: &str) -> Result<agents::AgentRow> {
+        let key = self.custody.generate_wallet()?;
+        let wallet_id = new_id("wal");
+        let agent_id = new_id("agt");
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        wallets::insert(&mut tx, &wallet_id, "agent", key.address, &key.ciphertext, &key.nonce, now).await?;
+        agents::insert(&mut tx, &agent_id, name, &wallet_id, now).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "agent_created",
+            agent_id: Some(agent_id.clone()),
+            actor: actor.actor(),
+            detail: serde_json::json!({"name": name, "address": key.address.to_string()}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(agents::get(self.ledger.pool(), &agent_id).await?)
+    }
+
+    /// The agent with its on-chain balances. A node that does not answer leaves the balances
+    /// out (`None`) rather than failing the read.
+    pub async fn agent_view(&self, agent: agents::AgentRow) -> Result<AgentView> {
+        let address = Address::parse(&agent.address).map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let (usdc, eth) = tokio::join!(self.chain.usdc_balance(address), self.chain.eth_balance(address));
+        let since = self.now() - 24 * 60 * 60 * 1000;
+        let spent = agents::spent_since(self.ledger.pool(), &agent.id, since).await?;
+        Ok(AgentView { usdc: usdc.ok(), eth_wei: eth.ok(), spent_24h: Amount::from_sql(spent), agent })
+    }
+
+    pub async fn create_credential(&self, actor: &Principal, agent_id: &str, name: &str, policy: &Policy,
+        expires_at: Option<Millis>) -> Result<(CredentialRow, String)> {
+        if let Err(error) = policy.validate() {
+            return Err(PaymentsError::Invalid { field: error.field.into(), message: error.message.into() });
+        }
+        let now = self.now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(PaymentsError::Invalid { field: "expires_at".into(), message: "must be in the future".into() });
+        }
+        let secret = new_secret_token("bsa");
+        let row = CredentialRow {
+            id: new_id("cred"),
+            agent_id: agent_id.into(),
+            name: name.into(),
+            token_hash: tokens::token_hash(&secret),
+            policy: serde_json::to_string(policy).expect("policies serialize"),
+            expires_at,
+            status: "active".into(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let mut tx = self.ledger.begin().await?;
+        agents::get(&mut *tx, agent_id).await?;
+        tokens::insert_credential(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "credential_created",
+            agent_id: Some(agent_id.into()),
+            credential_id: Some(row.id.clone()),
+            actor: actor.actor(),
+            detail: serde_json::json!({"name": name, "policy": policy, "expires_at": expires_at}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok((row, secret))
+    }
+
+    pub async fn revoke_credential(&self, actor: &Principal, id: &str) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let credential = tokens::get_credential(&mut *tx, id).await?;
+        tokens::revoke_credential(&mut tx, id, now).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "credential_revoked",
+            agent_id: Some(credential.agent_id),
+            credential_id: Some(id.into()),
+            actor: actor.actor(),
+            detail: serde_json::json!({}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(())
+    }
+
+    // ---- payments ----
+
+    /// Creates an agent's payment. In one write transaction: the idempotency lookup, a re-check
+    /// of the credential and agent, the spend snapshot, the policy decision, the payment row (its
+    /// amount is the budget hold) and the audit event recording the attempt and the decision.
+    pub async fn create_payment(&self, agent_id: &str, credential_id: &str, key: &IdempotencyKey,
+        request: &NewPayment) -> Result<Created> {
+        let hash = request_hash(request);
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        if let Some(existing) = payment_rows::find_by_idempotency_key(&mut tx, agent_id, key.as_str()).await? {
+            return replay(existing, &hash);
+        }
+        let credential = tokens::get_credential(&mut *tx, credential_id).await?;
+        self.check_credential(&credential)?;
+        let agent = agents::get(&mut *tx, agent_id).await?;
+        if agent.status != "active" {
+            return Err(PaymentsError::AgentFrozen);
+        }
+        let policy: Policy = serde_json::from_str(&credential.policy)
+            .map_err(|_| LedgerError::Corrupt(format!("credential {credential_id} policy")))?;
+        let (day, total, minute) = payment_rows::spend_snapshot(&mut tx, credential_id, now).await?;
+        let snapshot = SpendSnapshot {
+            held_last_24h: Amount::from_sql(day),
+            held_total: Amount::from_sql(total),
+            payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
+        };
+        let decision = policy::evaluate(
+            &policy,
+            &policy::PaymentRequest { to: request.to, amount: request.amount, confidence: request.confidence },
+            &snapshot,
+        );
+        let status = match (decision.outcome, request.capture) {
+            (Outcome::Deny, _) => PaymentStatus::Rejected,
+            (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
+            (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
+            (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
+        };
+        let row = self.payment_row(PaymentKind::Payment, Some(&agent), Some(credential_id), &agent.wallet_id,
+            request, status, Some(&decision), agent_id, key, hash, now);
+        payment_rows::insert(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "payment_decided",
+            agent_id: Some(agent_id.into()),
+            credential_id: Some(credential_id.into()),
+            payment_id: Some(row.id.clone()),
+            actor: format!("agent:{credential_id}"),
+            detail: serde_json::json!({
+                "to": request.to.to_string(),
+                "amount": request.amount.to_string(),
+                "status": status,
+                "decision": decision,
+            }),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        if status == PaymentStatus::Queued {
+            self.wake.notify_one();
+        }
+        Ok(Created { payment: row, replayed: false })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn payment_row(&self, kind: PaymentKind, agent: Option<&agents::AgentRow>, credential_id: Option<&str>,
+        from_wallet_id: &str, request: &NewPayment, status: PaymentStatus, decision: Option<&Decision>, scope: &str,
+        key: &IdempotencyKey, request_hash: String, now: Millis) -> PaymentRow {
+        PaymentRow {
+            id: new_id("pay"),
+            kind: kind.as_str().into(),
+            agent_id: agent.map(|a| a.id.clone()),
+            credential_id: credential_id.map(str::to_string),
+            from_wallet_id: from_wallet_id.into(),
+            to_address: request.to.to_string(),
+            amount: request.amount.to_sql(),
+            gas_wei: None,
+            currency: request.currency.clone(),
+            memo: request.memo.clone(),
+            reference: request.reference.clone(),
+            metadata: request.metadata.as_ref().map(|m| m.to_string()),
+            confidence: request.confidence,
+            capture: match request.capture {
+                Capture::Automatic => "automatic".into(),
+                Capture::Manual => "manual".into(),
+            },
+            status: status.as_str().into(),
+            decision: decision.map(|d| serde_json::to_string(d).expect("decisions serialize")),
+            failure_reason: None,
+            tx_hash: None,
+            nonce: None,
+            block_number: None,
+            block_hash: None,
+            confirmations: 0,
+            idempotency_scope: scope.into(),
+            idempotency_key: key.as_str().into(),
+            request_hash,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Result<PaymentRow> {
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    // ---- treasury ----
+
+    /// Funds an agent's wallet from the treasury: USDC, and ETH for gas when `gas_wei` is given.
+    pub async fn create_funding(&self, actor: &Principal, key: &IdempotencyKey, agent_id: &str, amount: Amount,
+        gas_wei: Option<U256>) -> Result<Created> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            agent_id: &'a str,
+            amount: Amount,
+            gas_wei: Option<String>,
+        }
+        let gas_text = gas_wei.map(|w| w.to_string());
+        let hash = request_hash(&Body { agent_id, amount, gas_wei: gas_text.clone() });
+        let treasury = self.ensure_treasury().await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        if let Some(existing) = payment_rows::find_by_idempotency_key(&mut tx, "treasury", key.as_str()).await? {
+            return replay(existing, &hash);
+        }
+        let agent = agents::get(&mut *tx, agent_id).await.map_err(|e| match e {
+            LedgerError::NotFound => PaymentsError::Invalid { field: "agent_id".into(), message: "no such agent".into() },
+            other => other.into(),
+        })?;
+        let to = Address::parse(&agent.address).map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let request = NewPayment {
+            to,
+            amount,
+            currency: "USDC".into(),
+            memo: Some("treasury funding".into()),
+            reference: None,
+            confidence: None,
+            capture: Capture::Automatic,
+            metadata: None,
+        };
+        let mut row = self.payment_row(PaymentKind::Funding, Some(&agent), None, &treasury.id, &request,
+            PaymentStatus::Queued, None, "treasury", key, hash, now);
+        row.gas_wei = gas_text.clone();
+        payment_rows::insert(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "funding_requested",
+            agent_id: Some(agent_id.into()),
+            payment_id: Some(row.id.clone()),
+            actor: actor.actor(),
+            detail: serde_json::json!({"amount": amount.to_string(), "gas_wei": gas_text, "to": to.to_string()}),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        self.wake.notify_one();
+        Ok(Created { payment: row, replayed: false })
+    }
+
+    pub async fn treasury_view(&self) -> Result<(Address, Option<Amount>, Option<U256>)> {
+        let treasury = self.ensure_treasury().await?;
+        let address = treasury.address()?;
+        let (usdc, eth) = tokio::join!(self.chain.usdc_balance(address), self.chain.eth_balance(address));
+        Ok((address, usdc.ok(), eth.ok()))
+    }
+}
+
+/// Same key: the same request replays the stored payment; a different one is a conflict.
+fn replay(existing: PaymentRow, hash: &str) -> Result<Created> {
+    if existing.request_hash != hash {
+        return Err(PaymentsError::IdempotencyKeyReused);
+    }
+    Ok(Created { payment: existing, replayed: true })
+}

@@ -1,0 +1,362 @@
+//! Settlement: takes `queued` payments to `confirmed`. One pass (`settle_once`) does three steps:
+//!
+//! 1. **Sign.** For each queued payment without a transaction: price it from the node, then in
+//!    one database transaction reserve the wallet's next nonce(s), sign in custody and store the
+//!    signed raw transaction, with an audit event. Nothing is broadcast before it is stored.
+//! 2. **Broadcast** every stored transaction the node has not acknowledged. Whether it arrived is
+//!    decided by asking the chain for the hash, never by an error's text.
+//! 3. **Watch.** Read the head, then each open transaction's receipt and the canonical hash of
+//!    its block; record inclusion (block number and hash), count confirmations (blocks on top of
+//!    the including block) and move payments to `confirmed` once the configured number is
+//!    reached on the canonical chain. A block hash that no longer matches sends the transaction
+//!    back to `submitted` with a `reorg` event.
+//!
+//! The worker runs passes on a timer and whenever a payment is queued; tests run single passes.
+
+use super::{Payments, PaymentsError, Result, sealed};
+use crate::chain::{ChainError, Receipt};
+use crate::domain::{Address, Amount, PaymentStatus, TransactionStatus};
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments::{self as payment_rows, PaymentRow, TransactionRow};
+use crate::ledger::{LedgerError, Tx, wallets};
+use alloy::primitives::U256;
+use std::time::Duration;
+
+/// Payments signed per pass, so one pass stays short under a burst.
+const SIGN_BATCH: i64 = 100;
+/// The longest the worker backs off after consecutive failing passes.
+const MAX_BACKOFF_MS: u64 = 30_000;
+
+/// What one pass did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub signed: usize,
+    pub broadcast: usize,
+    pub updated: usize,
+    pub failed: usize,
+}
+
+impl Payments {
+    /// Runs settlement passes until `shutdown` resolves: after each queued payment and at least
+    /// every `poll_interval`. Failing passes back off exponentially up to `MAX_BACKOFF_MS`.
+    pub async fn run_settlement(&self, poll_interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let wake = self.wake();
+        let mut failures: u32 = 0;
+        loop {
+            let wait = if failures == 0 {
+                poll_interval
+            } else {
+                Duration::from_millis((poll_interval.as_millis() as u64).saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF_MS))
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.settle_once().await {
+                Ok(report) => {
+                    failures = 0;
+                    if report != PassReport::default() {
+                        tracing::debug!(?report, "settlement pass");
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, failures, "settlement pass failed; backing off");
+                }
+            }
+        }
+    }
+
+    /// One settlement pass: sign, broadcast, watch.
+    pub async fn settle_once(&self) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        for payment in payment_rows::queued_without_transactions(self.ledger.pool(), SIGN_BATCH).await? {
+            match self.sign_payment(&payment).await {
+                Ok(true) => report.signed += 1,
+                Ok(false) => report.failed += 1,
+                Err(error) if is_transient(&error) => {
+                    tracing::warn!(payment_id = %payment.id, %error, "cannot sign yet; will retry");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let open = payment_rows::open_transactions(self.ledger.pool()).await?;
+        for transaction in open.iter().filter(|t| t.status == "signed") {
+            if self.broadcast(transaction).await? {
+                report.broadcast += 1;
+            }
+        }
+        let head = self.chain.head().await?;
+        for transaction in payment_rows::open_transactions(self.ledger.pool()).await? {
+            if transaction.status == "signed" {
+                continue;
+            }
+            if self.watch(&transaction, head).await? {
+                report.updated += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Signs and stores the transaction(s) of one queued payment. Returns `false` if the payment
+    /// failed its pre-signing checks instead (no nonce is used then).
+    async fn sign_payment(&self, payment: &PaymentRow) -> Result<bool> {
+        let wallet = wallets::get(self.ledger.pool(), &payment.from_wallet_id).await?;
+        let from = wallet.address()?;
+        let to = Address::parse(&payment.to_address).map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
+        let amount = Amount::from_sql(payment.amount);
+        let gas_wei = match &payment.gas_wei {
+            Some(text) => Some(text.parse::<U256>().map_err(|_| LedgerError::Corrupt("gas_wei".into()))?),
+            None => None,
+        };
+        let fees = self.chain.fees().await?;
+        let gas_limit = match self.chain.estimate_usdc_transfer(from, to, amount).await {
+            Ok(gas) => gas,
+            Err(ChainError::Reverted { message, .. }) => {
+                let balance = self.chain.usdc_balance(from).await?;
+                let reason = if balance < amount { "insufficient_usdc".to_string() } else { format!("transfer_would_revert: {message}") };
+                self.fail_before_signing(payment, &reason).await?;
+                return Ok(false);
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let chain_nonce = match wallet.next_nonce {
+            Some(_) => 0,
+            None => self.chain.pending_nonce(from).await?,
+        };
+        let count = if gas_wei.is_some() { 2 } else { 1 };
+        let key = sealed(&wallet)?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        // The payment may have been cancelled or signed by another pass since it was read.
+        let current = payment_rows::get(&mut *tx, &payment.id).await?;
+        if current.status != "queued" || !payment_rows::transactions_of(&mut *tx, &payment.id).await?.is_empty() {
+            return Ok(false);
+        }
+        let first_nonce = wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, count).await?;
+        let usdc = self.custody.sign(&key, self.chain.usdc_transfer(first_nonce, gas_limit, fees, to, amount))?;
+        let usdc_hash = usdc.hash.to_string();
+        let nonce = i64::try_from(usdc.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
+        payment_rows::insert_transaction(&mut tx, &payment.id, "usdc", &wallet.id, nonce, &usdc_hash, &usdc.raw, now).await?;
+        let mut hashes = vec![serde_json::json!({"asset": "usdc", "nonce": usdc.nonce, "tx_hash": usdc_hash})];
+        if let Some(wei) = gas_wei {
+            let eth = self.custody.sign(&key, self.chain.eth_transfer(first_nonce + 1, fees, to, wei))?;
+            let eth_hash = eth.hash.to_string();
+            payment_rows::insert_transaction(&mut tx, &payment.id, "eth", &wallet.id, nonce + 1, &eth_hash, &eth.raw, now).await?;
+            hashes.push(serde_json::json!({"asset": "eth", "nonce": eth.nonce, "tx_hash": eth_hash, "wei": wei.to_string()}));
+        }
+        payment_rows::set_chain_fields(&mut tx, &payment.id, &usdc_hash, nonce, None, None, 0, now).await?;
+        audit::append(&mut tx, now, self.event(payment, "transaction_signed", serde_json::json!({
+            "from": from.to_string(),
+            "max_fee_per_gas": fees.max_fee_per_gas.to_string(),
+            "max_priority_fee_per_gas": fees.max_priority_fee_per_gas.to_string(),
+            "gas_limit": gas_limit,
+            "transactions": hashes,
+        }), Some(usdc_hash.clone()), None, None))
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        tracing::info!(payment_id = %payment.id, tx_hash = %usdc_hash, nonce, "signed");
+        Ok(true)
+    }
+
+    async fn fail_before_signing(&self, payment: &PaymentRow, reason: &str) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        payment_rows::set_failure(&mut tx, &payment.id, PaymentStatus::Queued, reason, now).await?;
+        audit::append(&mut tx, now, self.event(payment, "payment_failed", serde_json::json!({"failure_reason": reason}), None, None, None)).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        tracing::warn!(payment_id = %payment.id, reason, "payment failed before signing");
+        Ok(())
+    }
+
+    /// Broadcasts a stored transaction; `true` once the node has it.
+    async fn broadcast(&self, transaction: &TransactionRow) -> Result<bool> {
+        let hash = transaction.tx_hash.parse().map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
+        if let Err(error) = self.chain.broadcast(&transaction.raw).await {
+            // "already known", "nonce too low" after a lost reply, a timeout: ask the chain.
+            if !self.chain.knows_transaction(hash).await? {
+                tracing::warn!(tx_hash = %transaction.tx_hash, %error, "broadcast not accepted; will retry");
+                return Ok(false);
+            }
+        }
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        payment_rows::update_transaction(&mut tx, transaction.id, TransactionStatus::Submitted, None, None, 0, now).await?;
+        self.advance_payment(&mut tx, &transaction.payment_id, now).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(true)
+    }
+
+    /// Follows one broadcast transaction on chain; `true` if anything changed.
+    async fn watch(&self, transaction: &TransactionRow, head: u64) -> Result<bool> {
+        let hash = transaction.tx_hash.parse().map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
+        let receipt = self.chain.receipt(hash).await?;
+        let now = self.now();
+        let canonical = match &receipt {
+            Some(r) => Some(self.chain.block_hash(r.block_number).await?),
+            None => None,
+        };
+        let mut tx = self.ledger.begin().await?;
+        let changed = match (receipt, canonical) {
+            // Mined in a block that is canonical.
+            (Some(receipt), Some(canonical)) if canonical == receipt.block_hash => {
+                self.record_receipt(&mut tx, transaction, &receipt, head, now).await?
+            }
+            // No receipt (or a receipt from a block the chain has since replaced): if it was
+            // recorded as included, that block is gone.
+            _ if transaction.status == "included" || transaction.status == "confirmed" => {
+                payment_rows::update_transaction(&mut tx, transaction.id, TransactionStatus::Submitted, None, None, 0, now).await?;
+                let payment = payment_rows::get(&mut *tx, &transaction.payment_id).await?;
+                audit::append(&mut tx, now, self.event(&payment, "reorg", serde_json::json!({
+                    "old_block_number": transaction.block_number,
+                    "old_block_hash": transaction.block_hash,
+                }), Some(transaction.tx_hash.clone()), None, None)).await?;
+                self.advance_payment(&mut tx, &transaction.payment_id, now).await?;
+                true
+            }
+            _ => false,
+        };
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(changed)
+    }
+
+    async fn record_receipt(&self, tx: &mut Tx, transaction: &TransactionRow, receipt: &Receipt, head: u64, now: i64) -> Result<bool> {
+        let block_number = i64::try_from(receipt.block_number).map_err(|_| LedgerError::Corrupt("block".into()))?;
+        let block_hash = receipt.block_hash.to_string();
+        let confirmations = i64::try_from(head.saturating_sub(receipt.block_number)).unwrap_or(i64::MAX);
+        let status = if !receipt.success {
+            TransactionStatus::Failed
+        } else if confirmations >= i64::try_from(self.confirmations_required()).unwrap_or(i64::MAX) {
+            TransactionStatus::Confirmed
+        } else {
+            TransactionStatus::Included
+        };
+        let moved_block = transaction.block_hash.as_deref().is_some_and(|old| old != block_hash);
+        if transaction.status == status.as_str() && transaction.confirmations == confirmations && !moved_block {
+            return Ok(false);
+        }
+        if moved_block {
+            let payment = payment_rows::get(&mut **tx, &transaction.payment_id).await?;
+            audit::append(tx, now, self.event(&payment, "reorg", serde_json::json!({
+                "old_block_number": transaction.block_number,
+                "old_block_hash": transaction.block_hash,
+                "new_block_number": block_number,
+                "new_block_hash": block_hash,
+            }), Some(transaction.tx_hash.clone()), Some(block_number), Some(block_hash.clone()))).await?;
+        }
+        payment_rows::update_transaction(tx, transaction.id, status, Some(block_number), Some(&block_hash), confirmations, now).await?;
+        self.advance_payment(tx, &transaction.payment_id, now).await?;
+        Ok(true)
+    }
+
+    /// Moves the payment to the status its transactions add up to (the least advanced of them,
+    /// or failed if any failed), one legal edge at a time, with an audit event for each edge.
+    async fn advance_payment(&self, tx: &mut Tx, payment_id: &str, now: i64) -> Result<()> {
+        let payment = payment_rows::get(&mut **tx, payment_id).await?;
+        let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
+        let Some(usdc) = transactions.iter().rev().find(|t| t.asset == "usdc") else { return Ok(()) };
+        payment_rows::set_chain_fields(tx, payment_id, &usdc.tx_hash, usdc.nonce, usdc.block_number,
+            usdc.block_hash.as_deref(), usdc.confirmations, now).await?;
+        let rank = |s: &str| match s {
+            "signed" => 0,
+            "submitted" => 1,
+            "included" => 2,
+            "confirmed" => 3,
+            _ => 4,
+        };
+        let failed = transactions.iter().any(|t| t.status == "failed");
+        let least = transactions.iter().map(|t| rank(&t.status)).min().unwrap_or(0);
+        let target = if failed {
+            PaymentStatus::Failed
+        } else {
+            match least {
+                0 => PaymentStatus::Queued,
+                1 => PaymentStatus::Submitted,
+                2 => PaymentStatus::Included,
+                _ => PaymentStatus::Confirmed,
+            }
+        };
+        let mut current = payment.status()?;
+        while current != target {
+            let next = next_step(current, target).ok_or_else(|| {
+                PaymentsError::Conflict(format!("payment {payment_id} cannot go from {current} to {target}"))
+            })?;
+            payment_rows::set_status(tx, payment_id, current, next, now).await?;
+            let (kind, detail) = match next {
+                PaymentStatus::Failed => {
+                    sqlx::query("UPDATE payments SET failure_reason = 'reverted' WHERE id = ?")
+                        .bind(payment_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(LedgerError::from)?;
+                    ("payment_failed", serde_json::json!({"failure_reason": "reverted"}))
+                }
+                PaymentStatus::Submitted if current == PaymentStatus::Included => ("payment_unincluded", serde_json::json!({})),
+                PaymentStatus::Submitted => ("payment_submitted", serde_json::json!({"nonce": usdc.nonce})),
+                PaymentStatus::Included => ("payment_included", serde_json::json!({"confirmations": usdc.confirmations})),
+                _ => ("payment_confirmed", serde_json::json!({
+                    "confirmations": usdc.confirmations,
+                    "required": self.confirmations_required(),
+                })),
+            };
+            let (block_number, block_hash) = if next == PaymentStatus::Submitted {
+                (None, None)
+            } else {
+                (usdc.block_number, usdc.block_hash.clone())
+            };
+            audit::append(tx, now, self.event(&payment, kind, detail, Some(usdc.tx_hash.clone()), block_number, block_hash)).await?;
+            current = next;
+        }
+        Ok(())
+    }
+
+    fn event(&self, payment: &PaymentRow, kind: &'static str, detail: serde_json::Value, tx_hash: Option<String>,
+        block_number: Option<i64>, block_hash: Option<String>) -> NewEvent {
+        NewEvent {
+            kind,
+            agent_id: payment.agent_id.clone(),
+            credential_id: payment.credential_id.clone(),
+            payment_id: Some(payment.id.clone()),
+            actor: "settlement".into(),
+            detail,
+            tx_hash,
+            block_number,
+            block_hash,
+        }
+    }
+}
+
+/// The next legal status on the way from `current` to `target`.
+fn next_step(current: PaymentStatus, target: PaymentStatus) -> Option<PaymentStatus> {
+    use PaymentStatus::*;
+    let next = match (current, target) {
+        (_, Failed) if current.can_become(Failed) => Failed,
+        (Queued, _) => Submitted,
+        (Submitted, Included | Confirmed) => Included,
+        (Included, Confirmed) => Confirmed,
+        (Included, Submitted | Queued) => Submitted,
+        _ => return None,
+    };
+    current.can_become(next).then_some(next)
+}
+
+fn is_transient(error: &PaymentsError) -> bool {
+    matches!(error, PaymentsError::Chain(e) if e.is_retryable())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PaymentStatus::*;
+
+    #[test]
+    fn steps_follow_the_state_machine() {
+        assert_eq!(next_step(Queued, Confirmed), Some(Submitted));
+        assert_eq!(next_step(Submitted, Confirmed), Some(Included));
+        assert_eq!(next_step(Included, Confirmed), Some(Confirmed));
+        assert_eq!(next_step(Included, Submitted), Some(Submitted));
+        assert_eq!(next_step(Submitted, Failed), Some(Failed));
+        assert_eq!(next_step(Confirmed, Submitted), None);
+    }
+}
