@@ -78,12 +78,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// serde reports missing and unknown fields at the parent's path; name the field itself.
+/// serde reports a missing field at its parent's path; name the field itself. (An unknown
+/// field is already the last segment of the path.)
 fn field_of(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
+    let named = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
     match (path, named) {
         (".", Some(name)) => name.to_string(),
         (".", None) => "body".to_string(),

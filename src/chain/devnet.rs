@@ -106,7 +106,7 @@ impl Devnet {
         let anvil = tokio::task::spawn_blocking(move || {
             Anvil::at(binary)
                 .chain_id(DEVNET_CHAIN_ID)
-                .args(["--network", "optimism", "--host", "127.0.0.1", "--silent"])
+                .args(["--network", "optimism", "--host", "127.0.0.1"])
                 .try_spawn()
         })
         .await??;
@@ -192,19 +192,17 @@ impl Devnet {
     }
 }
 
-/// Deploys with automine on and returns the new contract's address.
+/// Deploys (automine is on during setup; the node answers with the receipt) and returns the new contract's address.
 async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> anyhow::Result<Address> {
     let request = TransactionRequest::default().with_from(from.into_inner()).with_deploy_code(code);
-    let hash = *provider.send_transaction(request).await?.tx_hash();
-    let receipt = provider.get_transaction_receipt(hash).await?.context("deployment not mined")?;
+    let receipt = provider.send_transaction_sync(request).await?;
     ensure!(receipt.status(), "deployment reverted");
     receipt.contract_address.map(Address::from).context("no contract address")
 }
 
 async fn send(provider: &DynProvider, from: Address, to: Address, input: Bytes) -> anyhow::Result<()> {
     let request = TransactionRequest::default().with_from(from.into_inner()).with_to(to.into_inner()).with_input(input);
-    let hash = *provider.send_transaction(request).await?.tx_hash();
-    let receipt = provider.get_transaction_receipt(hash).await?.context("call not mined")?;
+    let receipt = provider.send_transaction_sync(request).await?;
     ensure!(receipt.status(), "setup call reverted");
     Ok(())
 }

@@ -200,7 +200,7 @@ pub async fn queued_without_transactions(pool: &SqlitePool, limit: i64) -> Resul
     Ok(sqlx::query_as(
         "SELECT * FROM payments WHERE status = 'queued'
            AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
-         ORDER BY created_at, id LIMIT ?",
+         ORDER BY rowid LIMIT ?",
     )
     .bind(limit)
     .fetch_all(pool)

@@ -1,0 +1,193 @@
+//! Test support: `TestApp::spawn()` starts anvil with Circle's USDC on a free port, builds Bursar
+//! on a SQLite file in a temp dir, funds the treasury and serves HTTP on port 0. The settlement
+//! worker is not started: tests drive the chain step by step (`settle` runs one pass, `mine`
+//! mines blocks) so nothing waits on a timer.
+
+#![allow(dead_code)]
+
+use alloy::providers::Provider;
+use bursar::app::{self, Running};
+use bursar::chain::devnet::{self, Devnet};
+use bursar::config::Config;
+use bursar::custody::MasterKey;
+use bursar::domain::{Address, Amount};
+use bursar::payments::{ManualClock, Payments};
+use bursar::payments::settlement::PassReport;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct TestApp {
+    pub devnet: Devnet,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub clock: Arc<ManualClock>,
+    pub running: Option<Running>,
+    pub base_url: String,
+    pub admin_token: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let devnet = Devnet::start().await.expect("devnet starts");
+        let dir = tempfile::tempdir().unwrap();
+        let master_key_file = dir.path().join("master.key");
+        MasterKey::generate_file(&master_key_file).unwrap();
+        let admin_token = bursar::domain::new_secret_token("bsr_admin");
+        let database_url = format!("sqlite://{}", dir.path().join("bursar.db").display());
+        let rpc_url = devnet.rpc_url.clone();
+        let usdc = devnet.usdc.to_string();
+        let master = master_key_file.display().to_string();
+        let token = admin_token.clone();
+        let config = Config::from_sources(None, move |key| match key {
+            "BURSAR_LISTEN" => Some("127.0.0.1:0".into()),
+            "BURSAR_DATABASE_URL" => Some(database_url.clone()),
+            "BURSAR_RPC_URL" => Some(rpc_url.clone()),
+            "BURSAR_USDC_ADDRESS" => Some(usdc.clone()),
+            "BURSAR_MASTER_KEY_FILE" => Some(master.clone()),
+            "BURSAR_ADMIN_TOKEN" => Some(token.clone()),
+            _ => None,
+        })
+        .unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let mut test = TestApp {
+            devnet,
+            dir,
+            config,
+            clock,
+            running: None,
+            base_url: String::new(),
+            admin_token,
+            http: reqwest::Client::new(),
+        };
+        test.start().await;
+        let treasury = test.payments().ensure_treasury().await.unwrap().address().unwrap();
+        test.devnet.mint(treasury, devnet::TREASURY_USDC).await.unwrap();
+        test.devnet.set_eth_balance(treasury, devnet::TREASURY_ETH).await.unwrap();
+        test
+    }
+
+    async fn start(&mut self) {
+        let payments = app::build(&self.config, self.clock.clone()).await.expect("app builds");
+        let running = app::start(payments, self.config.listen, Duration::from_secs(3600), false).await.unwrap();
+        self.base_url = format!("http://{}", running.address);
+        self.running = Some(running);
+    }
+
+    /// Stops the service and starts a new one on the same database, master key and chain.
+    pub async fn restart(&mut self) {
+        self.running.take().unwrap().stop().await.unwrap();
+        self.start().await;
+    }
+
+    pub fn payments(&self) -> &Payments {
+        &self.running.as_ref().unwrap().payments
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>,
+        idempotency_key: Option<&str>) -> Response {
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.request(Method::GET, path, Some(token), None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(token), Some(body), None).await
+    }
+
+    /// Creates an agent (admin) and returns `(agent_id, address)`.
+    pub async fn create_agent(&self, name: &str) -> (String, Address) {
+        let response = self.post("/v1/agents", &self.admin_token, json!({"name": name})).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        let address = Address::parse(response.body["address"].as_str().unwrap()).unwrap();
+        (response.body["id"].as_str().unwrap().to_string(), address)
+    }
+
+    /// Issues a credential with `policy` and returns its token.
+    pub async fn credential(&self, agent_id: &str, policy: Value) -> String {
+        let response = self
+            .post(&format!("/v1/agents/{agent_id}/credentials"), &self.admin_token, json!({"name": "test", "policy": policy}))
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Funds an agent through the API and settles the funding to `confirmed`.
+    pub async fn fund(&self, agent_id: &str, usdc: &str, gas_eth: &str) {
+        let response = self
+            .request(Method::POST, "/v1/treasury/fundings", Some(&self.admin_token),
+                Some(json!({"agent_id": agent_id, "amount": usdc, "gas_eth": gas_eth})), Some(&format!("fund-{agent_id}-{usdc}")))
+            .await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
+        let id = response.body["id"].as_str().unwrap().to_string();
+        self.settle_to_confirmed(&[id]).await;
+    }
+
+    /// Agent pays `amount` to `to` with the given idempotency key.
+    pub async fn pay(&self, token: &str, to: Address, amount: &str, key: &str) -> Response {
+        self.request(Method::POST, "/v1/payments", Some(token),
+            Some(json!({"to": to.to_string(), "amount": amount, "currency": "USDC", "memo": "test"})), Some(key))
+            .await
+    }
+
+    /// One settlement pass.
+    pub async fn settle(&self) -> PassReport {
+        self.payments().settle_once().await.expect("settlement pass")
+    }
+
+    pub async fn mine(&self, blocks: u64) {
+        self.devnet.mine(blocks).await.unwrap();
+    }
+
+    /// Sign and broadcast, mine the inclusion block and the confirmations, one pass each, and
+    /// assert every payment ends `confirmed`.
+    pub async fn settle_to_confirmed(&self, ids: &[String]) {
+        self.settle().await;
+        self.mine(1).await;
+        self.settle().await;
+        self.mine(self.config.confirmations_required).await;
+        self.settle().await;
+        for id in ids {
+            let payment = self.get(&format!("/v1/payments/{id}"), &self.admin_token).await;
+            assert_eq!(payment.body["status"], "confirmed", "{}", payment.body);
+        }
+    }
+
+    pub async fn usdc_balance(&self, address: Address) -> Amount {
+        self.payments().chain.usdc_balance(address).await.unwrap()
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.devnet.provider.get_block_number().await.unwrap()
+    }
+}
+
+/// A fresh recipient address that nobody controls.
+pub fn recipient(byte: u8) -> Address {
+    Address::from(alloy::primitives::Address::repeat_byte(byte))
+}
