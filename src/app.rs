@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 const GENESIS_META_KEY: &str = "chain_genesis_hash";
 
 #[derive(Debug, thiserror::Error)]
-#[error("the database {database} was created for another chain (genesis {stored}); the node's genesis is {actual}")]
+#[error(
+    "the database {database} was created for another chain (genesis {stored}); the node's genesis is {actual}"
+)]
 pub struct ChainMismatch {
     pub database: String,
     pub stored: String,
@@ -28,16 +30,36 @@ pub struct ChainMismatch {
 /// must report the configured chain id, and the same genesis block the database was created
 /// on), loads the master key and makes sure the treasury wallet exists.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Payments> {
-    let rpc_url = config.rpc_url.as_deref().context("BURSAR_RPC_URL is required (or run `bursar dev`)")?;
-    let usdc = config.usdc_address.context("BURSAR_USDC_ADDRESS is required for a chain other than Base (8453)")?;
-    let master_key_file = config.master_key_file.as_deref().context("BURSAR_MASTER_KEY_FILE is required")?;
+    let rpc_url = config
+        .rpc_url
+        .as_deref()
+        .context("BURSAR_RPC_URL is required (or run `bursar dev`)")?;
+    let usdc = config
+        .usdc_address
+        .context("BURSAR_USDC_ADDRESS is required for a chain other than Base (8453)")?;
+    let master_key_file = config
+        .master_key_file
+        .as_deref()
+        .context("BURSAR_MASTER_KEY_FILE is required")?;
     let master = MasterKey::load(master_key_file)?;
-    let ledger = Ledger::open(&config.database_url).await.with_context(|| format!("opening {}", config.database_url))?;
+    let ledger = Ledger::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening {}", config.database_url))?;
     let chain = Chain::connect(rpc_url, config.chain_id, usdc, config.rpc_timeout_ms)?;
-    chain.check_chain_id().await.context("checking the RPC node's chain id")?;
+    chain
+        .check_chain_id()
+        .await
+        .context("checking the RPC node's chain id")?;
     check_genesis(&ledger, &chain, &config.database_url).await?;
     let custody = Arc::new(Custody::new(master, config.chain_id));
-    let payments = Payments::new(ledger, custody, chain, clock, config.admin_token.clone(), config.confirmations_required);
+    let payments = Payments::new(
+        ledger,
+        custody,
+        chain,
+        clock,
+        config.admin_token.clone(),
+        config.confirmations_required,
+    );
     payments.ensure_treasury().await?;
     Ok(payments)
 }
@@ -45,11 +67,19 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
 /// Refuses a database created against another chain (a new devnet, a different network):
 /// its nonces and transactions would be meaningless there.
 pub async fn check_genesis(ledger: &Ledger, chain: &Chain, database: &str) -> anyhow::Result<()> {
-    let actual = chain.block_hash(0).await.context("reading the genesis block")?.to_string();
+    let actual = chain
+        .block_hash(0)
+        .await
+        .context("reading the genesis block")?
+        .to_string();
     match ledger.meta(GENESIS_META_KEY).await? {
         None => ledger.set_meta(GENESIS_META_KEY, &actual).await?,
         Some(stored) if stored != actual => {
-            bail!(ChainMismatch { database: database.to_string(), stored, actual })
+            bail!(ChainMismatch {
+                database: database.to_string(),
+                stored,
+                actual
+            })
         }
         Some(_) => {}
     }
@@ -100,11 +130,21 @@ impl Running {
 
 /// Starts the HTTP server on `listen` (port 0 picks a free port) and, if `run_worker`, the
 /// settlement worker polling every `poll_interval`.
-pub async fn start(payments: Payments, listen: SocketAddr, poll_interval: Duration, run_worker: bool) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+pub async fn start(
+    payments: Payments,
+    listen: SocketAddr,
+    poll_interval: Duration,
+    run_worker: bool,
+) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     let (shutdown, receiver) = watch::channel(false);
-    let state = AppState { payments: payments.clone(), metrics: metrics_handle() };
+    let state = AppState {
+        payments: payments.clone(),
+        metrics: metrics_handle(),
+    };
     let router = api::router(state);
     let mut server_stop = receiver.clone();
     let server = tokio::spawn(async move {
@@ -119,13 +159,25 @@ pub async fn start(payments: Payments, listen: SocketAddr, poll_interval: Durati
         tokio::spawn(async move { payments.run_settlement(poll_interval, receiver).await })
     });
     tracing::info!(%address, "listening");
-    Ok(Running { address, payments, shutdown, server, worker })
+    Ok(Running {
+        address,
+        payments,
+        shutdown,
+        server,
+        worker,
+    })
 }
 
 /// `bursar serve`: build from the configuration and run until Ctrl-C or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let payments = build(&config, Arc::new(SystemClock)).await?;
-    let running = start(payments, config.listen, Duration::from_millis(config.poll_interval_ms), true).await?;
+    let running = start(
+        payments,
+        config.listen,
+        Duration::from_millis(config.poll_interval_ms),
+        true,
+    )
+    .await?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await
@@ -135,7 +187,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -53,7 +53,9 @@ struct FileConfig {
 impl Config {
     /// Reads the process environment over the optional file.
     pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::from_sources(file, |key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+        Self::from_sources(file, |key| {
+            std::env::var(key).ok().filter(|v| !v.is_empty())
+        })
     }
 
     pub fn from_sources(
@@ -67,34 +69,45 @@ impl Config {
                     key: "config file",
                     message: format!("{}: {e}", path.display()),
                 })?;
-                toml::from_str(&text).map_err(|e| ConfigError { key: "config file", message: e.message().to_string() })?
+                toml::from_str(&text).map_err(|e| ConfigError {
+                    key: "config file",
+                    message: e.message().to_string(),
+                })?
             }
         };
         let text = |key: &'static str, from_file: Option<String>| env(key).or(from_file);
-        let number = |key: &'static str, from_file: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            match env(key) {
-                Some(value) => value
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| ConfigError { key, message: format!("not a whole number: {value:?}") }),
-                None => Ok(from_file),
-            }
-        };
+        let number =
+            |key: &'static str, from_file: Option<u64>| -> Result<Option<u64>, ConfigError> {
+                match env(key) {
+                    Some(value) => value.parse().map(Some).map_err(|_| ConfigError {
+                        key,
+                        message: format!("not a whole number: {value:?}"),
+                    }),
+                    None => Ok(from_file),
+                }
+            };
 
         let listen = text("BURSAR_LISTEN", file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen
-            .parse()
-            .map_err(|_| ConfigError { key: "BURSAR_LISTEN", message: format!("not host:port: {listen:?}") })?;
-        let database_url =
-            text("BURSAR_DATABASE_URL", file.database_url).unwrap_or_else(|| "sqlite://data/bursar.db".into());
+        let listen = listen.parse().map_err(|_| ConfigError {
+            key: "BURSAR_LISTEN",
+            message: format!("not host:port: {listen:?}"),
+        })?;
+        let database_url = text("BURSAR_DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| "sqlite://data/bursar.db".into());
         if !database_url.starts_with("sqlite:") {
-            return Err(ConfigError { key: "BURSAR_DATABASE_URL", message: "only sqlite:// URLs are supported".into() });
+            return Err(ConfigError {
+                key: "BURSAR_DATABASE_URL",
+                message: "only sqlite:// URLs are supported".into(),
+            });
         }
         let rpc_url = text("BURSAR_RPC_URL", file.rpc_url);
         if let Some(url) = &rpc_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError { key: "BURSAR_RPC_URL", message: "must be an http:// or https:// URL".into() });
+            return Err(ConfigError {
+                key: "BURSAR_RPC_URL",
+                message: "must be an http:// or https:// URL".into(),
+            });
         }
         let chain_id = number("BURSAR_CHAIN_ID", file.chain_id)?.unwrap_or(BASE_CHAIN_ID);
         let usdc_address = match text("BURSAR_USDC_ADDRESS", file.usdc_address) {
@@ -107,19 +120,32 @@ impl Config {
             }
             None => None,
         };
-        let confirmations_required = number("BURSAR_CONFIRMATIONS", file.confirmations)?.unwrap_or(3);
+        let confirmations_required =
+            number("BURSAR_CONFIRMATIONS", file.confirmations)?.unwrap_or(3);
         if confirmations_required == 0 || confirmations_required > 1_000 {
-            return Err(ConfigError { key: "BURSAR_CONFIRMATIONS", message: "must be between 1 and 1000".into() });
+            return Err(ConfigError {
+                key: "BURSAR_CONFIRMATIONS",
+                message: "must be between 1 and 1000".into(),
+            });
         }
-        let master_key_file = text("BURSAR_MASTER_KEY_FILE", file.master_key_file).map(PathBuf::from);
+        let master_key_file =
+            text("BURSAR_MASTER_KEY_FILE", file.master_key_file).map(PathBuf::from);
         let admin_token = text("BURSAR_ADMIN_TOKEN", file.admin_token);
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(ConfigError { key: "BURSAR_ADMIN_TOKEN", message: "must be at least 16 characters".into() });
+            return Err(ConfigError {
+                key: "BURSAR_ADMIN_TOKEN",
+                message: "must be at least 16 characters".into(),
+            });
         }
-        let poll_interval_ms = number("BURSAR_POLL_INTERVAL_MS", file.poll_interval_ms)?.unwrap_or(1_000);
-        let rpc_timeout_ms = number("BURSAR_RPC_TIMEOUT_MS", file.rpc_timeout_ms)?.unwrap_or(10_000);
+        let poll_interval_ms =
+            number("BURSAR_POLL_INTERVAL_MS", file.poll_interval_ms)?.unwrap_or(1_000);
+        let rpc_timeout_ms =
+            number("BURSAR_RPC_TIMEOUT_MS", file.rpc_timeout_ms)?.unwrap_or(10_000);
         if poll_interval_ms == 0 || rpc_timeout_ms == 0 {
-            return Err(ConfigError { key: "BURSAR_POLL_INTERVAL_MS", message: "intervals must be positive".into() });
+            return Err(ConfigError {
+                key: "BURSAR_POLL_INTERVAL_MS",
+                message: "intervals must be positive".into(),
+            });
         }
         Ok(Config {
             listen,
@@ -142,7 +168,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_sources(None, |key| map.get(key).cloned())
     }
 

@@ -16,42 +16,125 @@ async fn bad_payment_input_names_the_field() {
     let checksummed = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     let bad_checksum = "0x5AAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"to": to, "amount": 12.5, "currency": "USDC"}), "amount"),
-        (json!({"to": to, "amount": "-1", "currency": "USDC"}), "amount"),
-        (json!({"to": to, "amount": "0", "currency": "USDC"}), "amount"),
-        (json!({"to": to, "amount": "0.0000001", "currency": "USDC"}), "amount"),
-        (json!({"to": to, "amount": "1e3", "currency": "USDC"}), "amount"),
-        (json!({"to": to, "amount": "1000000000.000001", "currency": "USDC"}), "amount"),
+        (
+            json!({"to": to, "amount": 12.5, "currency": "USDC"}),
+            "amount",
+        ),
+        (
+            json!({"to": to, "amount": "-1", "currency": "USDC"}),
+            "amount",
+        ),
+        (
+            json!({"to": to, "amount": "0", "currency": "USDC"}),
+            "amount",
+        ),
+        (
+            json!({"to": to, "amount": "0.0000001", "currency": "USDC"}),
+            "amount",
+        ),
+        (
+            json!({"to": to, "amount": "1e3", "currency": "USDC"}),
+            "amount",
+        ),
+        (
+            json!({"to": to, "amount": "1000000000.000001", "currency": "USDC"}),
+            "amount",
+        ),
         (json!({"to": to, "currency": "USDC"}), "amount"),
-        (json!({"to": "0x1234", "amount": "1", "currency": "USDC"}), "to"),
-        (json!({"to": bad_checksum, "amount": "1", "currency": "USDC"}), "to"),
-        (json!({"to": to, "amount": "1", "currency": "EURC"}), "currency"),
-        (json!({"to": to, "amount": "1", "currency": "USDC", "confidence": 1.5}), "confidence"),
-        (json!({"to": to, "amount": "1", "currency": "USDC", "metadata": [1]}), "metadata"),
-        (json!({"to": to, "amount": "1", "currency": "USDC", "colour": "red"}), "colour"),
-        (json!({"to": to, "amount": "1", "currency": "USDC", "capture": "later"}), "capture"),
+        (
+            json!({"to": "0x1234", "amount": "1", "currency": "USDC"}),
+            "to",
+        ),
+        (
+            json!({"to": bad_checksum, "amount": "1", "currency": "USDC"}),
+            "to",
+        ),
+        (
+            json!({"to": to, "amount": "1", "currency": "EURC"}),
+            "currency",
+        ),
+        (
+            json!({"to": to, "amount": "1", "currency": "USDC", "confidence": 1.5}),
+            "confidence",
+        ),
+        (
+            json!({"to": to, "amount": "1", "currency": "USDC", "metadata": [1]}),
+            "metadata",
+        ),
+        (
+            json!({"to": to, "amount": "1", "currency": "USDC", "colour": "red"}),
+            "colour",
+        ),
+        (
+            json!({"to": to, "amount": "1", "currency": "USDC", "capture": "later"}),
+            "capture",
+        ),
     ];
     for (i, (body, field)) in cases.into_iter().enumerate() {
-        let response = app.request(Method::POST, "/v1/payments", Some(&token), Some(body.clone()), Some(&format!("k{i}"))).await;
-        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{body}: {}", response.body);
+        let response = app
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&token),
+                Some(body.clone()),
+                Some(&format!("k{i}")),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            response.body
+        );
         assert_eq!(response.body["error"]["code"], "invalid_request");
-        assert_eq!(response.body["error"]["field"], field, "{body}: {}", response.body);
+        assert_eq!(
+            response.body["error"]["field"], field,
+            "{body}: {}",
+            response.body
+        );
     }
     // Checksummed and lower-case addresses are both accepted; responses use EIP-55.
-    for (i, address) in [checksummed.to_string(), checksummed.to_lowercase()].iter().enumerate() {
+    for (i, address) in [checksummed.to_string(), checksummed.to_lowercase()]
+        .iter()
+        .enumerate()
+    {
         let response = app
-            .request(Method::POST, "/v1/payments", Some(&token),
-                Some(json!({"to": address, "amount": "1", "currency": "USDC"})), Some(&format!("ok{i}")))
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&token),
+                Some(json!({"to": address, "amount": "1", "currency": "USDC"})),
+                Some(&format!("ok{i}")),
+            )
             .await;
         assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
         assert_eq!(response.body["to"], checksummed);
     }
     // The Idempotency-Key header is required and bounded.
     let body = json!({"to": to, "amount": "1", "currency": "USDC"});
-    let missing = app.request(Method::POST, "/v1/payments", Some(&token), Some(body.clone()), None).await;
-    assert_eq!((missing.status, missing.body["error"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("Idempotency-Key")));
+    let missing = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&token),
+            Some(body.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (missing.status, missing.body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Idempotency-Key"))
+    );
     let long = "k".repeat(256);
-    let too_long = app.request(Method::POST, "/v1/payments", Some(&token), Some(body), Some(&long)).await;
+    let too_long = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&token),
+            Some(body),
+            Some(&long),
+        )
+        .await;
     assert_eq!(too_long.body["error"]["field"], "Idempotency-Key");
 
     // Malformed JSON and oversized bodies.
@@ -66,8 +149,17 @@ async fn bad_payment_input_names_the_field() {
         .await
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    let huge = json!({"to": to, "amount": "1", "currency": "USDC", "memo": "x".repeat(1024 * 1024 + 1)});
-    let too_big = app.request(Method::POST, "/v1/payments", Some(&token), Some(huge), Some("big")).await;
+    let huge =
+        json!({"to": to, "amount": "1", "currency": "USDC", "memo": "x".repeat(1024 * 1024 + 1)});
+    let too_big = app
+        .request(
+            Method::POST,
+            "/v1/payments",
+            Some(&token),
+            Some(huge),
+            Some("big"),
+        )
+        .await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
 
     // Other resources name their fields too.
@@ -77,19 +169,54 @@ async fn bad_payment_input_names_the_field() {
         ("/v1/agents", json!({"name": ""}), "name"),
         ("/v1/agents", json!({}), "name"),
         ("/v1/tokens", json!({"role": "god", "name": "x"}), "role"),
-        (credentials.as_str(), json!({"name": "c", "policy": {"daily_limit": 5}}), "policy.daily_limit"),
-        (credentials.as_str(), json!({"name": "c", "policy": {"min_confidence": 2.0}}), "policy.min_confidence"),
-        (credentials.as_str(), json!({"name": "c", "policy": {"allowed_recipients": ["0x12"]}}), "policy.allowed_recipients[0]"),
-        (credentials.as_str(), json!({"name": "c", "expires_at": "tomorrow"}), "expires_at"),
-        (credentials.as_str(), json!({"name": "c", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
+        (
+            credentials.as_str(),
+            json!({"name": "c", "policy": {"daily_limit": 5}}),
+            "policy.daily_limit",
+        ),
+        (
+            credentials.as_str(),
+            json!({"name": "c", "policy": {"min_confidence": 2.0}}),
+            "policy.min_confidence",
+        ),
+        (
+            credentials.as_str(),
+            json!({"name": "c", "policy": {"allowed_recipients": ["0x12"]}}),
+            "policy.allowed_recipients[0]",
+        ),
+        (
+            credentials.as_str(),
+            json!({"name": "c", "expires_at": "tomorrow"}),
+            "expires_at",
+        ),
+        (
+            credentials.as_str(),
+            json!({"name": "c", "expires_at": "2001-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
     ];
     for (path, body, field) in checks {
         let response = app.post(path, &admin, body.clone()).await;
-        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{path} {body}: {}", response.body);
-        assert_eq!(response.body["error"]["field"], field, "{path} {body}: {}", response.body);
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{path} {body}: {}",
+            response.body
+        );
+        assert_eq!(
+            response.body["error"]["field"], field,
+            "{path} {body}: {}",
+            response.body
+        );
     }
     let funding = app
-        .request(Method::POST, "/v1/treasury/fundings", Some(&admin), Some(json!({"agent_id": agent_id, "amount": "1", "gas_eth": "1e18"})), Some("f"))
+        .request(
+            Method::POST,
+            "/v1/treasury/fundings",
+            Some(&admin),
+            Some(json!({"agent_id": agent_id, "amount": "1", "gas_eth": "1e18"})),
+            Some("f"),
+        )
         .await;
     assert_eq!(funding.body["error"]["field"], "gas_eth");
     let list = app.get("/v1/payments?limit=501", &admin).await;
@@ -101,26 +228,60 @@ async fn bad_payment_input_names_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_enforced_and_tokens_revoke_at_once() {
     let app = TestApp::spawn().await;
-    for (method, path) in [(Method::GET, "/v1/payments"), (Method::POST, "/v1/agents"), (Method::GET, "/v1/audit"), (Method::GET, "/v1/treasury")] {
-        let none = app.request(method.clone(), path, None, Some(json!({})), None).await;
+    for (method, path) in [
+        (Method::GET, "/v1/payments"),
+        (Method::POST, "/v1/agents"),
+        (Method::GET, "/v1/audit"),
+        (Method::GET, "/v1/treasury"),
+    ] {
+        let none = app
+            .request(method.clone(), path, None, Some(json!({})), None)
+            .await;
         assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(none.body["error"]["code"], "unauthorized");
-        let wrong = app.request(method, path, Some("bsr_not_a_token"), Some(json!({})), None).await;
+        let wrong = app
+            .request(method, path, Some("bsr_not_a_token"), Some(json!({})), None)
+            .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{path}");
     }
 
     // A created token works, only its hash is stored, and revoking it refuses the next request.
-    let created = app.post("/v1/tokens", &app.admin_token, json!({"role": "auditor", "name": "finance"})).await;
+    let created = app
+        .post(
+            "/v1/tokens",
+            &app.admin_token,
+            json!({"role": "auditor", "name": "finance"}),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let auditor = created.body["token"].as_str().unwrap().to_string();
     assert_eq!(app.get("/v1/audit", &auditor).await.status, StatusCode::OK);
-    assert_eq!(app.post("/v1/agents", &auditor, json!({"name": "x"})).await.status, StatusCode::FORBIDDEN);
-    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens").fetch_all(app.payments().ledger.pool()).await.unwrap();
+    assert_eq!(
+        app.post("/v1/agents", &auditor, json!({"name": "x"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+        .fetch_all(app.payments().ledger.pool())
+        .await
+        .unwrap();
     assert!(!stored.contains(&auditor));
     let id = created.body["id"].as_str().unwrap();
-    let revoked = app.request(Method::DELETE, &format!("/v1/tokens/{id}"), Some(&app.admin_token), None, None).await;
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/tokens/{id}"),
+            Some(&app.admin_token),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/v1/audit", &auditor).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/v1/audit", &auditor).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // An agent credential pays for its own agent only and sees only its own payments.
     let (a, _) = app.create_agent("a").await;
@@ -129,44 +290,108 @@ async fn auth_is_enforced_and_tokens_revoke_at_once() {
     let token_b = app.credential(&b, json!({})).await;
     let paid = app.pay(&token_a, recipient(1), "1", "k").await;
     let id = paid.body["id"].as_str().unwrap();
-    assert_eq!(app.get(&format!("/v1/payments/{id}"), &token_a).await.status, StatusCode::OK);
-    assert_eq!(app.get(&format!("/v1/payments/{id}"), &token_b).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(app.get("/v1/payments", &token_b).await.body["data"], json!([]));
-    assert_eq!(app.get("/v1/payments", &token_a).await.body["data"].as_array().unwrap().len(), 1);
-    assert_eq!(app.get("/v1/audit", &token_a).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get(&format!("/v1/payments/{id}"), &token_a)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/v1/payments/{id}"), &token_b)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/v1/payments", &token_b).await.body["data"],
+        json!([])
+    );
+    assert_eq!(
+        app.get("/v1/payments", &token_a).await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get("/v1/audit", &token_a).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // Revoking the credential refuses its very next request.
     let credential_id = paid.body["credential_id"].as_str().unwrap();
-    let deleted = app.request(Method::DELETE, &format!("/v1/credentials/{credential_id}"), Some(&app.admin_token), None, None).await;
+    let deleted = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/credentials/{credential_id}"),
+            Some(&app.admin_token),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.pay(&token_a, recipient(1), "1", "k2").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.pay(&token_a, recipient(1), "1", "k2").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_routes_and_openapi() {
     let app = TestApp::spawn().await;
     let health = app.request(Method::GET, "/healthz", None, None, None).await;
-    assert_eq!((health.status, health.body.clone()), (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
     let ready = app.request(Method::GET, "/readyz", None, None, None).await;
     assert_eq!(ready.status, StatusCode::OK);
-    app.request(Method::GET, "/v1/payments", None, None, None).await;
+    app.request(Method::GET, "/v1/payments", None, None, None)
+        .await;
     let metrics = app.request(Method::GET, "/metrics", None, None, None).await;
-    assert!(metrics.body.as_str().unwrap().contains("bursar_http_requests_total"));
-    let unknown = app.request(Method::GET, "/v2/nothing", None, None, None).await;
+    assert!(
+        metrics
+            .body
+            .as_str()
+            .unwrap()
+            .contains("bursar_http_requests_total")
+    );
+    let unknown = app
+        .request(Method::GET, "/v2/nothing", None, None, None)
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
-    let doc = app.request(Method::GET, "/openapi.json", None, None, None).await.body;
+    let doc = app
+        .request(Method::GET, "/openapi.json", None, None, None)
+        .await
+        .body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
-        ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get"), ("/openapi.json", "get"),
-        ("/v1/tokens", "post"), ("/v1/tokens/{id}", "delete"), ("/v1/agents", "post"), ("/v1/agents", "get"),
-        ("/v1/agents/{id}", "get"), ("/v1/agents/{id}/credentials", "post"), ("/v1/credentials/{id}", "get"),
-        ("/v1/credentials/{id}", "delete"), ("/v1/payments", "post"), ("/v1/payments", "get"),
-        ("/v1/payments/{id}", "get"), ("/v1/treasury", "get"), ("/v1/treasury/fundings", "post"),
-        ("/v1/audit", "get"), ("/v1/audit/verify", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+        ("/v1/tokens", "post"),
+        ("/v1/tokens/{id}", "delete"),
+        ("/v1/agents", "post"),
+        ("/v1/agents", "get"),
+        ("/v1/agents/{id}", "get"),
+        ("/v1/agents/{id}/credentials", "post"),
+        ("/v1/credentials/{id}", "get"),
+        ("/v1/credentials/{id}", "delete"),
+        ("/v1/payments", "post"),
+        ("/v1/payments", "get"),
+        ("/v1/payments/{id}", "get"),
+        ("/v1/treasury", "get"),
+        ("/v1/treasury/fundings", "post"),
+        ("/v1/audit", "get"),
+        ("/v1/audit/verify", "get"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing from OpenAPI");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
     }
 
     // Readiness names the node when it stops answering.
@@ -175,7 +400,11 @@ async fn service_routes_and_openapi() {
     app.devnet.anvil.child_mut().kill().unwrap();
     app.devnet.anvil.child_mut().wait().unwrap();
     let down = app.request(Method::GET, "/readyz", None, None, None).await;
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE, "node on {port} is down");
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node on {port} is down"
+    );
     assert_eq!(down.body["failing"], json!(["rpc"]));
     let _ = &mut app;
 }

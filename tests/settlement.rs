@@ -17,12 +17,22 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
     let mut app = TestApp::spawn().await;
     let (agent_id, agent_address) = app.create_agent("research-bot").await;
     app.fund(&agent_id, "1000", "0.05").await;
-    assert_eq!(app.usdc_balance(agent_address).await, Amount::parse_positive("1000").unwrap());
-    let agent = app.get(&format!("/v1/agents/{agent_id}"), &app.admin_token).await;
+    assert_eq!(
+        app.usdc_balance(agent_address).await,
+        Amount::parse_positive("1000").unwrap()
+    );
+    let agent = app
+        .get(&format!("/v1/agents/{agent_id}"), &app.admin_token)
+        .await;
     assert_eq!(agent.body["balances"]["usdc"], "1000");
     assert_eq!(agent.body["balances"]["eth"], "0.05");
 
-    let token = app.credential(&agent_id, json!({"max_per_payment": "500", "daily_limit": "1000"})).await;
+    let token = app
+        .credential(
+            &agent_id,
+            json!({"max_per_payment": "500", "daily_limit": "1000"}),
+        )
+        .await;
     let to = recipient(0x42);
     let amounts = ["12.5", "0.000001", "99.999999"];
     let mut ids = Vec::new();
@@ -54,7 +64,10 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
     for id in &ids {
         let payment = app.get(&format!("/v1/payments/{id}"), &token).await;
         assert_eq!(payment.body["status"], "included", "{}", payment.body);
-        assert_eq!(payment.body["confirmations"], app.config.confirmations_required - 1);
+        assert_eq!(
+            payment.body["confirmations"],
+            app.config.confirmations_required - 1
+        );
     }
     app.mine(1).await;
     app.settle().await;
@@ -64,39 +77,80 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
         let payment = app.get(&format!("/v1/payments/{id}"), &token).await.body;
         assert_eq!(payment["status"], "confirmed", "{payment}");
         let hash: B256 = payment["tx_hash"].as_str().unwrap().parse().unwrap();
-        let receipt = app.devnet.provider.get_transaction_receipt(hash).await.unwrap().unwrap();
+        let receipt = app
+            .devnet
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(receipt.status());
         assert_eq!(payment["block_number"].as_u64(), receipt.block_number);
-        assert_eq!(payment["block_hash"].as_str().unwrap(), receipt.block_hash.unwrap().to_string());
+        assert_eq!(
+            payment["block_hash"].as_str().unwrap(),
+            receipt.block_hash.unwrap().to_string()
+        );
         let transfers: Vec<_> = receipt
             .inner
             .logs()
             .iter()
-            .filter(|log| log.address() == app.devnet.usdc.into_inner() && log.topic0() == Some(&IUSDC::Transfer::SIGNATURE_HASH))
+            .filter(|log| {
+                log.address() == app.devnet.usdc.into_inner()
+                    && log.topic0() == Some(&IUSDC::Transfer::SIGNATURE_HASH)
+            })
             .collect();
         assert_eq!(transfers.len(), 1, "exactly one Transfer per payment");
         let transfer = IUSDC::Transfer::decode_log(&transfers[0].inner).unwrap();
         assert_eq!(transfer.from, agent_address.into_inner());
         assert_eq!(transfer.to, to.into_inner());
-        assert_eq!(transfer.value, alloy::primitives::U256::from(Amount::parse_positive(amount).unwrap().micros()));
-        total = total.checked_add(Amount::parse_positive(amount).unwrap()).unwrap();
+        assert_eq!(
+            transfer.value,
+            alloy::primitives::U256::from(Amount::parse_positive(amount).unwrap().micros())
+        );
+        total = total
+            .checked_add(Amount::parse_positive(amount).unwrap())
+            .unwrap();
     }
     assert_eq!(app.usdc_balance(to).await, total);
     assert_eq!(total.to_string(), "112.5");
 
     // The audit log shows every step of every payment, and the chain verifies.
     for id in &ids {
-        let events = app.get(&format!("/v1/audit?payment_id={id}"), &app.admin_token).await.body;
-        let kinds: Vec<&str> = events["data"].as_array().unwrap().iter().rev().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["payment_decided", "transaction_signed", "payment_submitted", "payment_included", "payment_confirmed"]);
+        let events = app
+            .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
+            .await
+            .body;
+        let kinds: Vec<&str> = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "payment_decided",
+                "transaction_signed",
+                "payment_submitted",
+                "payment_included",
+                "payment_confirmed"
+            ]
+        );
     }
     let verify = app.get("/v1/audit/verify", &app.admin_token).await.body;
     assert_eq!(verify["ok"], true, "{verify}");
 
     // State survives a restart on the same database.
-    let before = app.get(&format!("/v1/payments/{}", ids[0]), &token).await.body;
+    let before = app
+        .get(&format!("/v1/payments/{}", ids[0]), &token)
+        .await
+        .body;
     app.restart().await;
-    let after = app.get(&format!("/v1/payments/{}", ids[0]), &token).await.body;
+    let after = app
+        .get(&format!("/v1/payments/{}", ids[0]), &token)
+        .await
+        .body;
     assert_eq!(before, after);
     let verify_after = app.get("/v1/audit/verify", &app.admin_token).await.body;
     assert_eq!(verify_after["events"], verify["events"]);
@@ -105,7 +159,10 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
     let next = app.pay(&token, to, "1", "after-restart").await;
     let id = next.body["id"].as_str().unwrap().to_string();
     app.settle_to_confirmed(std::slice::from_ref(&id)).await;
-    assert_eq!(app.get(&format!("/v1/payments/{id}"), &token).await.body["nonce"], 3);
+    assert_eq!(
+        app.get(&format!("/v1/payments/{id}"), &token).await.body["nonce"],
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +170,12 @@ async fn policy_caps_deny_with_the_rule_and_release_nothing() {
     let app = TestApp::spawn().await;
     let (agent_id, _) = app.create_agent("capped").await;
     app.fund(&agent_id, "100", "0.01").await;
-    let token = app.credential(&agent_id, json!({"max_per_payment": "10", "daily_limit": "15"})).await;
+    let token = app
+        .credential(
+            &agent_id,
+            json!({"max_per_payment": "10", "daily_limit": "15"}),
+        )
+        .await;
     let to = recipient(0x77);
 
     let over_cap = app.pay(&token, to, "10.000001", "a").await;
@@ -122,14 +184,29 @@ async fn policy_caps_deny_with_the_rule_and_release_nothing() {
     assert_eq!(over_cap.body["error"]["rule"], "max_per_payment");
     assert_eq!(over_cap.body["payment"]["status"], "rejected");
 
-    assert_eq!(app.pay(&token, to, "10", "b").await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.pay(&token, to, "10", "b").await.status,
+        StatusCode::ACCEPTED
+    );
     let over_day = app.pay(&token, to, "5.000001", "c").await;
-    assert_eq!(over_day.body["error"]["rule"], "daily_limit", "{}", over_day.body);
-    let checks = over_day.body["payment"]["decision"]["checks"].as_array().unwrap();
+    assert_eq!(
+        over_day.body["error"]["rule"], "daily_limit",
+        "{}",
+        over_day.body
+    );
+    let checks = over_day.body["payment"]["decision"]["checks"]
+        .as_array()
+        .unwrap();
     let daily = checks.iter().find(|c| c["rule"] == "daily_limit").unwrap();
     assert_eq!(daily["passed"], false);
-    assert_eq!(daily["detail"], "held 10 in the last 24h + amount 5.000001 <= limit 15");
-    assert_eq!(app.pay(&token, to, "5", "d").await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        daily["detail"],
+        "held 10 in the last 24h + amount 5.000001 <= limit 15"
+    );
+    assert_eq!(
+        app.pay(&token, to, "5", "d").await.status,
+        StatusCode::ACCEPTED
+    );
 
     // A replay of the denial is the same 403; the same key with another body is a conflict.
     let replay = app.pay(&token, to, "10.000001", "a").await;
@@ -142,7 +219,10 @@ async fn policy_caps_deny_with_the_rule_and_release_nothing() {
 
     // The rolling window: a day later the budget is free again.
     app.clock.advance_ms(24 * 60 * 60 * 1000 + 1);
-    assert_eq!(app.pay(&token, to, "10", "e").await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.pay(&token, to, "10", "e").await.status,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +240,9 @@ async fn payment_without_usdc_fails_before_signing_and_uses_no_nonce() {
     assert_eq!(payment["failure_reason"], "insufficient_usdc");
     assert!(payment["nonce"].is_null());
     // The failure released the hold: it no longer counts as spent.
-    let agent = app.get(&format!("/v1/agents/{agent_id}"), &app.admin_token).await.body;
+    let agent = app
+        .get(&format!("/v1/agents/{agent_id}"), &app.admin_token)
+        .await
+        .body;
     assert_eq!(agent["spent_24h"], "0");
 }

@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/agents", post(create).get(list))
         .route("/v1/agents/{id}", get(get_agent))
         .route("/v1/agents/{id}/credentials", post(create_credential))
-        .route("/v1/credentials/{id}", get(get_credential).delete(revoke_credential))
+        .route(
+            "/v1/credentials/{id}",
+            get(get_credential).delete(revoke_credential),
+        )
 }
 
 /// A name: 1 to 200 characters, not blank.
@@ -61,21 +64,35 @@ pub struct CreateAgent {
 /// Creates an agent; custody generates its wallet key, which never leaves custody.
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgent,
     responses((status = 201, description = "the agent with its wallet address"), (status = 400), (status = 403)))]
-pub async fn create(State(state): State<AppState>, auth: Auth, JsonBody(body): JsonBody<CreateAgent>)
-    -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<CreateAgent>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     auth.require(&[])?;
-    let agent = state.payments.create_agent(&auth.0, name(&body.name)?).await?;
+    let agent = state
+        .payments
+        .create_agent(&auth.0, name(&body.name)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(agent_json(&agent))))
 }
 
 /// Agents, newest first, with on-chain balances and 24-hour spend.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents",
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200)))]
-pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query<HashMap<String, String>>)
-    -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
-    let page = page(query.get("limit").map(String::as_str), query.get("cursor").map(String::as_str))?;
-    let rows = agents::list(state.payments.ledger.pool(), &page).await.map_err(bad_cursor)?;
+    let page = page(
+        query.get("limit").map(String::as_str),
+        query.get("cursor").map(String::as_str),
+    )?;
+    let rows = agents::list(state.payments.ledger.pool(), &page)
+        .await
+        .map_err(bad_cursor)?;
     let cursor = rows.last().map(|a| cursor_of(a.created_at, &a.id));
     let mut data = Vec::with_capacity(rows.len());
     for row in rows {
@@ -86,16 +103,24 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query
 
 pub fn bad_cursor(error: crate::ledger::LedgerError) -> ApiError {
     match error {
-        crate::ledger::LedgerError::Conflict(_) => ApiError::invalid("cursor", "not a cursor this API returned"),
+        crate::ledger::LedgerError::Conflict(_) => {
+            ApiError::invalid("cursor", "not a cursor this API returned")
+        }
         other => ApiError::from(crate::payments::PaymentsError::from(other)),
     }
 }
 
 /// One agent with on-chain balances and 24-hour spend.
 #[utoipa::path(get, path = "/v1/agents/{id}", tag = "agents", responses((status = 200), (status = 404)))]
-pub async fn get_agent(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_agent(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
-    let row = agents::get(state.payments.ledger.pool(), &id).await.map_err(crate::payments::PaymentsError::from)?;
+    let row = agents::get(state.payments.ledger.pool(), &id)
+        .await
+        .map_err(crate::payments::PaymentsError::from)?;
     Ok(Json(view_json(&state.payments.agent_view(row).await?)))
 }
 
@@ -110,7 +135,8 @@ pub struct CreateCredential {
 }
 
 fn credential_json(row: &CredentialRow) -> Result<Value, ApiError> {
-    let policy: Value = serde_json::from_str(&row.policy).map_err(|_| ApiError::Internal("stored policy".into()))?;
+    let policy: Value = serde_json::from_str(&row.policy)
+        .map_err(|_| ApiError::Internal("stored policy".into()))?;
     Ok(json!({
         "id": row.id, "agent_id": row.agent_id, "name": row.name, "policy": policy,
         "expires_at": row.expires_at.map(time), "status": row.status, "created_at": time(row.created_at),
@@ -121,13 +147,27 @@ fn credential_json(row: &CredentialRow) -> Result<Value, ApiError> {
 /// Issues a scoped credential to an agent. The token is shown once.
 #[utoipa::path(post, path = "/v1/agents/{id}/credentials", tag = "credentials", request_body = CreateCredential,
     responses((status = 201), (status = 400), (status = 404)))]
-pub async fn create_credential(State(state): State<AppState>, auth: Auth, Path(agent_id): Path<String>,
-    JsonBody(body): JsonBody<CreateCredential>) -> Result<(StatusCode, Json<Value>), ApiError> {
+pub async fn create_credential(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(agent_id): Path<String>,
+    JsonBody(body): JsonBody<CreateCredential>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     auth.require(&[])?;
-    let expires_at = body.expires_at.as_deref().map(|t| parse_time("expires_at", t)).transpose()?;
+    let expires_at = body
+        .expires_at
+        .as_deref()
+        .map(|t| parse_time("expires_at", t))
+        .transpose()?;
     let (row, secret) = state
         .payments
-        .create_credential(&auth.0, &agent_id, name(&body.name)?, &body.policy, expires_at)
+        .create_credential(
+            &auth.0,
+            &agent_id,
+            name(&body.name)?,
+            &body.policy,
+            expires_at,
+        )
         .await?;
     let mut value = credential_json(&row)?;
     value["token"] = json!(secret);
@@ -136,15 +176,25 @@ pub async fn create_credential(State(state): State<AppState>, auth: Auth, Path(a
 
 /// A credential (never its token).
 #[utoipa::path(get, path = "/v1/credentials/{id}", tag = "credentials", responses((status = 200), (status = 404)))]
-pub async fn get_credential(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_credential(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     auth.require(&[])?;
-    let row = tokens::get_credential(state.payments.ledger.pool(), &id).await.map_err(crate::payments::PaymentsError::from)?;
+    let row = tokens::get_credential(state.payments.ledger.pool(), &id)
+        .await
+        .map_err(crate::payments::PaymentsError::from)?;
     Ok(Json(credential_json(&row)?))
 }
 
 /// Revokes a credential; its next request gets `401`.
 #[utoipa::path(delete, path = "/v1/credentials/{id}", tag = "credentials", responses((status = 204), (status = 404)))]
-pub async fn revoke_credential(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn revoke_credential(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     auth.require(&[])?;
     state.payments.revoke_credential(&auth.0, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(list)).route("/v1/audit/verify", get(verify))
+    Router::new()
+        .route("/v1/audit", get(list))
+        .route("/v1/audit/verify", get(verify))
 }
 
 pub fn event_json(event: &AuditEvent) -> Value {
@@ -29,15 +31,21 @@ pub fn event_json(event: &AuditEvent) -> Value {
     params(("agent_id" = Option<String>, Query), ("payment_id" = Option<String>, Query), ("from" = Option<String>, Query),
         ("to" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200), (status = 400), (status = 403)))]
-pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query<HashMap<String, String>>)
-    -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
     let get = |key: &str| query.get(key).map(String::as_str);
     let page = page(get("limit"), get("cursor"))?;
     let before_seq = page
         .cursor
         .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned")))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::invalid("cursor", "not a cursor this API returned"))
+        })
         .transpose()?;
     let filter = AuditFilter {
         agent_id: get("agent_id").map(str::to_string),
@@ -50,13 +58,21 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query
         .await
         .map_err(crate::payments::PaymentsError::from)?;
     let cursor = events.last().map(|e| e.seq.to_string());
-    Ok(Json(list_response(events.iter().map(event_json).collect(), page.limit, cursor)))
+    Ok(Json(list_response(
+        events.iter().map(event_json).collect(),
+        page.limit,
+        cursor,
+    )))
 }
 
 /// Recomputes the hash chain and names the first bad event.
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200), (status = 403)))]
 pub async fn verify(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
-    let report = audit::verify(state.payments.ledger.pool()).await.map_err(crate::payments::PaymentsError::from)?;
-    Ok(Json(serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?))
+    let report = audit::verify(state.payments.ledger.pool())
+        .await
+        .map_err(crate::payments::PaymentsError::from)?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }

@@ -9,7 +9,10 @@ use serde_json::json;
 
 #[derive(Debug)]
 pub enum ApiError {
-    Invalid { field: Option<String>, message: String },
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     Unauthorized,
     Forbidden,
     AgentFrozen,
@@ -23,7 +26,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-        ApiError::Invalid { field: Some(field.to_string()), message: message.into() }
+        ApiError::Invalid {
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
     }
 }
 
@@ -34,7 +40,10 @@ impl From<PaymentsError> for ApiError {
             PaymentsError::AgentFrozen => ApiError::AgentFrozen,
             PaymentsError::NotFound => ApiError::NotFound,
             PaymentsError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused,
-            PaymentsError::Invalid { field, message } => ApiError::Invalid { field: Some(field), message },
+            PaymentsError::Invalid { field, message } => ApiError::Invalid {
+                field: Some(field),
+                message,
+            },
             PaymentsError::Conflict(message) => ApiError::Conflict(message),
             PaymentsError::Chain(error) if error.is_retryable() => {
                 tracing::warn!(%error, "chain unavailable");
@@ -48,19 +57,60 @@ impl From<PaymentsError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message, field) = match self {
-            ApiError::Invalid { field, message } => (StatusCode::BAD_REQUEST, "invalid_request", message, field),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "missing, unknown, revoked or expired token".into(), None),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "this token's role may not do this".into(), None),
-            ApiError::AgentFrozen => (StatusCode::FORBIDDEN, "agent_frozen", "the agent is frozen; its credentials are refused".into(), None),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into(), None),
-            ApiError::IdempotencyKeyReused => (StatusCode::CONFLICT, "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request".into(), None),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body exceeds 1 MiB".into(), None),
+            ApiError::Invalid { field, message } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message, field)
+            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing, unknown, revoked or expired token".into(),
+                None,
+            ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token's role may not do this".into(),
+                None,
+            ),
+            ApiError::AgentFrozen => (
+                StatusCode::FORBIDDEN,
+                "agent_frozen",
+                "the agent is frozen; its credentials are refused".into(),
+                None,
+            ),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".into(),
+                None,
+            ),
+            ApiError::IdempotencyKeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request".into(),
+                None,
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body exceeds 1 MiB".into(),
+                None,
+            ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message, None),
-            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message, None),
+            ApiError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message,
+                None,
+            ),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error".into(), None)
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "internal error".into(),
+                    None,
+                )
             }
         };
         let mut error = json!({"code": code, "message": message});

@@ -15,8 +15,14 @@ pub struct Auth(pub Principal);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
         let secret = header
             .to_str()
             .ok()
@@ -39,7 +45,10 @@ impl Auth {
 
     pub fn agent(&self) -> Option<(&str, &str)> {
         match &self.0 {
-            Principal::Agent { agent_id, credential_id } => Some((agent_id, credential_id)),
+            Principal::Agent {
+                agent_id,
+                credential_id,
+            } => Some((agent_id, credential_id)),
             Principal::Staff { .. } => None,
         }
     }
@@ -53,13 +62,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::invalid("body", "could not read the request body")
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::invalid("body", "could not read the request body")
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -74,14 +85,19 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = error.path().to_string();
         let message = error.inner().to_string();
         let field = field_of(&path, &message);
-        ApiError::Invalid { field: Some(field), message }
+        ApiError::Invalid {
+            field: Some(field),
+            message,
+        }
     })
 }
 
 /// serde reports a missing field at its parent's path; name the field itself. (An unknown
 /// field is already the last segment of the path.)
 fn field_of(path: &str, message: &str) -> String {
-    let named = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
     match (path, named) {
         (".", Some(name)) => name.to_string(),
         (".", None) => "body".to_string(),
@@ -92,10 +108,12 @@ fn field_of(path: &str, message: &str) -> String {
 
 /// The `Idempotency-Key` header, required.
 pub fn idempotency_key(parts: &axum::http::HeaderMap) -> Result<IdempotencyKey, ApiError> {
-    let value = parts
-        .get("idempotency-key")
-        .ok_or_else(|| ApiError::invalid("Idempotency-Key", "the Idempotency-Key header is required"))?;
-    let text = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?;
+    let value = parts.get("idempotency-key").ok_or_else(|| {
+        ApiError::invalid("Idempotency-Key", "the Idempotency-Key header is required")
+    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))?;
     IdempotencyKey::parse(text).map_err(|e| ApiError::invalid("Idempotency-Key", e.to_string()))
 }
 
@@ -131,9 +149,21 @@ mod tests {
         assert_eq!(field("[]"), Some("body".into()));
         assert_eq!(field("{}"), Some("name".into()));
         assert_eq!(field(r#"{"name": 5}"#), Some("name".into()));
-        assert_eq!(field(r#"{"name": "a", "colour": 1}"#), Some("colour".into()));
-        assert_eq!(field(r#"{"name": "a", "inner": {"amount": 12.5}}"#), Some("inner.amount".into()));
-        assert_eq!(field(r#"{"name": "a", "inner": {"amount": "1e3"}}"#), Some("inner.amount".into()));
-        assert_eq!(field(r#"{"name": "a", "inner": {"x": 1}}"#), Some("inner.x".into()));
+        assert_eq!(
+            field(r#"{"name": "a", "colour": 1}"#),
+            Some("colour".into())
+        );
+        assert_eq!(
+            field(r#"{"name": "a", "inner": {"amount": 12.5}}"#),
+            Some("inner.amount".into())
+        );
+        assert_eq!(
+            field(r#"{"name": "a", "inner": {"amount": "1e3"}}"#),
+            Some("inner.amount".into())
+        );
+        assert_eq!(
+            field(r#"{"name": "a", "inner": {"x": 1}}"#),
+            Some("inner.x".into())
+        );
     }
 }

@@ -59,8 +59,14 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
-        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
     }
 }
 
@@ -74,7 +80,10 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_millis(REQUEST_TIMEOUT_MS)))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(REQUEST_TIMEOUT_MS),
+        ))
         .layer(axum::middleware::from_fn(service::count_requests))
         .with_state(state)
 }
@@ -89,7 +98,12 @@ pub fn time(millis: i64) -> String {
 pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::invalid(field, "must be an RFC 3339 time such as 2026-12-01T00:00:00Z"))
+        .map_err(|_| {
+            ApiError::invalid(
+                field,
+                "must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+            )
+        })
 }
 
 /// `limit` and `cursor` of a list request.
@@ -102,12 +116,23 @@ pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<crate::ledger::
             .filter(|n| (1..=crate::ledger::MAX_PAGE).contains(n))
             .ok_or_else(|| ApiError::invalid("limit", "must be a whole number from 1 to 500"))?,
     };
-    Ok(crate::ledger::Page { limit, cursor: cursor.map(str::to_string) })
+    Ok(crate::ledger::Page {
+        limit,
+        cursor: cursor.map(str::to_string),
+    })
 }
 
 /// `{"data": [...], "next_cursor": ...}`: a cursor only when the page was full.
-pub fn list_response<T: serde::Serialize>(data: Vec<T>, limit: u32, last_cursor: Option<String>) -> serde_json::Value {
-    let next = if data.len() as u32 == limit { last_cursor } else { None };
+pub fn list_response<T: serde::Serialize>(
+    data: Vec<T>,
+    limit: u32,
+    last_cursor: Option<String>,
+) -> serde_json::Value {
+    let next = if data.len() as u32 == limit {
+        last_cursor
+    } else {
+        None
+    };
     serde_json::json!({"data": data, "next_cursor": next})
 }
 

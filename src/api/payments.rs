@@ -22,7 +22,9 @@ const MAX_REFERENCE_CHARS: usize = 255;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/payments", post(create).get(list)).route("/v1/payments/{id}", get(get_payment))
+    Router::new()
+        .route("/v1/payments", post(create).get(list))
+        .route("/v1/payments/{id}", get(get_payment))
 }
 
 /// The body of `POST /v1/payments`. Unknown fields are refused (`400` naming the field).
@@ -90,11 +92,21 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
         currency: row.currency.clone(),
         memo: row.memo.clone(),
         reference: row.reference.clone(),
-        metadata: row.metadata.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt())?,
+        metadata: row
+            .metadata
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| corrupt())?,
         confidence: row.confidence,
         capture: row.capture.clone(),
         status: row.status().map_err(|_| corrupt())?,
-        decision: row.decision.as_deref().map(serde_json::from_str).transpose().map_err(|_| corrupt())?,
+        decision: row
+            .decision
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| corrupt())?,
         gas_wei: row.gas_wei.clone(),
         tx_hash: row.tx_hash.clone(),
         nonce: row.nonce,
@@ -107,11 +119,16 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
     })
 }
 
-fn text_field(field: &str, value: Option<String>, max_chars: usize) -> Result<Option<String>, ApiError> {
+fn text_field(
+    field: &str,
+    value: Option<String>,
+    max_chars: usize,
+) -> Result<Option<String>, ApiError> {
     match value {
-        Some(text) if text.chars().count() > max_chars => {
-            Err(ApiError::invalid(field, format!("must be at most {max_chars} characters")))
-        }
+        Some(text) if text.chars().count() > max_chars => Err(ApiError::invalid(
+            field,
+            format!("must be at most {max_chars} characters"),
+        )),
         other => Ok(other),
     }
 }
@@ -152,24 +169,38 @@ impl CreatePaymentRequest {
 pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response, ApiError> {
     let body = payment_response(payment)?;
     let mut response = if payment.status == PaymentStatus::Rejected.as_str() {
-        let rule = body.decision.as_ref().map(|d| d.rule.clone()).unwrap_or_default();
+        let rule = body
+            .decision
+            .as_ref()
+            .map(|d| d.rule.clone())
+            .unwrap_or_default();
         let message = body
             .decision
             .as_ref()
             .and_then(|d| d.checks.iter().find(|c| !c.passed))
-            .map(|c| format!("denied by {}: {}", c.rule, c.detail))
+            .map(|c| format!("denied by {}: the check \"{}\" failed", c.rule, c.detail))
             .unwrap_or_else(|| "denied by policy".into());
-        (StatusCode::FORBIDDEN, Json(json!({
-            "error": {"code": "policy_denied", "rule": rule, "message": message},
-            "payment": body,
-        })))
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "error": {"code": "policy_denied", "rule": rule, "message": message},
+                "payment": body,
+            })),
+        )
             .into_response()
     } else {
-        let status = if replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+        let status = if replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        };
         (status, Json(body)).into_response()
     };
     if replayed {
-        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     Ok(response)
 }
@@ -183,12 +214,19 @@ pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response
         (status = 400, description = "invalid request; error.field names the field"),
         (status = 401), (status = 403, description = "policy_denied (with the payment), forbidden or agent_frozen"),
         (status = 409, description = "idempotency_key_reused"), (status = 413)))]
-pub async fn create(State(state): State<AppState>, auth: Auth, headers: HeaderMap,
-    JsonBody(body): JsonBody<CreatePaymentRequest>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreatePaymentRequest>,
+) -> Result<Response, ApiError> {
     let (agent_id, credential_id) = auth.agent().ok_or(ApiError::Forbidden)?;
     let key = idempotency_key(&headers)?;
     let request = body.validate()?;
-    let created = state.payments.create_payment(agent_id, credential_id, &key, &request).await?;
+    let created = state
+        .payments
+        .create_payment(agent_id, credential_id, &key, &request)
+        .await?;
     if !created.replayed {
         metrics::counter!("bursar_payments_created_total", "status" => created.payment.status.clone()).increment(1);
     }
@@ -198,7 +236,9 @@ pub async fn create(State(state): State<AppState>, auth: Auth, headers: HeaderMa
 /// Whether `auth` may read `payment`; agents see only their own (others are `404`).
 fn may_read(auth: &Auth, payment: &PaymentRow) -> Result<(), ApiError> {
     match &auth.0 {
-        Principal::Agent { agent_id, .. } if payment.agent_id.as_deref() == Some(agent_id) => Ok(()),
+        Principal::Agent { agent_id, .. } if payment.agent_id.as_deref() == Some(agent_id) => {
+            Ok(())
+        }
         Principal::Agent { .. } => Err(ApiError::NotFound),
         Principal::Staff { .. } => auth.require(&[Role::Auditor, Role::Approver, Role::Treasury]),
     }
@@ -207,7 +247,11 @@ fn may_read(auth: &Auth, payment: &PaymentRow) -> Result<(), ApiError> {
 /// One payment.
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
     responses((status = 200, body = PaymentResponse), (status = 404)))]
-pub async fn get_payment(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<PaymentResponse>, ApiError> {
+pub async fn get_payment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<PaymentResponse>, ApiError> {
     let payment = state.payments.get_payment(&id).await?;
     may_read(&auth, &payment)?;
     Ok(Json(payment_response(&payment)?))
@@ -218,11 +262,17 @@ pub async fn get_payment(State(state): State<AppState>, auth: Auth, Path(id): Pa
     params(("agent_id" = Option<String>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query),
         ("to" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200), (status = 400)))]
-pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query<HashMap<String, String>>)
-    -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let get = |key: &str| query.get(key).map(String::as_str);
     let status = get("status")
-        .map(|s| PaymentStatus::parse(s).ok_or_else(|| ApiError::invalid("status", "not a payment status")))
+        .map(|s| {
+            PaymentStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("status", "not a payment status"))
+        })
         .transpose()?;
     let mut filter = PaymentFilter {
         agent_id: get("agent_id").map(str::to_string),
@@ -232,12 +282,19 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query
     };
     match &auth.0 {
         Principal::Agent { agent_id, .. } => {
-            if filter.agent_id.as_ref().is_some_and(|asked| asked != agent_id) {
+            if filter
+                .agent_id
+                .as_ref()
+                .is_some_and(|asked| asked != agent_id)
+            {
                 return Ok(Json(list_response(Vec::<Value>::new(), 1, None)));
             }
             filter.agent_id = Some(agent_id.clone());
         }
-        Principal::Staff { role: Role::Approver, .. } => {
+        Principal::Staff {
+            role: Role::Approver,
+            ..
+        } => {
             if status.is_some_and(|s| s != PaymentStatus::PendingApproval) {
                 return Err(ApiError::Forbidden);
             }
@@ -246,8 +303,13 @@ pub async fn list(State(state): State<AppState>, auth: Auth, Query(query): Query
         Principal::Staff { .. } => auth.require(&[Role::Auditor])?,
     }
     let page = page(get("limit"), get("cursor"))?;
-    let rows = payment_rows::list(state.payments.ledger.pool(), &filter, &page).await.map_err(bad_cursor)?;
+    let rows = payment_rows::list(state.payments.ledger.pool(), &filter, &page)
+        .await
+        .map_err(bad_cursor)?;
     let cursor = rows.last().map(|p| cursor_of(p.created_at, &p.id));
-    let data = rows.iter().map(payment_response).collect::<Result<Vec<_>, _>>()?;
+    let data = rows
+        .iter()
+        .map(payment_response)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(list_response(data, page.limit, cursor)))
 }

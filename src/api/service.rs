@@ -39,14 +39,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if failing.is_empty() {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "failing": failing}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "failing": failing})),
+        )
+            .into_response()
     }
 }
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "service", security(()), responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// This document.
@@ -60,6 +71,7 @@ pub async fn count_requests(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("bursar_http_requests_total", "method" => method, "status" => status).increment(1);
+    metrics::counter!("bursar_http_requests_total", "method" => method, "status" => status)
+        .increment(1);
     response
 }

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 const MAX_GAS_ETH_WEI: u128 = 10 * 1_000_000_000_000_000_000;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/treasury", get(view)).route("/v1/treasury/fundings", post(fund))
+    Router::new()
+        .route("/v1/treasury", get(view))
+        .route("/v1/treasury/fundings", post(fund))
 }
 
 /// The treasury's address and on-chain balances.
@@ -43,10 +45,20 @@ pub struct CreateFunding {
 
 /// Parses ETH as a decimal string into wei, exactly.
 fn parse_gas_eth(text: &str) -> Result<U256, ApiError> {
-    let invalid = || ApiError::invalid("gas_eth", "must be a positive decimal string of ETH, at most 18 decimals and 10 ETH");
+    let invalid = || {
+        ApiError::invalid(
+            "gas_eth",
+            "must be a positive decimal string of ETH, at most 18 decimals and 10 ETH",
+        )
+    };
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 18 || (text.contains('.') && fraction.is_empty()) {
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > 18
+        || (text.contains('.') && fraction.is_empty())
+    {
         return Err(invalid());
     }
     let wei = alloy::primitives::utils::parse_ether(text).map_err(|_| invalid())?;
@@ -61,12 +73,19 @@ fn parse_gas_eth(text: &str) -> Result<U256, ApiError> {
     params(("Idempotency-Key" = String, Header, description = "required")),
     responses((status = 202, description = "a payment object with kind funding"), (status = 200, description = "replay"),
         (status = 400), (status = 403), (status = 409)))]
-pub async fn fund(State(state): State<AppState>, auth: Auth, headers: HeaderMap, JsonBody(body): JsonBody<CreateFunding>)
-    -> Result<Response, ApiError> {
+pub async fn fund(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateFunding>,
+) -> Result<Response, ApiError> {
     auth.require(&[Role::Treasury])?;
     let key = idempotency_key(&headers)?;
     let gas_wei = body.gas_eth.as_deref().map(parse_gas_eth).transpose()?;
-    let created = state.payments.create_funding(&auth.0, &key, &body.agent_id, body.amount, gas_wei).await?;
+    let created = state
+        .payments
+        .create_funding(&auth.0, &key, &body.agent_id, body.amount, gas_wei)
+        .await?;
     created_response(&created.payment, created.replayed)
 }
 
@@ -76,9 +95,25 @@ mod tests {
 
     #[test]
     fn gas_eth_is_exact_and_bounded() {
-        assert_eq!(parse_gas_eth("0.01").unwrap(), U256::from(10_000_000_000_000_000u64));
-        assert_eq!(parse_gas_eth("1").unwrap(), U256::from(1_000_000_000_000_000_000u64));
-        for bad in ["0", "-1", "1e18", "0.0000000000000000001", "11", ".5", "5.", "", "abc"] {
+        assert_eq!(
+            parse_gas_eth("0.01").unwrap(),
+            U256::from(10_000_000_000_000_000u64)
+        );
+        assert_eq!(
+            parse_gas_eth("1").unwrap(),
+            U256::from(1_000_000_000_000_000_000u64)
+        );
+        for bad in [
+            "0",
+            "-1",
+            "1e18",
+            "0.0000000000000000001",
+            "11",
+            ".5",
+            "5.",
+            "",
+            "abc",
+        ] {
             assert!(parse_gas_eth(bad).is_err(), "{bad}");
         }
     }

@@ -35,15 +35,22 @@ pub fn anvil_binary(dir: &Path) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let packages = dir.join("node_modules/@foundry-rs");
-    let entries = std::fs::read_dir(&packages)
-        .with_context(|| format!("{} is missing: run `npm ci --prefix anvil` first", packages.display()))?;
+    let entries = std::fs::read_dir(&packages).with_context(|| {
+        format!(
+            "{} is missing: run `npm ci --prefix anvil` first",
+            packages.display()
+        )
+    })?;
     for entry in entries.flatten() {
         let candidate = entry.path().join("bin/anvil");
         if entry.file_name().to_string_lossy().starts_with("anvil-") && candidate.is_file() {
             return Ok(candidate);
         }
     }
-    bail!("no anvil binary under {}: run `npm ci --prefix anvil`", packages.display())
+    bail!(
+        "no anvil binary under {}: run `npm ci --prefix anvil`",
+        packages.display()
+    )
 }
 
 fn artifact_dir(dir: &Path) -> PathBuf {
@@ -53,10 +60,18 @@ fn artifact_dir(dir: &Path) -> PathBuf {
 /// A hardhat artifact's creation bytecode with its library placeholders filled in.
 fn bytecode(dir: &Path, relative: &str, libraries: &[(&str, Address)]) -> anyhow::Result<Vec<u8>> {
     let path = artifact_dir(dir).join(relative);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} is missing: run `npm ci --prefix anvil` first", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{} is missing: run `npm ci --prefix anvil` first",
+            path.display()
+        )
+    })?;
     let artifact: serde_json::Value = serde_json::from_str(&text)?;
-    let mut code = artifact["bytecode"].as_str().context("artifact has no bytecode")?.trim_start_matches("0x").to_string();
+    let mut code = artifact["bytecode"]
+        .as_str()
+        .context("artifact has no bytecode")?
+        .trim_start_matches("0x")
+        .to_string();
     if let Some(references) = artifact["linkReferences"].as_object() {
         for (_source, contracts) in references {
             for (name, places) in contracts.as_object().into_iter().flatten() {
@@ -69,7 +84,10 @@ fn bytecode(dir: &Path, relative: &str, libraries: &[(&str, Address)]) -> anyhow
                 for place in places.as_array().into_iter().flatten() {
                     let start = place["start"].as_u64().context("link start")? as usize * 2;
                     let length = place["length"].as_u64().context("link length")? as usize * 2;
-                    ensure!(length == 40 && code.get(start..start + 2) == Some("__"), "bad link reference in {relative}");
+                    ensure!(
+                        length == 40 && code.get(start..start + 2) == Some("__"),
+                        "bad link reference in {relative}"
+                    );
                     code.replace_range(start..start + length, &hex_address);
                 }
             }
@@ -111,17 +129,35 @@ impl Devnet {
         })
         .await??;
         let rpc_url = format!("http://127.0.0.1:{}", anvil.port());
-        let keys: Vec<PrivateKeySigner> = anvil.keys().iter().take(3).map(|k| PrivateKeySigner::from(k.clone())).collect();
+        let keys: Vec<PrivateKeySigner> = anvil
+            .keys()
+            .iter()
+            .take(3)
+            .map(|k| PrivateKeySigner::from(k.clone()))
+            .collect();
         ensure!(keys.len() == 3, "anvil started without dev accounts");
         let (deployer, proxy_admin, owner) = (keys[0].clone(), keys[1].clone(), keys[2].clone());
         let mut wallet = EthereumWallet::new(deployer.clone());
         wallet.register_signer(proxy_admin.clone());
         wallet.register_signer(owner.clone());
-        let provider = ProviderBuilder::new().wallet(wallet).connect_http(rpc_url.parse()?).erased();
+        let provider = ProviderBuilder::new()
+            .wallet(wallet)
+            .connect_http(rpc_url.parse()?)
+            .erased();
 
-        let checker = deploy(&provider, deployer.address().into(), bytecode(&dir, "util/SignatureChecker.sol/SignatureChecker.json", &[])?).await?;
-        let implementation_code = bytecode(&dir, "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json", &[("SignatureChecker", checker)])?;
-        let implementation = deploy(&provider, deployer.address().into(), implementation_code).await?;
+        let checker = deploy(
+            &provider,
+            deployer.address().into(),
+            bytecode(&dir, "util/SignatureChecker.sol/SignatureChecker.json", &[])?,
+        )
+        .await?;
+        let implementation_code = bytecode(
+            &dir,
+            "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json",
+            &[("SignatureChecker", checker)],
+        )?;
+        let implementation =
+            deploy(&provider, deployer.address().into(), implementation_code).await?;
         let mut proxy_code = bytecode(&dir, "v1/FiatTokenProxy.sol/FiatTokenProxy.json", &[])?;
         proxy_code.extend(implementation.into_inner().abi_encode());
         let proxy = deploy(&provider, proxy_admin.address().into(), proxy_code).await?;
@@ -140,24 +176,56 @@ impl Devnet {
             }
             .abi_encode()
             .into(),
-            IFiatTokenAdmin::initializeV2Call { newName: "USD Coin".into() }.abi_encode().into(),
-            IFiatTokenAdmin::initializeV2_1Call { lostAndFound: owner_address }.abi_encode().into(),
-            IFiatTokenAdmin::initializeV2_2Call { accountsToBlacklist: vec![], newSymbol: "USDC".into() }.abi_encode().into(),
-            IFiatTokenAdmin::configureMinterCall { minter: owner_address, minterAllowedAmount: U256::MAX }.abi_encode().into(),
+            IFiatTokenAdmin::initializeV2Call {
+                newName: "USD Coin".into(),
+            }
+            .abi_encode()
+            .into(),
+            IFiatTokenAdmin::initializeV2_1Call {
+                lostAndFound: owner_address,
+            }
+            .abi_encode()
+            .into(),
+            IFiatTokenAdmin::initializeV2_2Call {
+                accountsToBlacklist: vec![],
+                newSymbol: "USDC".into(),
+            }
+            .abi_encode()
+            .into(),
+            IFiatTokenAdmin::configureMinterCall {
+                minter: owner_address,
+                minterAllowedAmount: U256::MAX,
+            }
+            .abi_encode()
+            .into(),
         ];
         for input in calls {
             send(&provider, owner_address.into(), proxy, input).await?;
         }
         provider.anvil_set_auto_mine(false).await?;
-        let devnet = Devnet { anvil, rpc_url, usdc: proxy, token_owner: owner, proxy_admin: proxy_admin.address().into(), provider };
+        let devnet = Devnet {
+            anvil,
+            rpc_url,
+            usdc: proxy,
+            token_owner: owner,
+            proxy_admin: proxy_admin.address().into(),
+            provider,
+        };
         let token = IUSDC::new(proxy.into_inner(), &devnet.provider);
-        ensure!(token.decimals().call().await? == 6, "USDC proxy does not answer as USDC");
+        ensure!(
+            token.decimals().call().await? == 6,
+            "USDC proxy does not answer as USDC"
+        );
         Ok(devnet)
     }
 
     /// Mints USDC to `to` with the token's real minter role and mines it.
     pub async fn mint(&self, to: Address, amount: Amount) -> anyhow::Result<()> {
-        let input = IFiatTokenAdmin::mintCall { to: to.into_inner(), amount: U256::from(amount.micros()) }.abi_encode();
+        let input = IFiatTokenAdmin::mintCall {
+            to: to.into_inner(),
+            amount: U256::from(amount.micros()),
+        }
+        .abi_encode();
         self.owner_call(input.into()).await
     }
 
@@ -169,13 +237,19 @@ impl Devnet {
             .with_input(input);
         let hash = *self.provider.send_transaction(request).await?.tx_hash();
         self.mine(1).await?;
-        let receipt = self.provider.get_transaction_receipt(hash).await?.context("owner call not mined")?;
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash)
+            .await?
+            .context("owner call not mined")?;
         ensure!(receipt.status(), "owner call reverted");
         Ok(())
     }
 
     pub async fn set_eth_balance(&self, to: Address, ether: &str) -> anyhow::Result<()> {
-        self.provider.anvil_set_balance(to.into_inner(), parse_ether(ether)?).await?;
+        self.provider
+            .anvil_set_balance(to.into_inner(), parse_ether(ether)?)
+            .await?;
         Ok(())
     }
 
@@ -194,14 +268,27 @@ impl Devnet {
 
 /// Deploys (automine is on during setup; the node answers with the receipt) and returns the new contract's address.
 async fn deploy(provider: &DynProvider, from: Address, code: Vec<u8>) -> anyhow::Result<Address> {
-    let request = TransactionRequest::default().with_from(from.into_inner()).with_deploy_code(code);
+    let request = TransactionRequest::default()
+        .with_from(from.into_inner())
+        .with_deploy_code(code);
     let receipt = provider.send_transaction_sync(request).await?;
     ensure!(receipt.status(), "deployment reverted");
-    receipt.contract_address.map(Address::from).context("no contract address")
+    receipt
+        .contract_address
+        .map(Address::from)
+        .context("no contract address")
 }
 
-async fn send(provider: &DynProvider, from: Address, to: Address, input: Bytes) -> anyhow::Result<()> {
-    let request = TransactionRequest::default().with_from(from.into_inner()).with_to(to.into_inner()).with_input(input);
+async fn send(
+    provider: &DynProvider,
+    from: Address,
+    to: Address,
+    input: Bytes,
+) -> anyhow::Result<()> {
+    let request = TransactionRequest::default()
+        .with_from(from.into_inner())
+        .with_to(to.into_inner())
+        .with_input(input);
     let receipt = provider.send_transaction_sync(request).await?;
     ensure!(receipt.status(), "setup call reverted");
     Ok(())

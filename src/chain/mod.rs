@@ -26,11 +26,17 @@ const ETH_TRANSFER_GAS: u64 = 21_000;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChainError {
     #[error("RPC call {method} failed: {message}")]
-    Rpc { method: &'static str, message: String },
+    Rpc {
+        method: &'static str,
+        message: String,
+    },
     #[error("RPC call {method} timed out")]
     Timeout { method: &'static str },
     #[error("RPC call {method} reverted: {message}")]
-    Reverted { method: &'static str, message: String },
+    Reverted {
+        method: &'static str,
+        message: String,
+    },
     #[error("the node reports chain {actual}, configuration says {expected}")]
     WrongChain { expected: u64, actual: u64 },
     #[error("the node has no block {number}")]
@@ -42,7 +48,10 @@ pub enum ChainError {
 impl ChainError {
     /// Whether trying again later can help. A revert or a wrong chain will not change by waiting.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ChainError::Rpc { .. } | ChainError::Timeout { .. } | ChainError::MissingBlock { .. })
+        matches!(
+            self,
+            ChainError::Rpc { .. } | ChainError::Timeout { .. } | ChainError::MissingBlock { .. }
+        )
     }
 }
 
@@ -76,10 +85,23 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
-    pub fn connect(rpc_url: &str, chain_id: u64, usdc: Address, timeout_ms: u64) -> Result<Chain, ChainError> {
+    pub fn connect(
+        rpc_url: &str,
+        chain_id: u64,
+        usdc: Address,
+        timeout_ms: u64,
+    ) -> Result<Chain, ChainError> {
         let url = rpc_url.parse().map_err(|_| ChainError::BadUrl)?;
-        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased();
-        Ok(Chain { provider, chain_id, usdc, timeout: Duration::from_millis(timeout_ms) })
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_http(url)
+            .erased();
+        Ok(Chain {
+            provider,
+            chain_id,
+            usdc,
+            timeout: Duration::from_millis(timeout_ms),
+        })
     }
 
     pub fn chain_id(&self) -> u64 {
@@ -115,63 +137,113 @@ impl Chain {
 
     /// Fails unless the node serves the configured chain.
     pub async fn check_chain_id(&self) -> Result<(), ChainError> {
-        let actual = self.call("eth_chainId", self.provider.get_chain_id()).await?;
+        let actual = self
+            .call("eth_chainId", self.provider.get_chain_id())
+            .await?;
         if actual != self.chain_id {
-            return Err(ChainError::WrongChain { expected: self.chain_id, actual });
+            return Err(ChainError::WrongChain {
+                expected: self.chain_id,
+                actual,
+            });
         }
         Ok(())
     }
 
     pub async fn head(&self) -> Result<u64, ChainError> {
-        self.call("eth_blockNumber", self.provider.get_block_number()).await
+        self.call("eth_blockNumber", self.provider.get_block_number())
+            .await
     }
 
     /// The canonical hash of block `number`.
     pub async fn block_hash(&self, number: u64) -> Result<B256, ChainError> {
         let block = self
-            .call("eth_getBlockByNumber", self.provider.get_block_by_number(BlockNumberOrTag::Number(number)))
+            .call(
+                "eth_getBlockByNumber",
+                self.provider
+                    .get_block_by_number(BlockNumberOrTag::Number(number)),
+            )
             .await?;
-        block.map(|b| b.header.hash).ok_or(ChainError::MissingBlock { number })
+        block
+            .map(|b| b.header.hash)
+            .ok_or(ChainError::MissingBlock { number })
     }
 
     pub async fn receipt(&self, hash: B256) -> Result<Option<Receipt>, ChainError> {
-        let receipt = self.call("eth_getTransactionReceipt", self.provider.get_transaction_receipt(hash)).await?;
+        let receipt = self
+            .call(
+                "eth_getTransactionReceipt",
+                self.provider.get_transaction_receipt(hash),
+            )
+            .await?;
         Ok(receipt.and_then(|r| {
-            Some(Receipt { block_number: r.block_number?, block_hash: r.block_hash?, success: r.status() })
+            Some(Receipt {
+                block_number: r.block_number?,
+                block_hash: r.block_hash?,
+                success: r.status(),
+            })
         }))
     }
 
     /// Whether the node knows the transaction at all (pending in its pool or mined).
     pub async fn knows_transaction(&self, hash: B256) -> Result<bool, ChainError> {
-        let found = self.call("eth_getTransactionByHash", self.provider.get_transaction_by_hash(hash)).await?;
+        let found = self
+            .call(
+                "eth_getTransactionByHash",
+                self.provider.get_transaction_by_hash(hash),
+            )
+            .await?;
         Ok(found.is_some())
     }
 
     /// Sends a signed transaction. An error here does not mean the node lacks it ("already
     /// known", a lost reply): callers decide by asking the chain, never by the error's text.
     pub async fn broadcast(&self, raw: &[u8]) -> Result<(), ChainError> {
-        self.call("eth_sendRawTransaction", self.provider.send_raw_transaction(raw)).await.map(|_| ())
+        self.call(
+            "eth_sendRawTransaction",
+            self.provider.send_raw_transaction(raw),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn usdc_balance(&self, owner: Address) -> Result<Amount, ChainError> {
         let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);
-        let units: U256 = self.call("balanceOf", token.balanceOf(owner.into_inner()).call()).await?;
-        let units = u128::try_from(units).map_err(|_| ChainError::Rpc { method: "balanceOf", message: "balance out of range".into() })?;
-        Amount::from_base_units(units).map_err(|_| ChainError::Rpc { method: "balanceOf", message: "balance out of range".into() })
+        let units: U256 = self
+            .call("balanceOf", token.balanceOf(owner.into_inner()).call())
+            .await?;
+        let units = u128::try_from(units).map_err(|_| ChainError::Rpc {
+            method: "balanceOf",
+            message: "balance out of range".into(),
+        })?;
+        Amount::from_base_units(units).map_err(|_| ChainError::Rpc {
+            method: "balanceOf",
+            message: "balance out of range".into(),
+        })
     }
 
     pub async fn eth_balance(&self, owner: Address) -> Result<U256, ChainError> {
-        self.call("eth_getBalance", self.provider.get_balance(owner.into_inner())).await
+        self.call(
+            "eth_getBalance",
+            self.provider.get_balance(owner.into_inner()),
+        )
+        .await
     }
 
     /// The account's next nonce counting transactions in the node's pool.
     pub async fn pending_nonce(&self, owner: Address) -> Result<u64, ChainError> {
-        self.call("eth_getTransactionCount", self.provider.get_transaction_count(owner.into_inner()).pending())
-            .await
+        self.call(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(owner.into_inner())
+                .pending(),
+        )
+        .await
     }
 
     pub async fn fees(&self) -> Result<Fees, ChainError> {
-        let estimate = self.call("eth_feeHistory", self.provider.estimate_eip1559_fees()).await?;
+        let estimate = self
+            .call("eth_feeHistory", self.provider.estimate_eip1559_fees())
+            .await?;
         Ok(Fees {
             max_fee_per_gas: estimate.max_fee_per_gas,
             max_priority_fee_per_gas: estimate.max_priority_fee_per_gas,
@@ -180,22 +252,41 @@ impl Chain {
 
     /// Calldata of `transfer(to, amount)` on the USDC contract.
     pub fn usdc_transfer_input(to: Address, amount: Amount) -> Bytes {
-        usdc::IUSDC::transferCall { to: to.into_inner(), value: U256::from(amount.micros()) }.abi_encode().into()
+        usdc::IUSDC::transferCall {
+            to: to.into_inner(),
+            value: U256::from(amount.micros()),
+        }
+        .abi_encode()
+        .into()
     }
 
     /// Estimates the gas of a USDC transfer from `from`; a revert here (no balance, paused,
     /// blacklisted) comes back as `ChainError::Reverted`.
-    pub async fn estimate_usdc_transfer(&self, from: Address, to: Address, amount: Amount) -> Result<u64, ChainError> {
+    pub async fn estimate_usdc_transfer(
+        &self,
+        from: Address,
+        to: Address,
+        amount: Amount,
+    ) -> Result<u64, ChainError> {
         let request = TransactionRequest::default()
             .with_from(from.into_inner())
             .with_to(self.usdc.into_inner())
             .with_input(Self::usdc_transfer_input(to, amount));
-        let gas = self.call("eth_estimateGas", self.provider.estimate_gas(request)).await?;
+        let gas = self
+            .call("eth_estimateGas", self.provider.estimate_gas(request))
+            .await?;
         Ok(gas.saturating_mul(100 + GAS_LIMIT_MARGIN_PERCENT) / 100)
     }
 
     /// An unsigned EIP-1559 USDC transfer.
-    pub fn usdc_transfer(&self, nonce: u64, gas_limit: u64, fees: Fees, to: Address, amount: Amount) -> TxEip1559 {
+    pub fn usdc_transfer(
+        &self,
+        nonce: u64,
+        gas_limit: u64,
+        fees: Fees,
+        to: Address,
+        amount: Amount,
+    ) -> TxEip1559 {
         TxEip1559 {
             chain_id: self.chain_id,
             nonce,

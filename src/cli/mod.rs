@@ -15,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "bursar", version, about = "Custody and settlement of USDC payments for AI agents on Base")]
+#[command(
+    name = "bursar",
+    version,
+    about = "Custody and settlement of USDC payments for AI agents on Base"
+)]
 pub struct Cli {
     /// A TOML file with the same keys as the BURSAR_* environment variables, in lower case.
     #[arg(long, global = true, env = "BURSAR_CONFIG")]
@@ -56,13 +60,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_env(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => app::serve(config).await,
-        Command::Dev { block_time_secs, data_dir } => dev(config, block_time_secs, &data_dir).await,
+        Command::Dev {
+            block_time_secs,
+            data_dir,
+        } => dev(config, block_time_secs, &data_dir).await,
         Command::Migrate => {
             Ledger::open(&config.database_url).await?;
             println!("migrations applied to {}", config.database_url);
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify } => {
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
             let ledger = Ledger::open(&config.database_url).await?;
             let report = audit::verify(ledger.pool()).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -77,8 +86,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// `bursar dev`: everything a new user needs on one machine. Each run starts a fresh chain, so a
 /// database left from an earlier devnet is moved aside (never deleted).
 async fn dev(mut config: Config, block_time_secs: u64, data_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let master_key_file = config.master_key_file.clone().unwrap_or_else(|| data_dir.join("master.key"));
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let master_key_file = config
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("master.key"));
     if !master_key_file.exists() {
         MasterKey::generate_file(&master_key_file)?;
     }
@@ -109,10 +122,18 @@ async fn dev(mut config: Config, block_time_secs: u64, data_dir: &Path) -> anyho
     };
     let treasury = payments.ensure_treasury().await?.address()?;
     devnet.mint(treasury, devnet::TREASURY_USDC).await?;
-    devnet.set_eth_balance(treasury, devnet::TREASURY_ETH).await?;
+    devnet
+        .set_eth_balance(treasury, devnet::TREASURY_ETH)
+        .await?;
     devnet.mine_every(block_time_secs.max(1)).await?;
 
-    let running = app::start(payments, config.listen, Duration::from_millis(config.poll_interval_ms.min(500)), true).await?;
+    let running = app::start(
+        payments,
+        config.listen,
+        Duration::from_millis(config.poll_interval_ms.min(500)),
+        true,
+    )
+    .await?;
     let api_url = format!("http://{}", running.address);
     write_devnet_file(data_dir, &api_url, &devnet, treasury, &admin_token)?;
     print_try_it(&api_url, &admin_token, data_dir);
@@ -124,7 +145,9 @@ async fn dev(mut config: Config, block_time_secs: u64, data_dir: &Path) -> anyho
 }
 
 fn move_database_aside(url: &str) -> anyhow::Result<String> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
     let target = format!("{path}.{stamp}.old");
     std::fs::rename(path, &target)?;
@@ -134,7 +157,13 @@ fn move_database_aside(url: &str) -> anyhow::Result<String> {
     Ok(target)
 }
 
-fn write_devnet_file(data_dir: &Path, api_url: &str, devnet: &Devnet, treasury: Address, admin_token: &str) -> anyhow::Result<()> {
+fn write_devnet_file(
+    data_dir: &Path,
+    api_url: &str,
+    devnet: &Devnet,
+    treasury: Address,
+    admin_token: &str,
+) -> anyhow::Result<()> {
     let info = serde_json::json!({
         "api_url": api_url,
         "rpc_url": devnet.rpc_url,
@@ -156,6 +185,7 @@ The treasury holds 1,000,000 USDC and 100 ETH. Try it (see README.md for the ful
 
   export BURSAR={api_url} ADMIN={admin_token}
   curl -s -X POST $BURSAR/v1/agents -H "Authorization: Bearer $ADMIN" -d '{{"name":"research-bot"}}'
+  curl -s $BURSAR/v1/treasury -H "Authorization: Bearer $ADMIN"
 
 Stop with Ctrl-C."#,
         dir = data_dir.display()

@@ -51,12 +51,14 @@ impl MasterKey {
             path: path.display().to_string(),
             reason: reason.to_string(),
         };
-        let contents = Zeroizing::new(std::fs::read(path).map_err(|e| error(&e.kind().to_string()))?);
+        let contents =
+            Zeroizing::new(std::fs::read(path).map_err(|e| error(&e.kind().to_string()))?);
         let mut key = Box::new([0u8; MASTER_KEY_BYTES]);
         if contents.len() == MASTER_KEY_BYTES {
             key.copy_from_slice(&contents);
         } else {
-            let text = std::str::from_utf8(&contents).map_err(|_| error("not 32 bytes or 64 hex digits"))?;
+            let text = std::str::from_utf8(&contents)
+                .map_err(|_| error("not 32 bytes or 64 hex digits"))?;
             hex::decode_to_slice(text.trim(), &mut key[..])
                 .map_err(|_| error("not 32 bytes or 64 hex digits"))?;
         }
@@ -66,7 +68,10 @@ impl MasterKey {
     /// Writes a fresh random master key (64 hex digits) readable only by its owner. Refuses to
     /// overwrite an existing file: losing the master key loses every wallet.
     pub fn generate_file(path: &Path) -> Result<(), CustodyError> {
-        let error = |reason: String| CustodyError::MasterKey { path: path.display().to_string(), reason };
+        let error = |reason: String| CustodyError::MasterKey {
+            path: path.display().to_string(),
+            reason,
+        };
         let mut key = Zeroizing::new([0u8; MASTER_KEY_BYTES]);
         rand::rng().fill_bytes(&mut key[..]);
         let text = Zeroizing::new(hex::encode(&key[..]));
@@ -145,10 +150,17 @@ impl Custody {
             .cipher()
             .encrypt(
                 XNonce::from_slice(&nonce),
-                Payload { msg: secret.as_slice(), aad: address.into_inner().as_slice() },
+                Payload {
+                    msg: secret.as_slice(),
+                    aad: address.into_inner().as_slice(),
+                },
             )
             .map_err(|_| CustodyError::Signing { address })?;
-        Ok(SealedKey { address, ciphertext, nonce: nonce.to_vec() })
+        Ok(SealedKey {
+            address,
+            ciphertext,
+            nonce: nonce.to_vec(),
+        })
     }
 
     fn open(&self, sealed: &SealedKey) -> Result<PrivateKeySigner, CustodyError> {
@@ -160,11 +172,15 @@ impl Custody {
             self.cipher()
                 .decrypt(
                     XNonce::from_slice(&sealed.nonce),
-                    Payload { msg: &sealed.ciphertext, aad: address.into_inner().as_slice() },
+                    Payload {
+                        msg: &sealed.ciphertext,
+                        aad: address.into_inner().as_slice(),
+                    },
                 )
                 .map_err(|_| CustodyError::Unseal { address })?,
         );
-        let signer = PrivateKeySigner::from_slice(&plaintext).map_err(|_| CustodyError::Unseal { address })?;
+        let signer = PrivateKeySigner::from_slice(&plaintext)
+            .map_err(|_| CustodyError::Unseal { address })?;
         // Fail closed: the key must belong to the address it is filed under.
         if Address::from(signer.address()) != address {
             return Err(CustodyError::AddressMismatch { address });
@@ -174,10 +190,17 @@ impl Custody {
 
     /// Signs an EIP-1559 transaction with the wallet's key. Refuses any chain but the configured
     /// one, and checks that the signature recovers to the wallet's address before returning it.
-    pub fn sign(&self, sealed: &SealedKey, transaction: TxEip1559) -> Result<SignedTransaction, CustodyError> {
+    pub fn sign(
+        &self,
+        sealed: &SealedKey,
+        transaction: TxEip1559,
+    ) -> Result<SignedTransaction, CustodyError> {
         let address = sealed.address;
         if transaction.chain_id != self.chain_id {
-            return Err(CustodyError::WrongChain { requested: transaction.chain_id, configured: self.chain_id });
+            return Err(CustodyError::WrongChain {
+                requested: transaction.chain_id,
+                configured: self.chain_id,
+            });
         }
         let signer = self.open(sealed)?;
         let nonce = transaction.nonce;
@@ -185,7 +208,9 @@ impl Custody {
             .sign_hash_sync(&transaction.signature_hash())
             .map_err(|_| CustodyError::Signing { address })?;
         let signed = transaction.into_signed(signature);
-        let recovered = signed.recover_signer().map_err(|_| CustodyError::Signing { address })?;
+        let recovered = signed
+            .recover_signer()
+            .map_err(|_| CustodyError::Signing { address })?;
         if Address::from(recovered) != address {
             return Err(CustodyError::Signing { address });
         }
@@ -234,12 +259,24 @@ mod tests {
 
         // Another chain is refused, another master key cannot open it, and a sealed key moved to
         // another address fails authentication.
-        assert!(matches!(custody.sign(&sealed, transaction(1)), Err(CustodyError::WrongChain { .. })));
+        assert!(matches!(
+            custody.sign(&sealed, transaction(1)),
+            Err(CustodyError::WrongChain { .. })
+        ));
         let stranger = Custody::new(MasterKey::random(), 8453);
-        assert!(matches!(stranger.sign(&sealed, transaction(8453)), Err(CustodyError::Unseal { .. })));
+        assert!(matches!(
+            stranger.sign(&sealed, transaction(8453)),
+            Err(CustodyError::Unseal { .. })
+        ));
         let other = custody.generate_wallet().unwrap();
-        let moved = SealedKey { address: other.address, ..sealed.clone() };
-        assert!(matches!(custody.sign(&moved, transaction(8453)), Err(CustodyError::Unseal { .. })));
+        let moved = SealedKey {
+            address: other.address,
+            ..sealed.clone()
+        };
+        assert!(matches!(
+            custody.sign(&moved, transaction(8453)),
+            Err(CustodyError::Unseal { .. })
+        ));
     }
 
     #[test]

@@ -99,11 +99,26 @@ mod tests {
         let bad_checksum = CHECKSUMMED.replace("aAeb", "AAeb");
         let cases = [
             ("", AddressError::Malformed),
-            ("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", AddressError::Malformed),
-            ("0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", AddressError::Malformed),
-            ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beae", AddressError::Malformed),
-            ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaedd", AddressError::Malformed),
-            ("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaeg", AddressError::Malformed),
+            (
+                "5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+                AddressError::Malformed,
+            ),
+            (
+                "0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+                AddressError::Malformed,
+            ),
+            (
+                "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beae",
+                AddressError::Malformed,
+            ),
+            (
+                "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaedd",
+                AddressError::Malformed,
+            ),
+            (
+                "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaeg",
+                AddressError::Malformed,
+            ),
             (bad_checksum.as_str(), AddressError::BadChecksum),
         ];
         for (text, error) in cases {

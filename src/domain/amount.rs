@@ -203,7 +203,12 @@ mod tests {
 
     #[test]
     fn displays_canonically() {
-        for (micros, text) in [(12_500_000, "12.5"), (1, "0.000001"), (5_000_000, "5"), (0, "0")] {
+        for (micros, text) in [
+            (12_500_000, "12.5"),
+            (1, "0.000001"),
+            (5_000_000, "5"),
+            (0, "0"),
+        ] {
             assert_eq!(Amount(micros).to_string(), text);
         }
     }
@@ -211,6 +216,9 @@ mod tests {
     #[test]
     fn json_numbers_are_refused() {
         assert!(serde_json::from_str::<Amount>("12.5").is_err());
-        assert_eq!(serde_json::from_str::<Amount>("\"12.5\"").unwrap(), Amount(12_500_000));
+        assert_eq!(
+            serde_json::from_str::<Amount>("\"12.5\"").unwrap(),
+            Amount(12_500_000)
+        );
     }
 }

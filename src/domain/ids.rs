@@ -63,7 +63,13 @@ mod tests {
         assert!(IdempotencyKey::parse("k").is_ok());
         assert!(IdempotencyKey::parse(&"k".repeat(255)).is_ok());
         assert_eq!(IdempotencyKey::parse(""), Err(IdempotencyKeyError::Length));
-        assert_eq!(IdempotencyKey::parse(&"k".repeat(256)), Err(IdempotencyKeyError::Length));
-        assert_eq!(IdempotencyKey::parse("a\nb"), Err(IdempotencyKeyError::Characters));
+        assert_eq!(
+            IdempotencyKey::parse(&"k".repeat(256)),
+            Err(IdempotencyKeyError::Length)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("a\nb"),
+            Err(IdempotencyKeyError::Characters)
+        );
     }
 }

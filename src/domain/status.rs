@@ -48,7 +48,10 @@ string_enum!(
 impl PaymentStatus {
     /// Only these end a payment without money moving, and so release its budget hold.
     pub const fn releases_budget(self) -> bool {
-        matches!(self, Self::Rejected | Self::Failed | Self::Cancelled | Self::Expired)
+        matches!(
+            self,
+            Self::Rejected | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 
     pub const fn is_terminal(self) -> bool {

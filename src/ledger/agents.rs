@@ -15,10 +15,17 @@ pub struct AgentRow {
     pub updated_at: Millis,
 }
 
-const SELECT: &str = "SELECT agents.id, agents.name, agents.wallet_id, wallets.address, agents.status,
+const SELECT: &str =
+    "SELECT agents.id, agents.name, agents.wallet_id, wallets.address, agents.status,
     agents.created_at, agents.updated_at FROM agents JOIN wallets ON wallets.id = agents.wallet_id";
 
-pub async fn insert(tx: &mut Tx, id: &str, name: &str, wallet_id: &str, now: Millis) -> Result<(), LedgerError> {
+pub async fn insert(
+    tx: &mut Tx,
+    id: &str,
+    name: &str,
+    wallet_id: &str,
+    now: Millis,
+) -> Result<(), LedgerError> {
     sqlx::query("INSERT INTO agents (id, name, wallet_id, status, created_at, updated_at) VALUES (?, ?, ?, 'active', ?, ?)")
         .bind(id)
         .bind(name)
@@ -30,7 +37,10 @@ pub async fn insert(tx: &mut Tx, id: &str, name: &str, wallet_id: &str, now: Mil
     Ok(())
 }
 
-pub async fn get(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<AgentRow, LedgerError> {
+pub async fn get(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    id: &str,
+) -> Result<AgentRow, LedgerError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE agents.id = ?")))
         .bind(id)
         .fetch_optional(executor)
@@ -53,7 +63,11 @@ pub async fn list(pool: &SqlitePool, page: &Page) -> Result<Vec<AgentRow>, Ledge
 }
 
 /// The amount the agent's payments hold or spent in the 24 hours before `now`.
-pub async fn spent_since(pool: &SqlitePool, agent_id: &str, since: Millis) -> Result<i64, LedgerError> {
+pub async fn spent_since(
+    pool: &SqlitePool,
+    agent_id: &str,
+    since: Millis,
+) -> Result<i64, LedgerError> {
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COALESCE(SUM(amount), 0) FROM payments
          WHERE agent_id = ? AND kind = 'payment' AND created_at >= ? AND status IN {}",

@@ -45,9 +45,20 @@ pub struct AuditEvent {
 /// The hash of an event: SHA-256 over the previous hash and each field, every field preceded by
 /// its length so that no two different events can serialize alike.
 #[allow(clippy::too_many_arguments)]
-fn event_hash(prev_hash: &str, seq: i64, at: Millis, kind: &str, agent_id: Option<&str>, credential_id: Option<&str>,
-    payment_id: Option<&str>, actor: &str, detail: &str, tx_hash: Option<&str>, block_number: Option<i64>,
-    block_hash: Option<&str>) -> String {
+fn event_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: Millis,
+    kind: &str,
+    agent_id: Option<&str>,
+    credential_id: Option<&str>,
+    payment_id: Option<&str>,
+    actor: &str,
+    detail: &str,
+    tx_hash: Option<&str>,
+    block_number: Option<i64>,
+    block_hash: Option<&str>,
+) -> String {
     let mut hasher = Sha256::new();
     let mut field = |value: Option<&str>| match value {
         None => hasher.update(b"-"),
@@ -73,23 +84,46 @@ fn event_hash(prev_hash: &str, seq: i64, at: Millis, kind: &str, agent_id: Optio
 
 impl AuditEvent {
     fn expected_hash(&self) -> String {
-        event_hash(&self.prev_hash, self.seq, self.at, &self.kind, self.agent_id.as_deref(),
-            self.credential_id.as_deref(), self.payment_id.as_deref(), &self.actor, &self.detail,
-            self.tx_hash.as_deref(), self.block_number, self.block_hash.as_deref())
+        event_hash(
+            &self.prev_hash,
+            self.seq,
+            self.at,
+            &self.kind,
+            self.agent_id.as_deref(),
+            self.credential_id.as_deref(),
+            self.payment_id.as_deref(),
+            &self.actor,
+            &self.detail,
+            self.tx_hash.as_deref(),
+            self.block_number,
+            self.block_hash.as_deref(),
+        )
     }
 }
 
 /// Appends `event` in the caller's transaction and returns its sequence number.
 pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
-    let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
+    let last: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
     let seq = prev_seq + 1;
     let detail = event.detail.to_string();
-    let hash = event_hash(&prev_hash, seq, at, event.kind, event.agent_id.as_deref(), event.credential_id.as_deref(),
-        event.payment_id.as_deref(), &event.actor, &detail, event.tx_hash.as_deref(), event.block_number,
-        event.block_hash.as_deref());
+    let hash = event_hash(
+        &prev_hash,
+        seq,
+        at,
+        event.kind,
+        event.agent_id.as_deref(),
+        event.credential_id.as_deref(),
+        event.payment_id.as_deref(),
+        &event.actor,
+        &detail,
+        event.tx_hash.as_deref(),
+        event.block_number,
+        event.block_hash.as_deref(),
+    );
     sqlx::query(
         "INSERT INTO audit_events (seq, at, kind, agent_id, credential_id, payment_id, actor, detail, tx_hash,
          block_number, block_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -123,7 +157,11 @@ pub struct AuditFilter {
 }
 
 /// Events matching `filter`, newest first.
-pub async fn list(pool: &SqlitePool, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditEvent>, LedgerError> {
+pub async fn list(
+    pool: &SqlitePool,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditEvent>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT * FROM audit_events
          WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR payment_id = ?2)
@@ -156,7 +194,8 @@ pub struct VerifyReport {
 /// the sequence, or a missing tail, which SQLite's AUTOINCREMENT counter still remembers) or a
 /// reordered one (its `prev_hash` is not its predecessor's hash).
 pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
-    let mut rows = sqlx::query_as::<_, AuditEvent>("SELECT * FROM audit_events ORDER BY seq").fetch(pool);
+    let mut rows =
+        sqlx::query_as::<_, AuditEvent>("SELECT * FROM audit_events ORDER BY seq").fetch(pool);
     let mut prev_hash = GENESIS_HASH.to_string();
     let mut expected_seq = 1;
     let mut events = 0;
@@ -169,24 +208,51 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
     };
     while let Some(event) = rows.try_next().await? {
         if event.seq != expected_seq {
-            return Ok(bad(expected_seq, events, &prev_hash, "event missing from the sequence"));
+            return Ok(bad(
+                expected_seq,
+                events,
+                &prev_hash,
+                "event missing from the sequence",
+            ));
         }
         if event.prev_hash != prev_hash {
-            return Ok(bad(event.seq, events, &prev_hash, "previous hash does not match the chain"));
+            return Ok(bad(
+                event.seq,
+                events,
+                &prev_hash,
+                "previous hash does not match the chain",
+            ));
         }
         if event.expected_hash() != event.hash {
-            return Ok(bad(event.seq, events, &prev_hash, "event content does not match its hash"));
+            return Ok(bad(
+                event.seq,
+                events,
+                &prev_hash,
+                "event content does not match its hash",
+            ));
         }
         prev_hash = event.hash;
         expected_seq += 1;
         events += 1;
     }
     drop(rows);
-    let highest: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")
-        .fetch_optional(pool)
-        .await?;
+    let highest: Option<i64> =
+        sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit_events'")
+            .fetch_optional(pool)
+            .await?;
     if highest.is_some_and(|h| h >= expected_seq) {
-        return Ok(bad(expected_seq, events, &prev_hash, "events missing from the end of the log"));
+        return Ok(bad(
+            expected_seq,
+            events,
+            &prev_hash,
+            "events missing from the end of the log",
+        ));
     }
-    Ok(VerifyReport { ok: true, events, head: prev_hash, first_bad_seq: None, reason: None })
+    Ok(VerifyReport {
+        ok: true,
+        events,
+        head: prev_hash,
+        first_bad_seq: None,
+        reason: None,
+    })
 }

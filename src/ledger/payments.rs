@@ -39,7 +39,8 @@ pub struct PaymentRow {
 
 impl PaymentRow {
     pub fn status(&self) -> Result<PaymentStatus, LedgerError> {
-        PaymentStatus::parse(&self.status).ok_or_else(|| LedgerError::Corrupt(format!("payment {} status", self.id)))
+        PaymentStatus::parse(&self.status)
+            .ok_or_else(|| LedgerError::Corrupt(format!("payment {} status", self.id)))
     }
 }
 
@@ -77,21 +78,40 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     Ok(())
 }
 
-pub async fn get(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<PaymentRow, LedgerError> {
-    sqlx::query_as("SELECT * FROM payments WHERE id = ?").bind(id).fetch_optional(executor).await?.ok_or(LedgerError::NotFound)
+pub async fn get(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    id: &str,
+) -> Result<PaymentRow, LedgerError> {
+    sqlx::query_as("SELECT * FROM payments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(LedgerError::NotFound)
 }
 
-pub async fn find_by_idempotency_key(tx: &mut Tx, scope: &str, key: &str) -> Result<Option<PaymentRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM payments WHERE idempotency_scope = ? AND idempotency_key = ?")
+pub async fn find_by_idempotency_key(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+) -> Result<Option<PaymentRow>, LedgerError> {
+    Ok(
+        sqlx::query_as(
+            "SELECT * FROM payments WHERE idempotency_scope = ? AND idempotency_key = ?",
+        )
         .bind(scope)
         .bind(key)
         .fetch_optional(&mut **tx)
-        .await?)
+        .await?,
+    )
 }
 
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
 /// minute. Read inside the write transaction that records the decision.
-pub async fn spend_snapshot(tx: &mut Tx, credential_id: &str, now: Millis) -> Result<(i64, i64, i64), LedgerError> {
+pub async fn spend_snapshot(
+    tx: &mut Tx,
+    credential_id: &str,
+    now: Millis,
+) -> Result<(i64, i64, i64), LedgerError> {
     let row: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT COALESCE(SUM(CASE WHEN created_at > ?2 THEN amount END), 0),
                 COALESCE(SUM(amount), 0),
@@ -109,43 +129,62 @@ pub async fn spend_snapshot(tx: &mut Tx, credential_id: &str, now: Millis) -> Re
 
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
 /// the payment is no longer in `from` (someone else moved it first).
-pub async fn set_status(tx: &mut Tx, id: &str, from: PaymentStatus, to: PaymentStatus, now: Millis) -> Result<(), LedgerError> {
+pub async fn set_status(
+    tx: &mut Tx,
+    id: &str,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    now: Millis,
+) -> Result<(), LedgerError> {
     if !from.can_become(to) {
-        return Err(LedgerError::Conflict(format!("payment {id} cannot go from {from} to {to}")));
+        return Err(LedgerError::Conflict(format!(
+            "payment {id} cannot go from {from} to {to}"
+        )));
     }
-    let done = sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
-        .bind(to.as_str())
-        .bind(now)
+    let done =
+        sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
+            .bind(to.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut **tx)
+            .await?;
+    if done.rows_affected() != 1 {
+        return Err(LedgerError::Conflict(format!(
+            "payment {id} is no longer {from}"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn set_failure(
+    tx: &mut Tx,
+    id: &str,
+    from: PaymentStatus,
+    reason: &str,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    set_status(tx, id, from, PaymentStatus::Failed, now).await?;
+    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?")
+        .bind(reason)
         .bind(id)
-        .bind(from.as_str())
         .execute(&mut **tx)
         .await?;
-    if done.rows_affected() != 1 {
-        return Err(LedgerError::Conflict(format!("payment {id} is no longer {from}")));
-    }
     Ok(())
 }
 
-pub async fn set_failure(tx: &mut Tx, id: &str, from: PaymentStatus, reason: &str, now: Millis) -> Result<(), LedgerError> {
-    set_status(tx, id, from, PaymentStatus::Failed, now).await?;
-    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?").bind(reason).bind(id).execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// Records the payment's current USDC transaction and where the chain has it.
-pub async fn set_chain_fields(tx: &mut Tx, id: &str, tx_hash: &str, nonce: i64, block_number: Option<i64>,
-    block_hash: Option<&str>, confirmations: i64, now: Millis) -> Result<(), LedgerError> {
+/// Copies the payment's current (latest) USDC transaction onto the payment row: hash, nonce
+/// and where the chain has it. The transaction rows stay the one source of these facts.
+pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
     sqlx::query(
-        "UPDATE payments SET tx_hash = ?, nonce = ?, block_number = ?, block_hash = ?, confirmations = ?, updated_at = ?
-         WHERE id = ?",
+        "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
+            (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
+             WHERE payment_id = ?1 AND asset = 'usdc' ORDER BY id DESC LIMIT 1),
+            updated_at = ?2
+         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1 AND asset = 'usdc')",
     )
-    .bind(tx_hash)
-    .bind(nonce)
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(confirmations)
-    .bind(now)
     .bind(id)
+    .bind(now)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -164,8 +203,12 @@ pub fn parse_cursor(cursor: Option<&str>) -> Result<(Option<Millis>, Option<Stri
     match cursor {
         None => Ok((None, None)),
         Some(text) => {
-            let (at, id) = text.split_once(':').ok_or(LedgerError::Conflict("cursor".into()))?;
-            let at = at.parse().map_err(|_| LedgerError::Conflict("cursor".into()))?;
+            let (at, id) = text
+                .split_once(':')
+                .ok_or(LedgerError::Conflict("cursor".into()))?;
+            let at = at
+                .parse()
+                .map_err(|_| LedgerError::Conflict("cursor".into()))?;
             Ok((Some(at), Some(id.to_string())))
         }
     }
@@ -175,7 +218,11 @@ pub fn cursor_of(created_at: Millis, id: &str) -> String {
     format!("{created_at}:{id}")
 }
 
-pub async fn list(pool: &SqlitePool, filter: &PaymentFilter, page: &Page) -> Result<Vec<PaymentRow>, LedgerError> {
+pub async fn list(
+    pool: &SqlitePool,
+    filter: &PaymentFilter,
+    page: &Page,
+) -> Result<Vec<PaymentRow>, LedgerError> {
     let (before_at, before_id) = parse_cursor(page.cursor.as_deref())?;
     Ok(sqlx::query_as(
         "SELECT * FROM payments
@@ -196,7 +243,10 @@ pub async fn list(pool: &SqlitePool, filter: &PaymentFilter, page: &Page) -> Res
 }
 
 /// Payments the settlement worker must pick up, oldest first.
-pub async fn queued_without_transactions(pool: &SqlitePool, limit: i64) -> Result<Vec<PaymentRow>, LedgerError> {
+pub async fn queued_without_transactions(
+    pool: &SqlitePool,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT * FROM payments WHERE status = 'queued'
            AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
@@ -226,13 +276,22 @@ pub struct TransactionRow {
 
 impl TransactionRow {
     pub fn status(&self) -> Result<TransactionStatus, LedgerError> {
-        TransactionStatus::parse(&self.status).ok_or_else(|| LedgerError::Corrupt(format!("transaction {} status", self.id)))
+        TransactionStatus::parse(&self.status)
+            .ok_or_else(|| LedgerError::Corrupt(format!("transaction {} status", self.id)))
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-pub async fn insert_transaction(tx: &mut Tx, payment_id: &str, asset: &str, wallet_id: &str, nonce: i64, tx_hash: &str,
-    raw: &[u8], now: Millis) -> Result<(), LedgerError> {
+pub async fn insert_transaction(
+    tx: &mut Tx,
+    payment_id: &str,
+    asset: &str,
+    wallet_id: &str,
+    nonce: i64,
+    tx_hash: &str,
+    raw: &[u8],
+    now: Millis,
+) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO transactions (payment_id, asset, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
@@ -259,15 +318,27 @@ pub async fn open_transactions(pool: &SqlitePool) -> Result<Vec<TransactionRow>,
     .await?)
 }
 
-pub async fn transactions_of(executor: impl sqlx::SqliteExecutor<'_>, payment_id: &str) -> Result<Vec<TransactionRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM transactions WHERE payment_id = ? ORDER BY id")
-        .bind(payment_id)
-        .fetch_all(executor)
-        .await?)
+pub async fn transactions_of(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    payment_id: &str,
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM transactions WHERE payment_id = ? ORDER BY id")
+            .bind(payment_id)
+            .fetch_all(executor)
+            .await?,
+    )
 }
 
-pub async fn update_transaction(tx: &mut Tx, id: i64, status: TransactionStatus, block_number: Option<i64>,
-    block_hash: Option<&str>, confirmations: i64, now: Millis) -> Result<(), LedgerError> {
+pub async fn update_transaction(
+    tx: &mut Tx,
+    id: i64,
+    status: TransactionStatus,
+    block_number: Option<i64>,
+    block_hash: Option<&str>,
+    confirmations: i64,
+    now: Millis,
+) -> Result<(), LedgerError> {
     sqlx::query(
         "UPDATE transactions SET status = ?, block_number = ?, block_hash = ?, confirmations = ?, updated_at = ? WHERE id = ?",
     )

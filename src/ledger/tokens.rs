@@ -21,28 +21,36 @@ pub struct TokenRow {
 }
 
 pub async fn insert_token(tx: &mut Tx, row: &TokenRow) -> Result<(), LedgerError> {
-    sqlx::query("INSERT INTO api_tokens (id, role, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&row.id)
-        .bind(&row.role)
-        .bind(&row.name)
-        .bind(&row.token_hash)
-        .bind(row.created_at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO api_tokens (id, role, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&row.id)
+    .bind(&row.role)
+    .bind(&row.name)
+    .bind(&row.token_hash)
+    .bind(row.created_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 pub async fn find_token(pool: &SqlitePool, hash: &str) -> Result<Option<TokenRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM api_tokens WHERE token_hash = ?").bind(hash).fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_as("SELECT * FROM api_tokens WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// Revokes an active token; `NotFound` if there is no such active token.
 pub async fn revoke_token(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
-    let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
     if done.rows_affected() == 0 {
         return Err(LedgerError::NotFound);
     }
@@ -80,11 +88,22 @@ pub async fn insert_credential(tx: &mut Tx, row: &CredentialRow) -> Result<(), L
     Ok(())
 }
 
-pub async fn find_credential_by_hash(pool: &SqlitePool, hash: &str) -> Result<Option<CredentialRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM credentials WHERE token_hash = ?").bind(hash).fetch_optional(pool).await?)
+pub async fn find_credential_by_hash(
+    pool: &SqlitePool,
+    hash: &str,
+) -> Result<Option<CredentialRow>, LedgerError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM credentials WHERE token_hash = ?")
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
-pub async fn get_credential(executor: impl sqlx::SqliteExecutor<'_>, id: &str) -> Result<CredentialRow, LedgerError> {
+pub async fn get_credential(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    id: &str,
+) -> Result<CredentialRow, LedgerError> {
     sqlx::query_as("SELECT * FROM credentials WHERE id = ?")
         .bind(id)
         .fetch_optional(executor)

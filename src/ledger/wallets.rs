@@ -16,12 +16,20 @@ pub struct WalletRow {
 
 impl WalletRow {
     pub fn address(&self) -> Result<Address, LedgerError> {
-        Address::parse(&self.address).map_err(|_| LedgerError::Corrupt(format!("wallet {} address", self.id)))
+        Address::parse(&self.address)
+            .map_err(|_| LedgerError::Corrupt(format!("wallet {} address", self.id)))
     }
 }
 
-pub async fn insert(tx: &mut Tx, id: &str, kind: &str, address: Address, sealed_key: &[u8], seal_nonce: &[u8], now: Millis)
-    -> Result<(), LedgerError> {
+pub async fn insert(
+    tx: &mut Tx,
+    id: &str,
+    kind: &str,
+    address: Address,
+    sealed_key: &[u8],
+    seal_nonce: &[u8],
+    now: Millis,
+) -> Result<(), LedgerError> {
     sqlx::query("INSERT INTO wallets (id, kind, address, sealed_key, seal_nonce, created_at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(id)
         .bind(kind)
@@ -35,23 +43,42 @@ pub async fn insert(tx: &mut Tx, id: &str, kind: &str, address: Address, sealed_
 }
 
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<WalletRow, LedgerError> {
-    sqlx::query_as("SELECT * FROM wallets WHERE id = ?").bind(id).fetch_optional(pool).await?.ok_or(LedgerError::NotFound)
+    sqlx::query_as("SELECT * FROM wallets WHERE id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(LedgerError::NotFound)
 }
 
 pub async fn treasury(pool: &SqlitePool) -> Result<Option<WalletRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM wallets WHERE kind = 'treasury'").fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_as("SELECT * FROM wallets WHERE kind = 'treasury'")
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub async fn all_addresses(pool: &SqlitePool) -> Result<Vec<String>, LedgerError> {
-    Ok(sqlx::query_scalar("SELECT address FROM wallets ORDER BY created_at").fetch_all(pool).await?)
+    Ok(
+        sqlx::query_scalar("SELECT address FROM wallets ORDER BY created_at")
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// Reserves `count` consecutive nonces for the wallet and returns the first. The first time a
 /// wallet sends, its counter starts from `chain_nonce` (what the node reports); from then on the
 /// database owns it, so concurrent payments never share or skip a nonce.
-pub async fn reserve_nonces(tx: &mut Tx, wallet_id: &str, chain_nonce: u64, count: u64) -> Result<u64, LedgerError> {
-    let chain_nonce = i64::try_from(chain_nonce).map_err(|_| LedgerError::Corrupt("nonce out of range".into()))?;
-    let count = i64::try_from(count).map_err(|_| LedgerError::Corrupt("nonce count out of range".into()))?;
+pub async fn reserve_nonces(
+    tx: &mut Tx,
+    wallet_id: &str,
+    chain_nonce: u64,
+    count: u64,
+) -> Result<u64, LedgerError> {
+    let chain_nonce = i64::try_from(chain_nonce)
+        .map_err(|_| LedgerError::Corrupt("nonce out of range".into()))?;
+    let count = i64::try_from(count)
+        .map_err(|_| LedgerError::Corrupt("nonce count out of range".into()))?;
     let next: i64 = sqlx::query_scalar(
         "UPDATE wallets SET next_nonce = COALESCE(next_nonce, ?) + ? WHERE id = ? RETURNING next_nonce",
     )

@@ -8,7 +8,9 @@ pub mod settlement;
 
 use crate::chain::{Chain, ChainError};
 use crate::custody::{Custody, CustodyError, SealedKey};
-use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, Role, new_id, new_secret_token};
+use crate::domain::{
+    Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, Role, new_id, new_secret_token,
+};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::PaymentRow;
 use crate::ledger::tokens::{self, CredentialRow, TokenRow};
@@ -99,17 +101,29 @@ impl Clock for ManualClock {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// An API token of a role; `token_id` is `None` for the bootstrap admin token.
-    Staff { role: Role, token_id: Option<String> },
+    Staff {
+        role: Role,
+        token_id: Option<String>,
+    },
     /// An agent credential.
-    Agent { agent_id: String, credential_id: String },
+    Agent {
+        agent_id: String,
+        credential_id: String,
+    },
 }
 
 impl Principal {
     /// How the audit log names this caller.
     pub fn actor(&self) -> String {
         match self {
-            Principal::Staff { role, token_id: Some(id) } => format!("{role}:{id}"),
-            Principal::Staff { role, token_id: None } => format!("{role}:bootstrap"),
+            Principal::Staff {
+                role,
+                token_id: Some(id),
+            } => format!("{role}:{id}"),
+            Principal::Staff {
+                role,
+                token_id: None,
+            } => format!("{role}:bootstrap"),
             Principal::Agent { credential_id, .. } => format!("agent:{credential_id}"),
         }
     }
@@ -174,13 +188,31 @@ fn request_hash(value: &impl Serialize) -> String {
 }
 
 fn sealed(wallet: &WalletRow) -> Result<SealedKey> {
-    Ok(SealedKey { address: wallet.address()?, ciphertext: wallet.sealed_key.clone(), nonce: wallet.seal_nonce.clone() })
+    Ok(SealedKey {
+        address: wallet.address()?,
+        ciphertext: wallet.sealed_key.clone(),
+        nonce: wallet.seal_nonce.clone(),
+    })
 }
 
 impl Payments {
-    pub fn new(ledger: Ledger, custody: Arc<Custody>, chain: Chain, clock: Arc<dyn Clock>,
-        admin_token: Option<SecretString>, confirmations_required: u64) -> Payments {
-        Payments { ledger, custody, chain, clock, admin_token, confirmations_required, wake: Arc::new(Notify::new()) }
+    pub fn new(
+        ledger: Ledger,
+        custody: Arc<Custody>,
+        chain: Chain,
+        clock: Arc<dyn Clock>,
+        admin_token: Option<SecretString>,
+        confirmations_required: u64,
+    ) -> Payments {
+        Payments {
+            ledger,
+            custody,
+            chain,
+            clock,
+            admin_token,
+            confirmations_required,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     pub fn now(&self) -> Millis {
@@ -214,13 +246,26 @@ impl Payments {
         let id = new_id("wal");
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        wallets::insert(&mut tx, &id, "treasury", key.address, &key.ciphertext, &key.nonce, now).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "treasury_created",
-            actor: "system".into(),
-            detail: serde_json::json!({"address": key.address.to_string()}),
-            ..NewEvent::default()
-        })
+        wallets::insert(
+            &mut tx,
+            &id,
+            "treasury",
+            key.address,
+            &key.ciphertext,
+            &key.nonce,
+            now,
+        )
+        .await?;
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "treasury_created",
+                actor: "system".into(),
+                detail: serde_json::json!({"address": key.address.to_string()}),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(wallets::get(self.ledger.pool(), &id).await?)
@@ -232,17 +277,29 @@ impl Payments {
     /// credentials of a frozen agent, are all refused here.
     pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
         if let Some(admin) = &self.admin_token
-            && bool::from(subtle::ConstantTimeEq::ct_eq(admin.expose_secret().as_bytes(), secret.as_bytes()))
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                admin.expose_secret().as_bytes(),
+                secret.as_bytes(),
+            ))
         {
-            return Ok(Principal::Staff { role: Role::Admin, token_id: None });
+            return Ok(Principal::Staff {
+                role: Role::Admin,
+                token_id: None,
+            });
         }
         let hash = tokens::token_hash(secret);
         let pool = self.ledger.pool();
         if let Some(token) = tokens::find_token(pool, &hash).await? {
-            let matches = bool::from(subtle::ConstantTimeEq::ct_eq(token.token_hash.as_bytes(), hash.as_bytes()));
+            let matches = bool::from(subtle::ConstantTimeEq::ct_eq(
+                token.token_hash.as_bytes(),
+                hash.as_bytes(),
+            ));
             let role = Role::parse(&token.role).ok_or(PaymentsError::Unauthenticated)?;
             if matches && token.revoked_at.is_none() {
-                return Ok(Principal::Staff { role, token_id: Some(token.id) });
+                return Ok(Principal::Staff {
+                    role,
+                    token_id: Some(token.id),
+                });
             }
             return Err(PaymentsError::Unauthenticated);
         }
@@ -252,7 +309,10 @@ impl Payments {
             if agent.status != "active" {
                 return Err(PaymentsError::AgentFrozen);
             }
-            return Ok(Principal::Agent { agent_id: credential.agent_id, credential_id: credential.id });
+            return Ok(Principal::Agent {
+                agent_id: credential.agent_id,
+                credential_id: credential.id,
+            });
         }
         Err(PaymentsError::Unauthenticated)
     }
@@ -265,7 +325,12 @@ impl Payments {
         Ok(())
     }
 
-    pub async fn create_token(&self, actor: &Principal, role: Role, name: &str) -> Result<(TokenRow, String)> {
+    pub async fn create_token(
+        &self,
+        actor: &Principal,
+        role: Role,
+        name: &str,
+    ) -> Result<(TokenRow, String)> {
         let secret = new_secret_token("bsr");
         let now = self.now();
         let row = TokenRow {
@@ -278,12 +343,16 @@ impl Payments {
         };
         let mut tx = self.ledger.begin().await?;
         tokens::insert_token(&mut tx, &row).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "token_created",
-            actor: actor.actor(),
-            detail: serde_json::json!({"token_id": row.id, "role": row.role, "name": row.name}),
-            ..NewEvent::default()
-        })
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "token_created",
+                actor: actor.actor(),
+                detail: serde_json::json!({"token_id": row.id, "role": row.role, "name": row.name}),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok((row, secret))
@@ -293,12 +362,16 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         tokens::revoke_token(&mut tx, id, now).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "token_revoked",
-            actor: actor.actor(),
-            detail: serde_json::json!({"token_id": id}),
-            ..NewEvent::default()
-        })
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "token_revoked",
+                actor: actor.actor(),
+                detail: serde_json::json!({"token_id": id}),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(())
@@ -313,15 +386,28 @@ impl Payments {
         let agent_id = new_id("agt");
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        wallets::insert(&mut tx, &wallet_id, "agent", key.address, &key.ciphertext, &key.nonce, now).await?;
+        wallets::insert(
+            &mut tx,
+            &wallet_id,
+            "agent",
+            key.address,
+            &key.ciphertext,
+            &key.nonce,
+            now,
+        )
+        .await?;
         agents::insert(&mut tx, &agent_id, name, &wallet_id, now).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "agent_created",
-            agent_id: Some(agent_id.clone()),
-            actor: actor.actor(),
-            detail: serde_json::json!({"name": name, "address": key.address.to_string()}),
-            ..NewEvent::default()
-        })
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "agent_created",
+                agent_id: Some(agent_id.clone()),
+                actor: actor.actor(),
+                detail: serde_json::json!({"name": name, "address": key.address.to_string()}),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(agents::get(self.ledger.pool(), &agent_id).await?)
@@ -330,21 +416,42 @@ impl Payments {
     /// The agent with its on-chain balances. A node that does not answer leaves the balances
     /// out (`None`) rather than failing the read.
     pub async fn agent_view(&self, agent: agents::AgentRow) -> Result<AgentView> {
-        let address = Address::parse(&agent.address).map_err(|_| LedgerError::Corrupt("agent address".into()))?;
-        let (usdc, eth) = tokio::join!(self.chain.usdc_balance(address), self.chain.eth_balance(address));
+        let address = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let (usdc, eth) = tokio::join!(
+            self.chain.usdc_balance(address),
+            self.chain.eth_balance(address)
+        );
         let since = self.now() - 24 * 60 * 60 * 1000;
         let spent = agents::spent_since(self.ledger.pool(), &agent.id, since).await?;
-        Ok(AgentView { usdc: usdc.ok(), eth_wei: eth.ok(), spent_24h: Amount::from_sql(spent), agent })
+        Ok(AgentView {
+            usdc: usdc.ok(),
+            eth_wei: eth.ok(),
+            spent_24h: Amount::from_sql(spent),
+            agent,
+        })
     }
 
-    pub async fn create_credential(&self, actor: &Principal, agent_id: &str, name: &str, policy: &Policy,
-        expires_at: Option<Millis>) -> Result<(CredentialRow, String)> {
+    pub async fn create_credential(
+        &self,
+        actor: &Principal,
+        agent_id: &str,
+        name: &str,
+        policy: &Policy,
+        expires_at: Option<Millis>,
+    ) -> Result<(CredentialRow, String)> {
         if let Err(error) = policy.validate() {
-            return Err(PaymentsError::Invalid { field: error.field.into(), message: error.message.into() });
+            return Err(PaymentsError::Invalid {
+                field: error.field.into(),
+                message: error.message.into(),
+            });
         }
         let now = self.now();
         if expires_at.is_some_and(|at| at <= now) {
-            return Err(PaymentsError::Invalid { field: "expires_at".into(), message: "must be in the future".into() });
+            return Err(PaymentsError::Invalid {
+                field: "expires_at".into(),
+                message: "must be in the future".into(),
+            });
         }
         let secret = new_secret_token("bsa");
         let row = CredentialRow {
@@ -379,14 +486,18 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         let credential = tokens::get_credential(&mut *tx, id).await?;
         tokens::revoke_credential(&mut tx, id, now).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "credential_revoked",
-            agent_id: Some(credential.agent_id),
-            credential_id: Some(id.into()),
-            actor: actor.actor(),
-            detail: serde_json::json!({}),
-            ..NewEvent::default()
-        })
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "credential_revoked",
+                agent_id: Some(credential.agent_id),
+                credential_id: Some(id.into()),
+                actor: actor.actor(),
+                detail: serde_json::json!({}),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(())
@@ -397,12 +508,19 @@ impl Payments {
     /// Creates an agent's payment. In one write transaction: the idempotency lookup, a re-check
     /// of the credential and agent, the spend snapshot, the policy decision, the payment row (its
     /// amount is the budget hold) and the audit event recording the attempt and the decision.
-    pub async fn create_payment(&self, agent_id: &str, credential_id: &str, key: &IdempotencyKey,
-        request: &NewPayment) -> Result<Created> {
+    pub async fn create_payment(
+        &self,
+        agent_id: &str,
+        credential_id: &str,
+        key: &IdempotencyKey,
+        request: &NewPayment,
+    ) -> Result<Created> {
         let hash = request_hash(request);
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        if let Some(existing) = payment_rows::find_by_idempotency_key(&mut tx, agent_id, key.as_str()).await? {
+        if let Some(existing) =
+            payment_rows::find_by_idempotency_key(&mut tx, agent_id, key.as_str()).await?
+        {
             return replay(existing, &hash);
         }
         let credential = tokens::get_credential(&mut *tx, credential_id).await?;
@@ -413,7 +531,8 @@ impl Payments {
         }
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {credential_id} policy")))?;
-        let (day, total, minute) = payment_rows::spend_snapshot(&mut tx, credential_id, now).await?;
+        let (day, total, minute) =
+            payment_rows::spend_snapshot(&mut tx, credential_id, now).await?;
         let snapshot = SpendSnapshot {
             held_last_24h: Amount::from_sql(day),
             held_total: Amount::from_sql(total),
@@ -421,7 +540,11 @@ impl Payments {
         };
         let decision = policy::evaluate(
             &policy,
-            &policy::PaymentRequest { to: request.to, amount: request.amount, confidence: request.confidence },
+            &policy::PaymentRequest {
+                to: request.to,
+                amount: request.amount,
+                confidence: request.confidence,
+            },
             &snapshot,
         );
         let status = match (decision.outcome, request.capture) {
@@ -430,35 +553,64 @@ impl Payments {
             (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
             (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
         };
-        let row = self.payment_row(PaymentKind::Payment, Some(&agent), Some(credential_id), &agent.wallet_id,
-            request, status, Some(&decision), agent_id, key, hash, now);
+        let row = self.payment_row(
+            PaymentKind::Payment,
+            Some(&agent),
+            Some(credential_id),
+            &agent.wallet_id,
+            request,
+            status,
+            Some(&decision),
+            agent_id,
+            key,
+            hash,
+            now,
+        );
         payment_rows::insert(&mut tx, &row).await?;
-        audit::append(&mut tx, now, NewEvent {
-            kind: "payment_decided",
-            agent_id: Some(agent_id.into()),
-            credential_id: Some(credential_id.into()),
-            payment_id: Some(row.id.clone()),
-            actor: format!("agent:{credential_id}"),
-            detail: serde_json::json!({
-                "to": request.to.to_string(),
-                "amount": request.amount.to_string(),
-                "status": status,
-                "decision": decision,
-            }),
-            ..NewEvent::default()
-        })
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "payment_decided",
+                agent_id: Some(agent_id.into()),
+                credential_id: Some(credential_id.into()),
+                payment_id: Some(row.id.clone()),
+                actor: format!("agent:{credential_id}"),
+                detail: serde_json::json!({
+                    "to": request.to.to_string(),
+                    "amount": request.amount.to_string(),
+                    "status": status,
+                    "decision": decision,
+                }),
+                ..NewEvent::default()
+            },
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         if status == PaymentStatus::Queued {
             self.wake.notify_one();
         }
-        Ok(Created { payment: row, replayed: false })
+        Ok(Created {
+            payment: row,
+            replayed: false,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn payment_row(&self, kind: PaymentKind, agent: Option<&agents::AgentRow>, credential_id: Option<&str>,
-        from_wallet_id: &str, request: &NewPayment, status: PaymentStatus, decision: Option<&Decision>, scope: &str,
-        key: &IdempotencyKey, request_hash: String, now: Millis) -> PaymentRow {
+    fn payment_row(
+        &self,
+        kind: PaymentKind,
+        agent: Option<&agents::AgentRow>,
+        credential_id: Option<&str>,
+        from_wallet_id: &str,
+        request: &NewPayment,
+        status: PaymentStatus,
+        decision: Option<&Decision>,
+        scope: &str,
+        key: &IdempotencyKey,
+        request_hash: String,
+        now: Millis,
+    ) -> PaymentRow {
         PaymentRow {
             id: new_id("pay"),
             kind: kind.as_str().into(),
@@ -500,8 +652,14 @@ impl Payments {
     // ---- treasury ----
 
     /// Funds an agent's wallet from the treasury: USDC, and ETH for gas when `gas_wei` is given.
-    pub async fn create_funding(&self, actor: &Principal, key: &IdempotencyKey, agent_id: &str, amount: Amount,
-        gas_wei: Option<U256>) -> Result<Created> {
+    pub async fn create_funding(
+        &self,
+        actor: &Principal,
+        key: &IdempotencyKey,
+        agent_id: &str,
+        amount: Amount,
+        gas_wei: Option<U256>,
+    ) -> Result<Created> {
         #[derive(Serialize)]
         struct Body<'a> {
             agent_id: &'a str,
@@ -509,18 +667,28 @@ impl Payments {
             gas_wei: Option<String>,
         }
         let gas_text = gas_wei.map(|w| w.to_string());
-        let hash = request_hash(&Body { agent_id, amount, gas_wei: gas_text.clone() });
+        let hash = request_hash(&Body {
+            agent_id,
+            amount,
+            gas_wei: gas_text.clone(),
+        });
         let treasury = self.ensure_treasury().await?;
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        if let Some(existing) = payment_rows::find_by_idempotency_key(&mut tx, "treasury", key.as_str()).await? {
+        if let Some(existing) =
+            payment_rows::find_by_idempotency_key(&mut tx, "treasury", key.as_str()).await?
+        {
             return replay(existing, &hash);
         }
         let agent = agents::get(&mut *tx, agent_id).await.map_err(|e| match e {
-            LedgerError::NotFound => PaymentsError::Invalid { field: "agent_id".into(), message: "no such agent".into() },
+            LedgerError::NotFound => PaymentsError::Invalid {
+                field: "agent_id".into(),
+                message: "no such agent".into(),
+            },
             other => other.into(),
         })?;
-        let to = Address::parse(&agent.address).map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let to = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
         let request = NewPayment {
             to,
             amount,
@@ -531,8 +699,19 @@ impl Payments {
             capture: Capture::Automatic,
             metadata: None,
         };
-        let mut row = self.payment_row(PaymentKind::Funding, Some(&agent), None, &treasury.id, &request,
-            PaymentStatus::Queued, None, "treasury", key, hash, now);
+        let mut row = self.payment_row(
+            PaymentKind::Funding,
+            Some(&agent),
+            None,
+            &treasury.id,
+            &request,
+            PaymentStatus::Queued,
+            None,
+            "treasury",
+            key,
+            hash,
+            now,
+        );
         row.gas_wei = gas_text.clone();
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(&mut tx, now, NewEvent {
@@ -546,13 +725,19 @@ impl Payments {
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         self.wake.notify_one();
-        Ok(Created { payment: row, replayed: false })
+        Ok(Created {
+            payment: row,
+            replayed: false,
+        })
     }
 
     pub async fn treasury_view(&self) -> Result<(Address, Option<Amount>, Option<U256>)> {
         let treasury = self.ensure_treasury().await?;
         let address = treasury.address()?;
-        let (usdc, eth) = tokio::join!(self.chain.usdc_balance(address), self.chain.eth_balance(address));
+        let (usdc, eth) = tokio::join!(
+            self.chain.usdc_balance(address),
+            self.chain.eth_balance(address)
+        );
         Ok((address, usdc.ok(), eth.ok()))
     }
 }
@@ -562,5 +747,8 @@ fn replay(existing: PaymentRow, hash: &str) -> Result<Created> {
     if existing.request_hash != hash {
         return Err(PaymentsError::IdempotencyKeyReused);
     }
-    Ok(Created { payment: existing, replayed: true })
+    Ok(Created {
+        payment: existing,
+        replayed: true,
+    })
 }

@@ -39,14 +39,22 @@ pub struct PassReport {
 impl Payments {
     /// Runs settlement passes until `shutdown` resolves: after each queued payment and at least
     /// every `poll_interval`. Failing passes back off exponentially up to `MAX_BACKOFF_MS`.
-    pub async fn run_settlement(&self, poll_interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_settlement(
+        &self,
+        poll_interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let wake = self.wake();
         let mut failures: u32 = 0;
         loop {
             let wait = if failures == 0 {
                 poll_interval
             } else {
-                Duration::from_millis((poll_interval.as_millis() as u64).saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF_MS))
+                Duration::from_millis(
+                    (poll_interval.as_millis() as u64)
+                        .saturating_mul(1 << failures.min(8))
+                        .min(MAX_BACKOFF_MS),
+                )
             };
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -71,7 +79,9 @@ impl Payments {
     /// One settlement pass: sign, broadcast, watch.
     pub async fn settle_once(&self) -> Result<PassReport> {
         let mut report = PassReport::default();
-        for payment in payment_rows::queued_without_transactions(self.ledger.pool(), SIGN_BATCH).await? {
+        for payment in
+            payment_rows::queued_without_transactions(self.ledger.pool(), SIGN_BATCH).await?
+        {
             match self.sign_payment(&payment).await {
                 Ok(true) => report.signed += 1,
                 Ok(false) => report.failed += 1,
@@ -104,10 +114,14 @@ impl Payments {
     async fn sign_payment(&self, payment: &PaymentRow) -> Result<bool> {
         let wallet = wallets::get(self.ledger.pool(), &payment.from_wallet_id).await?;
         let from = wallet.address()?;
-        let to = Address::parse(&payment.to_address).map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
+        let to = Address::parse(&payment.to_address)
+            .map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
         let amount = Amount::from_sql(payment.amount);
         let gas_wei = match &payment.gas_wei {
-            Some(text) => Some(text.parse::<U256>().map_err(|_| LedgerError::Corrupt("gas_wei".into()))?),
+            Some(text) => Some(
+                text.parse::<U256>()
+                    .map_err(|_| LedgerError::Corrupt("gas_wei".into()))?,
+            ),
             None => None,
         };
         let fees = self.chain.fees().await?;
@@ -115,7 +129,11 @@ impl Payments {
             Ok(gas) => gas,
             Err(ChainError::Reverted { message, .. }) => {
                 let balance = self.chain.usdc_balance(from).await?;
-                let reason = if balance < amount { "insufficient_usdc".to_string() } else { format!("transfer_would_revert: {message}") };
+                let reason = if balance < amount {
+                    "insufficient_usdc".to_string()
+                } else {
+                    format!("transfer_would_revert: {message}")
+                };
                 self.fail_before_signing(payment, &reason).await?;
                 return Ok(false);
             }
@@ -131,29 +149,72 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         // The payment may have been cancelled or signed by another pass since it was read.
         let current = payment_rows::get(&mut *tx, &payment.id).await?;
-        if current.status != "queued" || !payment_rows::transactions_of(&mut *tx, &payment.id).await?.is_empty() {
+        if current.status != "queued"
+            || !payment_rows::transactions_of(&mut *tx, &payment.id)
+                .await?
+                .is_empty()
+        {
             return Ok(false);
         }
         let first_nonce = wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, count).await?;
-        let usdc = self.custody.sign(&key, self.chain.usdc_transfer(first_nonce, gas_limit, fees, to, amount))?;
+        let usdc = self.custody.sign(
+            &key,
+            self.chain
+                .usdc_transfer(first_nonce, gas_limit, fees, to, amount),
+        )?;
         let usdc_hash = usdc.hash.to_string();
         let nonce = i64::try_from(usdc.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
-        payment_rows::insert_transaction(&mut tx, &payment.id, "usdc", &wallet.id, nonce, &usdc_hash, &usdc.raw, now).await?;
-        let mut hashes = vec![serde_json::json!({"asset": "usdc", "nonce": usdc.nonce, "tx_hash": usdc_hash})];
+        payment_rows::insert_transaction(
+            &mut tx,
+            &payment.id,
+            "usdc",
+            &wallet.id,
+            nonce,
+            &usdc_hash,
+            &usdc.raw,
+            now,
+        )
+        .await?;
+        let mut hashes =
+            vec![serde_json::json!({"asset": "usdc", "nonce": usdc.nonce, "tx_hash": usdc_hash})];
         if let Some(wei) = gas_wei {
-            let eth = self.custody.sign(&key, self.chain.eth_transfer(first_nonce + 1, fees, to, wei))?;
+            let eth = self.custody.sign(
+                &key,
+                self.chain.eth_transfer(first_nonce + 1, fees, to, wei),
+            )?;
             let eth_hash = eth.hash.to_string();
-            payment_rows::insert_transaction(&mut tx, &payment.id, "eth", &wallet.id, nonce + 1, &eth_hash, &eth.raw, now).await?;
+            payment_rows::insert_transaction(
+                &mut tx,
+                &payment.id,
+                "eth",
+                &wallet.id,
+                nonce + 1,
+                &eth_hash,
+                &eth.raw,
+                now,
+            )
+            .await?;
             hashes.push(serde_json::json!({"asset": "eth", "nonce": eth.nonce, "tx_hash": eth_hash, "wei": wei.to_string()}));
         }
-        payment_rows::set_chain_fields(&mut tx, &payment.id, &usdc_hash, nonce, None, None, 0, now).await?;
-        audit::append(&mut tx, now, self.event(payment, "transaction_signed", serde_json::json!({
-            "from": from.to_string(),
-            "max_fee_per_gas": fees.max_fee_per_gas.to_string(),
-            "max_priority_fee_per_gas": fees.max_priority_fee_per_gas.to_string(),
-            "gas_limit": gas_limit,
-            "transactions": hashes,
-        }), Some(usdc_hash.clone()), None, None))
+        payment_rows::sync_chain_fields(&mut tx, &payment.id, now).await?;
+        audit::append(
+            &mut tx,
+            now,
+            self.event(
+                payment,
+                "transaction_signed",
+                serde_json::json!({
+                    "from": from.to_string(),
+                    "max_fee_per_gas": fees.max_fee_per_gas.to_string(),
+                    "max_priority_fee_per_gas": fees.max_priority_fee_per_gas.to_string(),
+                    "gas_limit": gas_limit,
+                    "transactions": hashes,
+                }),
+                Some(usdc_hash.clone()),
+                None,
+                None,
+            ),
+        )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         tracing::info!(payment_id = %payment.id, tx_hash = %usdc_hash, nonce, "signed");
@@ -164,7 +225,19 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         payment_rows::set_failure(&mut tx, &payment.id, PaymentStatus::Queued, reason, now).await?;
-        audit::append(&mut tx, now, self.event(payment, "payment_failed", serde_json::json!({"failure_reason": reason}), None, None, None)).await?;
+        audit::append(
+            &mut tx,
+            now,
+            self.event(
+                payment,
+                "payment_failed",
+                serde_json::json!({"failure_reason": reason}),
+                None,
+                None,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         tracing::warn!(payment_id = %payment.id, reason, "payment failed before signing");
         Ok(())
@@ -172,7 +245,10 @@ impl Payments {
 
     /// Broadcasts a stored transaction; `true` once the node has it.
     async fn broadcast(&self, transaction: &TransactionRow) -> Result<bool> {
-        let hash = transaction.tx_hash.parse().map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
+        let hash = transaction
+            .tx_hash
+            .parse()
+            .map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
         if let Err(error) = self.chain.broadcast(&transaction.raw).await {
             // "already known", "nonce too low" after a lost reply, a timeout: ask the chain.
             if !self.chain.knows_transaction(hash).await? {
@@ -182,15 +258,28 @@ impl Payments {
         }
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        payment_rows::update_transaction(&mut tx, transaction.id, TransactionStatus::Submitted, None, None, 0, now).await?;
-        self.advance_payment(&mut tx, &transaction.payment_id, now).await?;
+        payment_rows::update_transaction(
+            &mut tx,
+            transaction.id,
+            TransactionStatus::Submitted,
+            None,
+            None,
+            0,
+            now,
+        )
+        .await?;
+        self.advance_payment(&mut tx, &transaction.payment_id, now)
+            .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(true)
     }
 
     /// Follows one broadcast transaction on chain; `true` if anything changed.
     async fn watch(&self, transaction: &TransactionRow, head: u64) -> Result<bool> {
-        let hash = transaction.tx_hash.parse().map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
+        let hash = transaction
+            .tx_hash
+            .parse()
+            .map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
         let receipt = self.chain.receipt(hash).await?;
         let now = self.now();
         let canonical = match &receipt {
@@ -201,18 +290,41 @@ impl Payments {
         let changed = match (receipt, canonical) {
             // Mined in a block that is canonical.
             (Some(receipt), Some(canonical)) if canonical == receipt.block_hash => {
-                self.record_receipt(&mut tx, transaction, &receipt, head, now).await?
+                self.record_receipt(&mut tx, transaction, &receipt, head, now)
+                    .await?
             }
             // No receipt (or a receipt from a block the chain has since replaced): if it was
             // recorded as included, that block is gone.
             _ if transaction.status == "included" || transaction.status == "confirmed" => {
-                payment_rows::update_transaction(&mut tx, transaction.id, TransactionStatus::Submitted, None, None, 0, now).await?;
+                payment_rows::update_transaction(
+                    &mut tx,
+                    transaction.id,
+                    TransactionStatus::Submitted,
+                    None,
+                    None,
+                    0,
+                    now,
+                )
+                .await?;
                 let payment = payment_rows::get(&mut *tx, &transaction.payment_id).await?;
-                audit::append(&mut tx, now, self.event(&payment, "reorg", serde_json::json!({
-                    "old_block_number": transaction.block_number,
-                    "old_block_hash": transaction.block_hash,
-                }), Some(transaction.tx_hash.clone()), None, None)).await?;
-                self.advance_payment(&mut tx, &transaction.payment_id, now).await?;
+                audit::append(
+                    &mut tx,
+                    now,
+                    self.event(
+                        &payment,
+                        "reorg",
+                        serde_json::json!({
+                            "old_block_number": transaction.block_number,
+                            "old_block_hash": transaction.block_hash,
+                        }),
+                        Some(transaction.tx_hash.clone()),
+                        None,
+                        None,
+                    ),
+                )
+                .await?;
+                self.advance_payment(&mut tx, &transaction.payment_id, now)
+                    .await?;
                 true
             }
             _ => false,
@@ -221,32 +333,70 @@ impl Payments {
         Ok(changed)
     }
 
-    async fn record_receipt(&self, tx: &mut Tx, transaction: &TransactionRow, receipt: &Receipt, head: u64, now: i64) -> Result<bool> {
-        let block_number = i64::try_from(receipt.block_number).map_err(|_| LedgerError::Corrupt("block".into()))?;
+    async fn record_receipt(
+        &self,
+        tx: &mut Tx,
+        transaction: &TransactionRow,
+        receipt: &Receipt,
+        head: u64,
+        now: i64,
+    ) -> Result<bool> {
+        let block_number = i64::try_from(receipt.block_number)
+            .map_err(|_| LedgerError::Corrupt("block".into()))?;
         let block_hash = receipt.block_hash.to_string();
-        let confirmations = i64::try_from(head.saturating_sub(receipt.block_number)).unwrap_or(i64::MAX);
+        let confirmations =
+            i64::try_from(head.saturating_sub(receipt.block_number)).unwrap_or(i64::MAX);
         let status = if !receipt.success {
             TransactionStatus::Failed
-        } else if confirmations >= i64::try_from(self.confirmations_required()).unwrap_or(i64::MAX) {
+        } else if confirmations >= i64::try_from(self.confirmations_required()).unwrap_or(i64::MAX)
+        {
             TransactionStatus::Confirmed
         } else {
             TransactionStatus::Included
         };
-        let moved_block = transaction.block_hash.as_deref().is_some_and(|old| old != block_hash);
-        if transaction.status == status.as_str() && transaction.confirmations == confirmations && !moved_block {
+        let moved_block = transaction
+            .block_hash
+            .as_deref()
+            .is_some_and(|old| old != block_hash);
+        if transaction.status == status.as_str()
+            && transaction.confirmations == confirmations
+            && !moved_block
+        {
             return Ok(false);
         }
         if moved_block {
             let payment = payment_rows::get(&mut **tx, &transaction.payment_id).await?;
-            audit::append(tx, now, self.event(&payment, "reorg", serde_json::json!({
-                "old_block_number": transaction.block_number,
-                "old_block_hash": transaction.block_hash,
-                "new_block_number": block_number,
-                "new_block_hash": block_hash,
-            }), Some(transaction.tx_hash.clone()), Some(block_number), Some(block_hash.clone()))).await?;
+            audit::append(
+                tx,
+                now,
+                self.event(
+                    &payment,
+                    "reorg",
+                    serde_json::json!({
+                        "old_block_number": transaction.block_number,
+                        "old_block_hash": transaction.block_hash,
+                        "new_block_number": block_number,
+                        "new_block_hash": block_hash,
+                    }),
+                    Some(transaction.tx_hash.clone()),
+                    Some(block_number),
+                    Some(block_hash.clone()),
+                ),
+            )
+            .await?;
         }
-        payment_rows::update_transaction(tx, transaction.id, status, Some(block_number), Some(&block_hash), confirmations, now).await?;
-        self.advance_payment(tx, &transaction.payment_id, now).await?;
+        payment_rows::update_transaction(
+            tx,
+            transaction.id,
+            status,
+            Some(block_number),
+            Some(&block_hash),
+            confirmations,
+            now,
+        )
+        .await?;
+        self.advance_payment(tx, &transaction.payment_id, now)
+            .await?;
         Ok(true)
     }
 
@@ -255,9 +405,10 @@ impl Payments {
     async fn advance_payment(&self, tx: &mut Tx, payment_id: &str, now: i64) -> Result<()> {
         let payment = payment_rows::get(&mut **tx, payment_id).await?;
         let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
-        let Some(usdc) = transactions.iter().rev().find(|t| t.asset == "usdc") else { return Ok(()) };
-        payment_rows::set_chain_fields(tx, payment_id, &usdc.tx_hash, usdc.nonce, usdc.block_number,
-            usdc.block_hash.as_deref(), usdc.confirmations, now).await?;
+        let Some(usdc) = transactions.iter().rev().find(|t| t.asset == "usdc") else {
+            return Ok(());
+        };
+        payment_rows::sync_chain_fields(tx, payment_id, now).await?;
         let rank = |s: &str| match s {
             "signed" => 0,
             "submitted" => 1,
@@ -266,7 +417,11 @@ impl Payments {
             _ => 4,
         };
         let failed = transactions.iter().any(|t| t.status == "failed");
-        let least = transactions.iter().map(|t| rank(&t.status)).min().unwrap_or(0);
+        let least = transactions
+            .iter()
+            .map(|t| rank(&t.status))
+            .min()
+            .unwrap_or(0);
         let target = if failed {
             PaymentStatus::Failed
         } else {
@@ -280,7 +435,9 @@ impl Payments {
         let mut current = payment.status()?;
         while current != target {
             let next = next_step(current, target).ok_or_else(|| {
-                PaymentsError::Conflict(format!("payment {payment_id} cannot go from {current} to {target}"))
+                PaymentsError::Conflict(format!(
+                    "payment {payment_id} cannot go from {current} to {target}"
+                ))
             })?;
             payment_rows::set_status(tx, payment_id, current, next, now).await?;
             let (kind, detail) = match next {
@@ -290,29 +447,62 @@ impl Payments {
                         .execute(&mut **tx)
                         .await
                         .map_err(LedgerError::from)?;
-                    ("payment_failed", serde_json::json!({"failure_reason": "reverted"}))
+                    (
+                        "payment_failed",
+                        serde_json::json!({"failure_reason": "reverted"}),
+                    )
                 }
-                PaymentStatus::Submitted if current == PaymentStatus::Included => ("payment_unincluded", serde_json::json!({})),
-                PaymentStatus::Submitted => ("payment_submitted", serde_json::json!({"nonce": usdc.nonce})),
-                PaymentStatus::Included => ("payment_included", serde_json::json!({"confirmations": usdc.confirmations})),
-                _ => ("payment_confirmed", serde_json::json!({
-                    "confirmations": usdc.confirmations,
-                    "required": self.confirmations_required(),
-                })),
+                PaymentStatus::Submitted if current == PaymentStatus::Included => {
+                    ("payment_unincluded", serde_json::json!({}))
+                }
+                PaymentStatus::Submitted => (
+                    "payment_submitted",
+                    serde_json::json!({"nonce": usdc.nonce}),
+                ),
+                PaymentStatus::Included => (
+                    "payment_included",
+                    serde_json::json!({"confirmations": usdc.confirmations}),
+                ),
+                _ => (
+                    "payment_confirmed",
+                    serde_json::json!({
+                        "confirmations": usdc.confirmations,
+                        "required": self.confirmations_required(),
+                    }),
+                ),
             };
             let (block_number, block_hash) = if next == PaymentStatus::Submitted {
                 (None, None)
             } else {
                 (usdc.block_number, usdc.block_hash.clone())
             };
-            audit::append(tx, now, self.event(&payment, kind, detail, Some(usdc.tx_hash.clone()), block_number, block_hash)).await?;
+            audit::append(
+                tx,
+                now,
+                self.event(
+                    &payment,
+                    kind,
+                    detail,
+                    Some(usdc.tx_hash.clone()),
+                    block_number,
+                    block_hash,
+                ),
+            )
+            .await?;
             current = next;
         }
         Ok(())
     }
 
-    fn event(&self, payment: &PaymentRow, kind: &'static str, detail: serde_json::Value, tx_hash: Option<String>,
-        block_number: Option<i64>, block_hash: Option<String>) -> NewEvent {
+    fn event(
+        &self,
+        payment: &PaymentRow,
+        kind: &'static str,
+        detail: serde_json::Value,
+        tx_hash: Option<String>,
+        block_number: Option<i64>,
+        block_hash: Option<String>,
+    ) -> NewEvent {
         NewEvent {
             kind,
             agent_id: payment.agent_id.clone(),

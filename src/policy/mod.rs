@@ -57,7 +57,11 @@ impl Policy {
                 message: "must be at least 1 (freeze the agent to stop all payments)",
             });
         }
-        if self.allowed_recipients.as_ref().is_some_and(|list| list.len() > MAX_ALLOWED_RECIPIENTS) {
+        if self
+            .allowed_recipients
+            .as_ref()
+            .is_some_and(|list| list.len() > MAX_ALLOWED_RECIPIENTS)
+        {
             return Err(PolicyError {
                 field: "policy.allowed_recipients",
                 message: "must list at most 1000 addresses",
@@ -130,10 +134,22 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
         });
     }
     if let Some(limit) = policy.daily_limit {
-        hard.push(cumulative_check("daily_limit", spend.held_last_24h, amount, limit, "in the last 24h"));
+        hard.push(cumulative_check(
+            "daily_limit",
+            spend.held_last_24h,
+            amount,
+            limit,
+            "in the last 24h",
+        ));
     }
     if let Some(limit) = policy.total_limit {
-        hard.push(cumulative_check("total_limit", spend.held_total, amount, limit, "over the credential's life"));
+        hard.push(cumulative_check(
+            "total_limit",
+            spend.held_total,
+            amount,
+            limit,
+            "over the credential's life",
+        ));
     }
     if let Some(allowed) = &policy.allowed_recipients {
         let passed = allowed.contains(&request.to);
@@ -141,9 +157,17 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
             rule: "allowed_recipients".into(),
             passed,
             detail: if passed {
-                format!("recipient {} is on the allowlist of {}", request.to, allowed.len())
+                format!(
+                    "recipient {} is on the allowlist of {}",
+                    request.to,
+                    allowed.len()
+                )
             } else {
-                format!("recipient {} is not on the allowlist of {}", request.to, allowed.len())
+                format!(
+                    "recipient {} is not on the allowlist of {}",
+                    request.to,
+                    allowed.len()
+                )
             },
         });
     }
@@ -172,7 +196,11 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
             ),
             None => (false, format!("no confidence given; floor {floor}")),
         };
-        soft.push(Check { rule: "min_confidence".into(), passed, detail });
+        soft.push(Check {
+            rule: "min_confidence".into(),
+            passed,
+            detail,
+        });
     }
 
     let first_failed = |checks: &[Check]| checks.iter().find(|c| !c.passed).map(|c| c.rule.clone());
@@ -184,10 +212,20 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
         (Outcome::Allow, "policy".to_string())
     };
     hard.extend(soft);
-    Decision { outcome, rule, checks: hard }
+    Decision {
+        outcome,
+        rule,
+        checks: hard,
+    }
 }
 
-fn cumulative_check(rule: &str, used: Amount, amount: Amount, limit: Amount, window: &str) -> Check {
+fn cumulative_check(
+    rule: &str,
+    used: Amount,
+    amount: Amount,
+    limit: Amount,
+    window: &str,
+) -> Check {
     // An overflowing sum can only mean "far above any limit".
     let passed = used.checked_add(amount).is_some_and(|total| total <= limit);
     Check {
@@ -210,16 +248,28 @@ mod tests {
     }
 
     fn request(amount: &str) -> PaymentRequest {
-        PaymentRequest { to: address(1), amount: usdc(amount), confidence: Some(0.9) }
+        PaymentRequest {
+            to: address(1),
+            amount: usdc(amount),
+            confidence: Some(0.9),
+        }
     }
 
     fn snapshot(day: &str, total: &str, minute: u32) -> SpendSnapshot {
-        SpendSnapshot { held_last_24h: usdc(day), held_total: usdc(total), payments_last_minute: minute }
+        SpendSnapshot {
+            held_last_24h: usdc(day),
+            held_total: usdc(total),
+            payments_last_minute: minute,
+        }
     }
 
     #[test]
     fn empty_policy_allows_with_no_checks() {
-        let decision = evaluate(&Policy::default(), &request("1000000"), &SpendSnapshot::default());
+        let decision = evaluate(
+            &Policy::default(),
+            &request("1000000"),
+            &SpendSnapshot::default(),
+        );
         assert_eq!(decision.outcome, Outcome::Allow);
         assert_eq!(decision.rule, "policy");
         assert!(decision.checks.is_empty());
@@ -237,44 +287,127 @@ mod tests {
             min_confidence: Some(0.8),
         };
         // (policy, request, snapshot, outcome, deciding rule)
-        let other_recipient = PaymentRequest { to: address(2), ..request("1") };
-        let low_confidence = PaymentRequest { confidence: Some(0.79), ..request("1") };
-        let no_confidence = PaymentRequest { confidence: None, ..request("1") };
+        let other_recipient = PaymentRequest {
+            to: address(2),
+            ..request("1")
+        };
+        let low_confidence = PaymentRequest {
+            confidence: Some(0.79),
+            ..request("1")
+        };
+        let no_confidence = PaymentRequest {
+            confidence: None,
+            ..request("1")
+        };
         let cases: Vec<(PaymentRequest, SpendSnapshot, Outcome, &str)> = vec![
-            (request("40"), snapshot("60", "60", 2), Outcome::Allow, "policy"),
-            (request("50.000001"), snapshot("0", "0", 0), Outcome::Deny, "max_per_payment"),
-            (request("40.000001"), snapshot("0", "0", 0), Outcome::RequireApproval, "require_approval_above"),
-            (request("40"), snapshot("60.000001", "61", 0), Outcome::Deny, "daily_limit"),
-            (request("40"), snapshot("0", "960.000001", 0), Outcome::Deny, "total_limit"),
-            (request("40"), snapshot("0", "960", 0), Outcome::Allow, "policy"),
-            (other_recipient, snapshot("0", "0", 0), Outcome::Deny, "allowed_recipients"),
-            (request("1"), snapshot("0", "0", 3), Outcome::Deny, "max_payments_per_minute"),
-            (low_confidence, snapshot("0", "0", 0), Outcome::RequireApproval, "min_confidence"),
-            (no_confidence, snapshot("0", "0", 0), Outcome::RequireApproval, "min_confidence"),
+            (
+                request("40"),
+                snapshot("60", "60", 2),
+                Outcome::Allow,
+                "policy",
+            ),
+            (
+                request("50.000001"),
+                snapshot("0", "0", 0),
+                Outcome::Deny,
+                "max_per_payment",
+            ),
+            (
+                request("40.000001"),
+                snapshot("0", "0", 0),
+                Outcome::RequireApproval,
+                "require_approval_above",
+            ),
+            (
+                request("40"),
+                snapshot("60.000001", "61", 0),
+                Outcome::Deny,
+                "daily_limit",
+            ),
+            (
+                request("40"),
+                snapshot("0", "960.000001", 0),
+                Outcome::Deny,
+                "total_limit",
+            ),
+            (
+                request("40"),
+                snapshot("0", "960", 0),
+                Outcome::Allow,
+                "policy",
+            ),
+            (
+                other_recipient,
+                snapshot("0", "0", 0),
+                Outcome::Deny,
+                "allowed_recipients",
+            ),
+            (
+                request("1"),
+                snapshot("0", "0", 3),
+                Outcome::Deny,
+                "max_payments_per_minute",
+            ),
+            (
+                low_confidence,
+                snapshot("0", "0", 0),
+                Outcome::RequireApproval,
+                "min_confidence",
+            ),
+            (
+                no_confidence,
+                snapshot("0", "0", 0),
+                Outcome::RequireApproval,
+                "min_confidence",
+            ),
             // A hard limit wins over an escalation.
-            (request("60"), snapshot("0", "0", 0), Outcome::Deny, "max_per_payment"),
+            (
+                request("60"),
+                snapshot("0", "0", 0),
+                Outcome::Deny,
+                "max_per_payment",
+            ),
         ];
         for (i, (req, snap, outcome, rule)) in cases.into_iter().enumerate() {
             let decision = evaluate(&full, &req, &snap);
-            assert_eq!((decision.outcome, decision.rule.as_str()), (outcome, rule), "case {i}");
+            assert_eq!(
+                (decision.outcome, decision.rule.as_str()),
+                (outcome, rule),
+                "case {i}"
+            );
             assert_eq!(decision.checks.len(), 7, "every rule is reported, case {i}");
         }
     }
 
     #[test]
     fn checks_carry_the_figures_compared() {
-        let policy = Policy { daily_limit: Some(usdc("100")), ..Policy::default() };
+        let policy = Policy {
+            daily_limit: Some(usdc("100")),
+            ..Policy::default()
+        };
         let decision = evaluate(&policy, &request("12.5"), &snapshot("90", "90", 0));
         assert_eq!(decision.outcome, Outcome::Deny);
-        assert_eq!(decision.checks[0].detail, "held 90 in the last 24h + amount 12.5 <= limit 100");
+        assert_eq!(
+            decision.checks[0].detail,
+            "held 90 in the last 24h + amount 12.5 <= limit 100"
+        );
     }
 
     #[test]
     fn validation_names_the_field() {
-        let bad = Policy { min_confidence: Some(1.5), ..Policy::default() };
+        let bad = Policy {
+            min_confidence: Some(1.5),
+            ..Policy::default()
+        };
         assert_eq!(bad.validate().unwrap_err().field, "policy.min_confidence");
-        let bad = Policy { max_payments_per_minute: Some(0), ..Policy::default() };
-        assert_eq!(bad.validate().unwrap_err().field, "policy.max_payments_per_minute");
+        let bad = Policy {
+            max_payments_per_minute: Some(0),
+            ..Policy::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().field,
+            "policy.max_payments_per_minute"
+        );
     }
 
     proptest::proptest! {

@@ -11,8 +11,8 @@ use bursar::chain::devnet::{self, Devnet};
 use bursar::config::Config;
 use bursar::custody::MasterKey;
 use bursar::domain::{Address, Amount};
-use bursar::payments::{ManualClock, Payments};
 use bursar::payments::settlement::PassReport;
+use bursar::payments::{ManualClock, Payments};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -69,15 +69,36 @@ impl TestApp {
             http: reqwest::Client::new(),
         };
         test.start().await;
-        let treasury = test.payments().ensure_treasury().await.unwrap().address().unwrap();
-        test.devnet.mint(treasury, devnet::TREASURY_USDC).await.unwrap();
-        test.devnet.set_eth_balance(treasury, devnet::TREASURY_ETH).await.unwrap();
+        let treasury = test
+            .payments()
+            .ensure_treasury()
+            .await
+            .unwrap()
+            .address()
+            .unwrap();
+        test.devnet
+            .mint(treasury, devnet::TREASURY_USDC)
+            .await
+            .unwrap();
+        test.devnet
+            .set_eth_balance(treasury, devnet::TREASURY_ETH)
+            .await
+            .unwrap();
         test
     }
 
     async fn start(&mut self) {
-        let payments = app::build(&self.config, self.clock.clone()).await.expect("app builds");
-        let running = app::start(payments, self.config.listen, Duration::from_secs(3600), false).await.unwrap();
+        let payments = app::build(&self.config, self.clock.clone())
+            .await
+            .expect("app builds");
+        let running = app::start(
+            payments,
+            self.config.listen,
+            Duration::from_secs(3600),
+            false,
+        )
+        .await
+        .unwrap();
         self.base_url = format!("http://{}", running.address);
         self.running = Some(running);
     }
@@ -92,9 +113,17 @@ impl TestApp {
         &self.running.as_ref().unwrap().payments
     }
 
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>,
-        idempotency_key: Option<&str>) -> Response {
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -109,20 +138,28 @@ impl TestApp {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Response { status, headers, body }
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
-        self.request(Method::GET, path, Some(token), None, None).await
+        self.request(Method::GET, path, Some(token), None, None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
-        self.request(Method::POST, path, Some(token), Some(body), None).await
+        self.request(Method::POST, path, Some(token), Some(body), None)
+            .await
     }
 
     /// Creates an agent (admin) and returns `(agent_id, address)`.
     pub async fn create_agent(&self, name: &str) -> (String, Address) {
-        let response = self.post("/v1/agents", &self.admin_token, json!({"name": name})).await;
+        let response = self
+            .post("/v1/agents", &self.admin_token, json!({"name": name}))
+            .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
         let address = Address::parse(response.body["address"].as_str().unwrap()).unwrap();
         (response.body["id"].as_str().unwrap().to_string(), address)
@@ -131,7 +168,11 @@ impl TestApp {
     /// Issues a credential with `policy` and returns its token.
     pub async fn credential(&self, agent_id: &str, policy: Value) -> String {
         let response = self
-            .post(&format!("/v1/agents/{agent_id}/credentials"), &self.admin_token, json!({"name": "test", "policy": policy}))
+            .post(
+                &format!("/v1/agents/{agent_id}/credentials"),
+                &self.admin_token,
+                json!({"name": "test", "policy": policy}),
+            )
             .await;
         assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
         response.body["token"].as_str().unwrap().to_string()
@@ -140,8 +181,13 @@ impl TestApp {
     /// Funds an agent through the API and settles the funding to `confirmed`.
     pub async fn fund(&self, agent_id: &str, usdc: &str, gas_eth: &str) {
         let response = self
-            .request(Method::POST, "/v1/treasury/fundings", Some(&self.admin_token),
-                Some(json!({"agent_id": agent_id, "amount": usdc, "gas_eth": gas_eth})), Some(&format!("fund-{agent_id}-{usdc}")))
+            .request(
+                Method::POST,
+                "/v1/treasury/fundings",
+                Some(&self.admin_token),
+                Some(json!({"agent_id": agent_id, "amount": usdc, "gas_eth": gas_eth})),
+                Some(&format!("fund-{agent_id}-{usdc}")),
+            )
             .await;
         assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
         let id = response.body["id"].as_str().unwrap().to_string();
@@ -150,14 +196,24 @@ impl TestApp {
 
     /// Agent pays `amount` to `to` with the given idempotency key.
     pub async fn pay(&self, token: &str, to: Address, amount: &str, key: &str) -> Response {
-        self.request(Method::POST, "/v1/payments", Some(token),
-            Some(json!({"to": to.to_string(), "amount": amount, "currency": "USDC", "memo": "test"})), Some(key))
-            .await
+        self.request(
+            Method::POST,
+            "/v1/payments",
+            Some(token),
+            Some(
+                json!({"to": to.to_string(), "amount": amount, "currency": "USDC", "memo": "test"}),
+            ),
+            Some(key),
+        )
+        .await
     }
 
     /// One settlement pass.
     pub async fn settle(&self) -> PassReport {
-        self.payments().settle_once().await.expect("settlement pass")
+        self.payments()
+            .settle_once()
+            .await
+            .expect("settlement pass")
     }
 
     pub async fn mine(&self, blocks: u64) {
@@ -173,7 +229,9 @@ impl TestApp {
         self.mine(self.config.confirmations_required).await;
         self.settle().await;
         for id in ids {
-            let payment = self.get(&format!("/v1/payments/{id}"), &self.admin_token).await;
+            let payment = self
+                .get(&format!("/v1/payments/{id}"), &self.admin_token)
+                .await;
             assert_eq!(payment.body["status"], "confirmed", "{}", payment.body);
         }
     }
