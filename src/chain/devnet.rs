@@ -37,7 +37,7 @@ pub fn anvil_binary(dir: &Path) -> anyhow::Result<PathBuf> {
     let packages = dir.join("node_modules/@foundry-rs");
     let entries = std::fs::read_dir(&packages).with_context(|| {
         format!(
-            "{} is missing: run `npm ci --prefix anvil` first",
+            "{} is missing: run `npm install --prefix anvil` first",
             packages.display()
         )
     })?;
@@ -48,7 +48,7 @@ pub fn anvil_binary(dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "no anvil binary under {}: run `npm ci --prefix anvil`",
+        "no anvil binary under {}: run `npm install --prefix anvil`",
         packages.display()
     )
 }
@@ -62,7 +62,7 @@ fn bytecode(dir: &Path, relative: &str, libraries: &[(&str, Address)]) -> anyhow
     let path = artifact_dir(dir).join(relative);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "{} is missing: run `npm ci --prefix anvil` first",
+            "{} is missing: run `npm install --prefix anvil` first",
             path.display()
         )
     })?;
