@@ -6,7 +6,7 @@ use crate::chain::Chain;
 use crate::config::Config;
 use crate::custody::{Custody, MasterKey};
 use crate::ledger::Ledger;
-use crate::payments::{Clock, Payments, SystemClock};
+use crate::payments::{Clock, Payments, Settings, SystemClock};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -58,7 +58,11 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
         chain,
         clock,
         config.admin_token.clone(),
-        config.confirmations_required,
+        Settings {
+            confirmations_required: config.confirmations_required,
+            approval_timeout_ms: config.approval_timeout_secs.saturating_mul(1000) as i64,
+            hold_timeout_ms: config.hold_timeout_secs.saturating_mul(1000) as i64,
+        },
     );
     payments.ensure_treasury().await?;
     Ok(payments)

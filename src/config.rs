@@ -25,6 +25,10 @@ pub struct Config {
     /// How often the settlement worker looks at the chain when nothing wakes it sooner.
     pub poll_interval_ms: u64,
     pub rpc_timeout_ms: u64,
+    /// How long a payment waits for a human approval before it expires.
+    pub approval_timeout_secs: u64,
+    /// How long a manual-capture hold lives before it expires.
+    pub hold_timeout_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ struct FileConfig {
     admin_token: Option<String>,
     poll_interval_ms: Option<u64>,
     rpc_timeout_ms: Option<u64>,
+    approval_timeout_secs: Option<u64>,
+    hold_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -147,6 +153,24 @@ impl Config {
                 message: "intervals must be positive".into(),
             });
         }
+        // At most a year: anything longer is a typo, and it keeps milliseconds within i64.
+        const MAX_TIMEOUT_SECS: u64 = 366 * 24 * 60 * 60;
+        let approval_timeout_secs =
+            number("BURSAR_APPROVAL_TIMEOUT_SECS", file.approval_timeout_secs)?
+                .unwrap_or(24 * 60 * 60);
+        let hold_timeout_secs =
+            number("BURSAR_HOLD_TIMEOUT_SECS", file.hold_timeout_secs)?.unwrap_or(60 * 60);
+        for (key, value) in [
+            ("BURSAR_APPROVAL_TIMEOUT_SECS", approval_timeout_secs),
+            ("BURSAR_HOLD_TIMEOUT_SECS", hold_timeout_secs),
+        ] {
+            if value == 0 || value > MAX_TIMEOUT_SECS {
+                return Err(ConfigError {
+                    key,
+                    message: "must be between 1 second and 1 year".into(),
+                });
+            }
+        }
         Ok(Config {
             listen,
             database_url,
@@ -158,6 +182,8 @@ impl Config {
             admin_token: admin_token.map(SecretString::from),
             poll_interval_ms,
             rpc_timeout_ms,
+            approval_timeout_secs,
+            hold_timeout_secs,
         })
     }
 }

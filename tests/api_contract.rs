@@ -408,3 +408,191 @@ async fn service_routes_and_openapi() {
     assert_eq!(down.body["failing"], json!(["rpc"]));
     let _ = &mut app;
 }
+
+/// Every route with every role, against the Roles table of API.md. Routes that change things
+/// name ids that do not exist, so an allowed role gets `404` and a refused one `403`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_matrix_follows_the_roles_table() {
+    let app = TestApp::spawn().await;
+    let mut tokens = std::collections::HashMap::new();
+    tokens.insert("admin", app.admin_token.clone());
+    for role in ["treasury", "approver", "auditor"] {
+        let created = app
+            .post(
+                "/v1/tokens",
+                &app.admin_token,
+                json!({"role": role, "name": role}),
+            )
+            .await;
+        tokens.insert(role, created.body["token"].as_str().unwrap().to_string());
+    }
+    let (agent, _) = app.create_agent("matrix").await;
+    tokens.insert("agent", app.credential(&agent, json!({})).await);
+    let own = app
+        .pay(&tokens["agent"], recipient(9), "1", "own")
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    const ALL: &[&str] = &["admin", "treasury", "approver", "auditor", "agent"];
+    let routes: Vec<(Method, String, Value, &[&str])> = vec![
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            json!({"role": "auditor", "name": "x"}),
+            &["admin"],
+        ),
+        (
+            Method::DELETE,
+            "/v1/tokens/tok_nope".into(),
+            json!(null),
+            &["admin"],
+        ),
+        (
+            Method::POST,
+            "/v1/agents".into(),
+            json!({"name": "x"}),
+            &["admin"],
+        ),
+        (
+            Method::GET,
+            "/v1/agents".into(),
+            json!(null),
+            &["admin", "auditor"],
+        ),
+        (
+            Method::GET,
+            format!("/v1/agents/{agent}"),
+            json!(null),
+            &["admin", "auditor"],
+        ),
+        (
+            Method::POST,
+            "/v1/agents/agt_nope/freeze".into(),
+            json!(null),
+            &["admin"],
+        ),
+        (
+            Method::POST,
+            "/v1/agents/agt_nope/unfreeze".into(),
+            json!(null),
+            &["admin"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/agents/{agent}/credentials"),
+            json!({"name": "x"}),
+            &["admin"],
+        ),
+        (
+            Method::GET,
+            "/v1/credentials/cred_nope".into(),
+            json!(null),
+            &["admin"],
+        ),
+        (
+            Method::DELETE,
+            "/v1/credentials/cred_nope".into(),
+            json!(null),
+            &["admin"],
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            json!({"to": recipient(9).to_string(), "amount": "1", "currency": "USDC"}),
+            &["agent"],
+        ),
+        (
+            Method::GET,
+            "/v1/payments".into(),
+            json!(null),
+            &["admin", "treasury", "approver", "auditor", "agent"],
+        ),
+        (
+            Method::GET,
+            format!("/v1/payments/{own}"),
+            json!(null),
+            &["admin", "treasury", "approver", "auditor", "agent"],
+        ),
+        (
+            Method::POST,
+            "/v1/payments/pay_nope/approve".into(),
+            json!({}),
+            &["admin", "approver"],
+        ),
+        (
+            Method::POST,
+            "/v1/payments/pay_nope/reject".into(),
+            json!({}),
+            &["admin", "approver"],
+        ),
+        (
+            Method::POST,
+            "/v1/payments/pay_nope/capture".into(),
+            json!({}),
+            &["admin", "agent"],
+        ),
+        (
+            Method::POST,
+            "/v1/payments/pay_nope/void".into(),
+            json!(null),
+            &["admin", "agent"],
+        ),
+        (
+            Method::GET,
+            "/v1/treasury".into(),
+            json!(null),
+            &["admin", "treasury", "auditor"],
+        ),
+        (
+            Method::POST,
+            "/v1/treasury/fundings".into(),
+            json!({"agent_id": "agt_nope", "amount": "1"}),
+            &["admin", "treasury"],
+        ),
+        (
+            Method::GET,
+            "/v1/audit".into(),
+            json!(null),
+            &["admin", "auditor"],
+        ),
+        (
+            Method::GET,
+            "/v1/audit/verify".into(),
+            json!(null),
+            &["admin", "auditor"],
+        ),
+    ];
+    for (i, (method, path, body, allowed)) in routes.iter().enumerate() {
+        for role in ALL {
+            let body = (!body.is_null()).then(|| body.clone());
+            let key = format!("matrix-{i}-{role}");
+            let response = app
+                .request(method.clone(), path, Some(&tokens[role]), body, Some(&key))
+                .await;
+            if allowed.contains(role) {
+                assert!(
+                    ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&response.status),
+                    "{role} must be allowed {method} {path}: {} {}",
+                    response.status,
+                    response.body
+                );
+            } else {
+                assert_eq!(
+                    response.status,
+                    StatusCode::FORBIDDEN,
+                    "{role} must be refused {method} {path}: {}",
+                    response.body
+                );
+                assert_eq!(response.body["error"]["code"], "forbidden");
+            }
+        }
+    }
+    // Approvers only ever list what waits for them.
+    let listed = app
+        .get("/v1/payments?status=queued", &tokens["approver"])
+        .await;
+    assert_eq!(listed.status, StatusCode::FORBIDDEN);
+}

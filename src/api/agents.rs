@@ -22,6 +22,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", post(create).get(list))
         .route("/v1/agents/{id}", get(get_agent))
+        .route("/v1/agents/{id}/freeze", post(freeze))
+        .route("/v1/agents/{id}/unfreeze", post(unfreeze))
         .route("/v1/agents/{id}/credentials", post(create_credential))
         .route(
             "/v1/credentials/{id}",
@@ -198,4 +200,32 @@ pub async fn revoke_credential(
     auth.require(&[])?;
     state.payments.revoke_credential(&auth.0, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The kill switch: every credential of the agent is refused at once and its payments that
+/// nothing has been signed for are cancelled.
+#[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "agents",
+    responses((status = 200, description = "the frozen agent and the ids of the cancelled payments"), (status = 404)))]
+pub async fn freeze(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(&[])?;
+    let (agent, cancelled) = state.payments.freeze(&auth.0, &id).await?;
+    let mut value = agent_json(&agent);
+    value["cancelled_payments"] = json!(cancelled);
+    Ok(Json(value))
+}
+
+/// Lifts a freeze; the agent's credentials work again.
+#[utoipa::path(post, path = "/v1/agents/{id}/unfreeze", tag = "agents", responses((status = 200), (status = 404)))]
+pub async fn unfreeze(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(&[])?;
+    let agent = state.payments.unfreeze(&auth.0, &id).await?;
+    Ok(Json(agent_json(&agent)))
 }

@@ -25,6 +25,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/payments", post(create).get(list))
         .route("/v1/payments/{id}", get(get_payment))
+        .route("/v1/payments/{id}/approve", post(approve))
+        .route("/v1/payments/{id}/reject", post(reject))
+        .route("/v1/payments/{id}/capture", post(capture))
+        .route("/v1/payments/{id}/void", post(void))
 }
 
 /// The body of `POST /v1/payments`. Unknown fields are refused (`400` naming the field).
@@ -257,7 +261,8 @@ pub async fn get_payment(
     Ok(Json(payment_response(&payment)?))
 }
 
-/// Payments newest first. Agents see their own; approvers see `pending_approval` ones.
+/// Payments newest first. Agents see their own; approvers see `pending_approval` ones; admin,
+/// auditor and treasury (to follow its fundings) see all.
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(("agent_id" = Option<String>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query),
         ("to" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
@@ -300,7 +305,7 @@ pub async fn list(
             }
             filter.status = Some(PaymentStatus::PendingApproval.as_str().into());
         }
-        Principal::Staff { .. } => auth.require(&[Role::Auditor])?,
+        Principal::Staff { .. } => auth.require(&[Role::Auditor, Role::Treasury])?,
     }
     let page = page(get("limit"), get("cursor"))?;
     let rows = payment_rows::list(state.payments.ledger.pool(), &filter, &page)
@@ -312,4 +317,110 @@ pub async fn list(
         .map(payment_response)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(list_response(data, page.limit, cursor)))
+}
+
+/// An optional JSON body: empty means `{}`.
+async fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: axum::body::Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    super::extract::parse_json(&body)
+}
+
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    note: Option<String>,
+}
+
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectRequest {
+    reason: Option<String>,
+}
+
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// At most the authorized amount; absent captures all of it.
+    #[schema(value_type = Option<String>, example = "7.25")]
+    amount: Option<Amount>,
+}
+
+/// Lets a `pending_approval` payment go (approver or admin); it is queued, or authorized if it
+/// was a manual-capture request.
+#[utoipa::path(post, path = "/v1/payments/{id}/approve", tag = "approvals", request_body = ApproveRequest,
+    responses((status = 200, body = PaymentResponse), (status = 403), (status = 404),
+        (status = 409, description = "the payment is not pending approval (or has expired)")))]
+pub async fn approve(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<PaymentResponse>, ApiError> {
+    auth.require(&[Role::Approver])?;
+    let body: ApproveRequest = optional_body(body).await?;
+    let note = text_field("note", body.note, MAX_MEMO_CHARS)?;
+    let payment = state
+        .payments
+        .approve(&auth.0, &id, note.as_deref())
+        .await?;
+    Ok(Json(payment_response(&payment)?))
+}
+
+/// Refuses a `pending_approval` payment (approver or admin); it is cancelled.
+#[utoipa::path(post, path = "/v1/payments/{id}/reject", tag = "approvals", request_body = RejectRequest,
+    responses((status = 200, body = PaymentResponse), (status = 403), (status = 404), (status = 409)))]
+pub async fn reject(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<PaymentResponse>, ApiError> {
+    auth.require(&[Role::Approver])?;
+    let body: RejectRequest = optional_body(body).await?;
+    let reason = text_field("reason", body.reason, MAX_MEMO_CHARS)?;
+    let payment = state
+        .payments
+        .reject(&auth.0, &id, reason.as_deref())
+        .await?;
+    Ok(Json(payment_response(&payment)?))
+}
+
+/// The agent's own payments, or any for an admin.
+fn agent_or_admin(auth: &Auth) -> Result<(), ApiError> {
+    match auth.agent() {
+        Some(_) => Ok(()),
+        None => auth.require(&[]),
+    }
+}
+
+/// Sends an `authorized` hold, all of it or less (the rest is released). Agent (own) or admin.
+#[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments", request_body = CaptureRequest,
+    responses((status = 200, description = "queued", body = PaymentResponse), (status = 400), (status = 404), (status = 409)))]
+pub async fn capture(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<PaymentResponse>, ApiError> {
+    agent_or_admin(&auth)?;
+    let body: CaptureRequest = optional_body(body).await?;
+    let payment = state.payments.capture(&auth.0, &id, body.amount).await?;
+    Ok(Json(payment_response(&payment)?))
+}
+
+/// Releases an `authorized` hold; nothing is sent. Agent (own) or admin.
+#[utoipa::path(post, path = "/v1/payments/{id}/void", tag = "payments",
+    responses((status = 200, description = "cancelled", body = PaymentResponse), (status = 404), (status = 409)))]
+pub async fn void(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<PaymentResponse>, ApiError> {
+    agent_or_admin(&auth)?;
+    let payment = state.payments.void(&auth.0, &id).await?;
+    Ok(Json(payment_response(&payment)?))
 }

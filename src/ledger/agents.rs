@@ -78,3 +78,21 @@ pub async fn spent_since(
     .fetch_one(pool)
     .await?)
 }
+
+/// Sets the agent's status; `false` if it already had it.
+pub async fn set_status(
+    tx: &mut Tx,
+    id: &str,
+    status: &str,
+    now: Millis,
+) -> Result<bool, LedgerError> {
+    let done =
+        sqlx::query("UPDATE agents SET status = ?, updated_at = ? WHERE id = ? AND status != ?")
+            .bind(status)
+            .bind(now)
+            .bind(id)
+            .bind(status)
+            .execute(&mut **tx)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}

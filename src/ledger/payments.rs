@@ -352,3 +352,58 @@ pub async fn update_transaction(
     .await?;
     Ok(())
 }
+
+/// Lowers a held amount (a partial capture); never raises it.
+pub async fn lower_amount(
+    tx: &mut Tx,
+    id: &str,
+    amount: i64,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let done =
+        sqlx::query("UPDATE payments SET amount = ?, updated_at = ? WHERE id = ? AND amount >= ?")
+            .bind(amount)
+            .bind(now)
+            .bind(id)
+            .bind(amount)
+            .execute(&mut **tx)
+            .await?;
+    if done.rows_affected() != 1 {
+        return Err(LedgerError::Conflict(format!(
+            "payment {id} holds less than {amount}"
+        )));
+    }
+    Ok(())
+}
+
+/// Payments of `status` created at or before `cutoff`, oldest first.
+pub async fn stale(
+    tx: &mut Tx,
+    status: PaymentStatus,
+    cutoff: Millis,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM payments WHERE status = ? AND created_at <= ? ORDER BY rowid LIMIT ?",
+    )
+    .bind(status.as_str())
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// An agent's payments that nothing has been signed for yet: what a freeze cancels.
+pub async fn unsigned_of_agent(
+    tx: &mut Tx,
+    agent_id: &str,
+) -> Result<Vec<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM payments WHERE agent_id = ? AND status IN ('pending_approval', 'authorized', 'queued')
+           AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
+         ORDER BY rowid",
+    )
+    .bind(agent_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}

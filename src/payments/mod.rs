@@ -4,6 +4,7 @@
 //! (`settlement`). May import everything below it: `domain`, `policy`, `custody`, `chain`,
 //! `ledger`.
 
+pub mod approvals;
 pub mod settlement;
 
 use crate::chain::{Chain, ChainError};
@@ -172,8 +173,19 @@ pub struct Payments {
     pub chain: Chain,
     clock: Arc<dyn Clock>,
     admin_token: Option<SecretString>,
-    confirmations_required: u64,
+    settings: Settings,
     wake: Arc<Notify>,
+}
+
+/// The tunable limits of the use cases, from `Config`.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Blocks on top of the including block before a payment is `confirmed`.
+    pub confirmations_required: u64,
+    /// How long a `pending_approval` payment waits for a human before it is `expired`.
+    pub approval_timeout_ms: i64,
+    /// How long an `authorized` (manual capture) hold lives before it is `expired`.
+    pub hold_timeout_ms: i64,
 }
 
 impl std::fmt::Debug for Payments {
@@ -202,7 +214,7 @@ impl Payments {
         chain: Chain,
         clock: Arc<dyn Clock>,
         admin_token: Option<SecretString>,
-        confirmations_required: u64,
+        settings: Settings,
     ) -> Payments {
         Payments {
             ledger,
@@ -210,7 +222,7 @@ impl Payments {
             chain,
             clock,
             admin_token,
-            confirmations_required,
+            settings,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -220,7 +232,11 @@ impl Payments {
     }
 
     pub fn confirmations_required(&self) -> u64 {
-        self.confirmations_required
+        self.settings.confirmations_required
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
     /// Wakes the settlement worker (a payment was queued).

@@ -34,6 +34,7 @@ pub struct PassReport {
     pub broadcast: usize,
     pub updated: usize,
     pub failed: usize,
+    pub expired: usize,
 }
 
 impl Payments {
@@ -78,7 +79,10 @@ impl Payments {
 
     /// One settlement pass: sign, broadcast, watch.
     pub async fn settle_once(&self) -> Result<PassReport> {
-        let mut report = PassReport::default();
+        let mut report = PassReport {
+            expired: self.expire_stale().await?,
+            ..PassReport::default()
+        };
         for payment in
             payment_rows::queued_without_transactions(self.ledger.pool(), SIGN_BATCH).await?
         {

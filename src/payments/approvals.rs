@@ -1,0 +1,272 @@
+//! What happens to a payment between the agent's request and settlement: a human approves or
+//! rejects it, the agent captures or voids a manual hold, an admin freezes the agent, or time
+//! runs out. Each is one write transaction that checks the payment's current status, moves it
+//! along a legal edge and appends the audit event that says who did it and why.
+
+use super::{Payments, PaymentsError, Principal, Result};
+use crate::domain::{Amount, PaymentStatus};
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments::{self as payment_rows, PaymentRow};
+use crate::ledger::{LedgerError, Millis, Tx, agents};
+
+/// Payments expired per table per pass, so one pass stays short.
+const EXPIRE_BATCH: i64 = 500;
+
+impl Payments {
+    /// Loads a payment for `actor` inside `tx`: an agent may act only on its own (`NotFound`
+    /// otherwise, so ids do not leak), and the payment must be in `expected`.
+    async fn load_for(
+        &self,
+        tx: &mut Tx,
+        actor: &Principal,
+        id: &str,
+        expected: PaymentStatus,
+    ) -> Result<PaymentRow> {
+        let payment = payment_rows::get(&mut **tx, id).await?;
+        if let Principal::Agent { agent_id, .. } = actor
+            && payment.agent_id.as_deref() != Some(agent_id.as_str())
+        {
+            return Err(PaymentsError::NotFound);
+        }
+        let status = payment.status()?;
+        if status != expected {
+            return Err(PaymentsError::Conflict(format!(
+                "payment is {status}, not {expected}"
+            )));
+        }
+        Ok(payment)
+    }
+
+    /// An approver (or admin) lets a `pending_approval` payment go: it is queued for settlement.
+    pub async fn approve(
+        &self,
+        actor: &Principal,
+        id: &str,
+        note: Option<&str>,
+    ) -> Result<PaymentRow> {
+        self.expire_stale().await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let payment = self
+            .load_for(&mut tx, actor, id, PaymentStatus::PendingApproval)
+            .await?;
+        let next = if payment.capture == "manual" {
+            PaymentStatus::Authorized
+        } else {
+            PaymentStatus::Queued
+        };
+        transition(
+            &mut tx,
+            &payment,
+            next,
+            "payment_approved",
+            actor.actor(),
+            serde_json::json!({"note": note, "status": next}),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        self.wake.notify_one();
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    /// An approver (or admin) refuses a `pending_approval` payment: it is cancelled.
+    pub async fn reject(
+        &self,
+        actor: &Principal,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<PaymentRow> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let payment = self
+            .load_for(&mut tx, actor, id, PaymentStatus::PendingApproval)
+            .await?;
+        transition(
+            &mut tx,
+            &payment,
+            PaymentStatus::Cancelled,
+            "payment_rejected",
+            actor.actor(),
+            serde_json::json!({"reason": reason}),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    /// Sends an `authorized` hold, for its whole amount or less (the rest of the hold is released).
+    pub async fn capture(
+        &self,
+        actor: &Principal,
+        id: &str,
+        amount: Option<Amount>,
+    ) -> Result<PaymentRow> {
+        self.expire_stale().await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let payment = self
+            .load_for(&mut tx, actor, id, PaymentStatus::Authorized)
+            .await?;
+        let authorized = Amount::from_sql(payment.amount);
+        let captured = amount.unwrap_or(authorized);
+        if captured > authorized {
+            return Err(PaymentsError::Invalid {
+                field: "amount".into(),
+                message: format!("must not exceed the authorized {authorized}"),
+            });
+        }
+        payment_rows::lower_amount(&mut tx, id, captured.to_sql(), now).await?;
+        transition(&mut tx, &payment, PaymentStatus::Queued, "payment_captured", actor.actor(),
+            serde_json::json!({"authorized": authorized.to_string(), "captured": captured.to_string()}), now).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        self.wake.notify_one();
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    /// Releases an `authorized` hold without sending anything.
+    pub async fn void(&self, actor: &Principal, id: &str) -> Result<PaymentRow> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let payment = self
+            .load_for(&mut tx, actor, id, PaymentStatus::Authorized)
+            .await?;
+        transition(
+            &mut tx,
+            &payment,
+            PaymentStatus::Cancelled,
+            "payment_voided",
+            actor.actor(),
+            serde_json::json!({"released": Amount::from_sql(payment.amount).to_string()}),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    /// The kill switch. In one transaction: the agent becomes `frozen` (every credential of it is
+    /// refused from the next request on, including requests already past authentication, which
+    /// re-check the agent in their own write transaction) and every payment of it that nothing has
+    /// been signed for is cancelled. Transactions already signed are on their way to the chain.
+    pub async fn freeze(
+        &self,
+        actor: &Principal,
+        agent_id: &str,
+    ) -> Result<(agents::AgentRow, Vec<String>)> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        agents::get(&mut *tx, agent_id).await?;
+        agents::set_status(&mut tx, agent_id, "frozen", now).await?;
+        let cancelled = payment_rows::unsigned_of_agent(&mut tx, agent_id).await?;
+        for payment in &cancelled {
+            transition(
+                &mut tx,
+                payment,
+                PaymentStatus::Cancelled,
+                "payment_cancelled",
+                actor.actor(),
+                serde_json::json!({"reason": "agent_frozen"}),
+                now,
+            )
+            .await?;
+        }
+        let ids: Vec<String> = cancelled.into_iter().map(|p| p.id).collect();
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "agent_frozen",
+                agent_id: Some(agent_id.into()),
+                actor: actor.actor(),
+                detail: serde_json::json!({"cancelled_payments": ids}),
+                ..NewEvent::default()
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok((agents::get(self.ledger.pool(), agent_id).await?, ids))
+    }
+
+    pub async fn unfreeze(&self, actor: &Principal, agent_id: &str) -> Result<agents::AgentRow> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        agents::get(&mut *tx, agent_id).await?;
+        if agents::set_status(&mut tx, agent_id, "active", now).await? {
+            audit::append(
+                &mut tx,
+                now,
+                NewEvent {
+                    kind: "agent_unfrozen",
+                    agent_id: Some(agent_id.into()),
+                    actor: actor.actor(),
+                    detail: serde_json::json!({}),
+                    ..NewEvent::default()
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(agents::get(self.ledger.pool(), agent_id).await?)
+    }
+
+    /// Expires approvals and holds that waited longer than configured, releasing their budget.
+    /// Runs in every settlement pass and before every approve or capture; returns how many.
+    pub async fn expire_stale(&self) -> Result<usize> {
+        let now = self.now();
+        let settings = self.settings();
+        let mut tx = self.ledger.begin().await?;
+        let mut expired = 0;
+        for (status, timeout_ms) in [
+            (PaymentStatus::PendingApproval, settings.approval_timeout_ms),
+            (PaymentStatus::Authorized, settings.hold_timeout_ms),
+        ] {
+            for payment in
+                payment_rows::stale(&mut tx, status, now - timeout_ms, EXPIRE_BATCH).await?
+            {
+                transition(
+                    &mut tx,
+                    &payment,
+                    PaymentStatus::Expired,
+                    "payment_expired",
+                    "system".into(),
+                    serde_json::json!({"was": status, "timeout_ms": timeout_ms}),
+                    now,
+                )
+                .await?;
+                expired += 1;
+            }
+        }
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(expired)
+    }
+}
+
+/// Moves `payment` along one legal edge and appends the audit event that explains it.
+async fn transition(
+    tx: &mut Tx,
+    payment: &PaymentRow,
+    to: PaymentStatus,
+    kind: &'static str,
+    actor: String,
+    detail: serde_json::Value,
+    now: Millis,
+) -> Result<()> {
+    payment_rows::set_status(tx, &payment.id, payment.status()?, to, now).await?;
+    audit::append(
+        tx,
+        now,
+        NewEvent {
+            kind,
+            agent_id: payment.agent_id.clone(),
+            credential_id: payment.credential_id.clone(),
+            payment_id: Some(payment.id.clone()),
+            actor,
+            detail,
+            ..NewEvent::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
