@@ -62,6 +62,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             confirmations_required: config.confirmations_required,
             approval_timeout_ms: config.approval_timeout_secs.saturating_mul(1000) as i64,
             hold_timeout_ms: config.hold_timeout_secs.saturating_mul(1000) as i64,
+            gas_float_min_wei: config.gas_float_min_wei,
+            gas_float_topup_wei: config.gas_float_topup_wei,
         },
     );
     payments.ensure_treasury().await?;
@@ -159,8 +161,16 @@ pub async fn start(
             .await
     });
     let worker = run_worker.then(|| {
-        let payments = payments.clone();
-        tokio::spawn(async move { payments.run_settlement(poll_interval, receiver).await })
+        let settlement = payments.clone();
+        let settlement_stop = receiver.clone();
+        let deliverer = crate::webhooks::Deliverer::new(payments.ledger.clone(), payments.clock());
+        tokio::spawn(async move {
+            // Two independent loops: a slow webhook receiver never delays settlement.
+            tokio::join!(
+                settlement.run_settlement(poll_interval, settlement_stop),
+                deliverer.run(poll_interval, receiver),
+            );
+        })
     });
     tracing::info!(%address, "listening");
     Ok(Running {

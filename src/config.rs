@@ -29,6 +29,10 @@ pub struct Config {
     pub approval_timeout_secs: u64,
     /// How long a manual-capture hold lives before it expires.
     pub hold_timeout_secs: u64,
+    /// An agent wallet with less ETH than this is topped up from the treasury (0 disables).
+    pub gas_float_min_wei: u128,
+    /// How much ETH one top-up sends.
+    pub gas_float_topup_wei: u128,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,8 @@ struct FileConfig {
     rpc_timeout_ms: Option<u64>,
     approval_timeout_secs: Option<u64>,
     hold_timeout_secs: Option<u64>,
+    gas_float_min_eth: Option<String>,
+    gas_float_topup_eth: Option<String>,
 }
 
 impl Config {
@@ -171,6 +177,32 @@ impl Config {
                 });
             }
         }
+        let ether = |key: &'static str, value: String| -> Result<u128, ConfigError> {
+            let wei = alloy::primitives::utils::parse_ether(&value).map_err(|_| ConfigError {
+                key,
+                message: format!("not an amount of ETH: {value:?}"),
+            })?;
+            u128::try_from(wei).map_err(|_| ConfigError {
+                key,
+                message: "too large".into(),
+            })
+        };
+        let gas_float_min_wei = ether(
+            "BURSAR_GAS_FLOAT_MIN_ETH",
+            text("BURSAR_GAS_FLOAT_MIN_ETH", file.gas_float_min_eth)
+                .unwrap_or_else(|| "0.002".into()),
+        )?;
+        let gas_float_topup_wei = ether(
+            "BURSAR_GAS_FLOAT_TOPUP_ETH",
+            text("BURSAR_GAS_FLOAT_TOPUP_ETH", file.gas_float_topup_eth)
+                .unwrap_or_else(|| "0.01".into()),
+        )?;
+        if gas_float_min_wei > 0 && gas_float_topup_wei <= gas_float_min_wei {
+            return Err(ConfigError {
+                key: "BURSAR_GAS_FLOAT_TOPUP_ETH",
+                message: "must be more than BURSAR_GAS_FLOAT_MIN_ETH, or a top-up would not lift the wallet above the floor".into(),
+            });
+        }
         Ok(Config {
             listen,
             database_url,
@@ -184,6 +216,8 @@ impl Config {
             rpc_timeout_ms,
             approval_timeout_secs,
             hold_timeout_secs,
+            gas_float_min_wei,
+            gas_float_topup_wei,
         })
     }
 }

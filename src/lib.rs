@@ -11,3 +11,4 @@ pub mod domain;
 pub mod ledger;
 pub mod payments;
 pub mod policy;
+pub mod webhooks;

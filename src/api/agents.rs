@@ -203,18 +203,43 @@ pub async fn revoke_credential(
 }
 
 /// The kill switch: every credential of the agent is refused at once and its payments that
-/// nothing has been signed for are cancelled.
+/// nothing has been signed for are cancelled. With `{"sweep": true}` the agent's free USDC is
+/// also swept back to the treasury.
 #[utoipa::path(post, path = "/v1/agents/{id}/freeze", tag = "agents",
     responses((status = 200, description = "the frozen agent and the ids of the cancelled payments"), (status = 404)))]
 pub async fn freeze(
     State(state): State<AppState>,
     auth: Auth,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[])?;
+    #[derive(Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FreezeRequest {
+        /// Also sweep the agent's free USDC back to the treasury.
+        #[serde(default)]
+        sweep: bool,
+    }
+    let request: FreezeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        FreezeRequest::default()
+    } else {
+        super::extract::parse_json(&body)?
+    };
     let (agent, cancelled) = state.payments.freeze(&auth.0, &id).await?;
     let mut value = agent_json(&agent);
     value["cancelled_payments"] = json!(cancelled);
+    if request.sweep {
+        value["sweep"] = match state.payments.sweep(&auth.0, &id).await {
+            Ok(created) => {
+                serde_json::to_value(super::payments::payment_response(&created.payment)?)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+            }
+            // Nothing free to sweep is not a failure of the freeze.
+            Err(crate::payments::PaymentsError::Conflict(message)) => json!({"skipped": message}),
+            Err(other) => return Err(other.into()),
+        };
+    }
     Ok(Json(value))
 }
 

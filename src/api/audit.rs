@@ -1,29 +1,22 @@
 //! `/v1/audit`: the hash-chained audit log and its verification (auditor, admin).
 
 use super::extract::Auth;
-use super::{ApiError, AppState, list_response, page, parse_time, time};
+use super::{ApiError, AppState, list_response, page, parse_time};
 use crate::domain::Role;
 use crate::ledger::audit::{self, AuditEvent, AuditFilter};
 use axum::extract::{Query, State};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use futures_util::StreamExt;
+use serde_json::Value;
 use std::collections::HashMap;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/audit", get(list))
         .route("/v1/audit/verify", get(verify))
-}
-
-pub fn event_json(event: &AuditEvent) -> Value {
-    json!({
-        "seq": event.seq, "at": time(event.at), "kind": event.kind, "agent_id": event.agent_id,
-        "credential_id": event.credential_id, "payment_id": event.payment_id, "actor": event.actor,
-        "detail": serde_json::from_str::<Value>(&event.detail).unwrap_or(Value::String(event.detail.clone())),
-        "tx_hash": event.tx_hash, "block_number": event.block_number, "block_hash": event.block_hash,
-        "prev_hash": event.prev_hash, "hash": event.hash,
-    })
+        .route("/v1/audit/export", get(export))
 }
 
 /// Audit events, newest first.
@@ -59,7 +52,7 @@ pub async fn list(
         .map_err(crate::payments::PaymentsError::from)?;
     let cursor = events.last().map(|e| e.seq.to_string());
     Ok(Json(list_response(
-        events.iter().map(event_json).collect(),
+        events.iter().map(AuditEvent::to_json).collect(),
         page.limit,
         cursor,
     )))
@@ -75,4 +68,49 @@ pub async fn verify(State(state): State<AppState>, auth: Auth) -> Result<Json<Va
     Ok(Json(
         serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
+}
+
+/// Every event in `[from, to)` as a CSV or JSON Lines file, streamed page by page.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    params(("format" = String, Query, description = "csv or jsonl"), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+    responses((status = 200, description = "the events, one row or line each"), (status = 400), (status = 403)))]
+pub async fn export(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    auth.require(&[Role::Auditor])?;
+    let get = |key: &str| query.get(key).map(String::as_str);
+    let format = audit::ExportFormat::parse(get("format").unwrap_or("jsonl"))
+        .ok_or_else(|| ApiError::invalid("format", "must be csv or jsonl"))?;
+    let from = get("from").map(|t| parse_time("from", t)).transpose()?;
+    let to = get("to").map(|t| parse_time("to", t)).transpose()?;
+    let extension = if format == audit::ExportFormat::Csv {
+        "csv"
+    } else {
+        "jsonl"
+    };
+    let stream =
+        audit::export_stream(state.payments.ledger.pool().clone(), from, to, format).map(|page| {
+            page.map(axum::body::Bytes::from).map_err(|error| {
+                // Headers are gone by now: cut the body short (the client sees a truncated transfer)
+                // and log why, rather than send a partial file that looks complete.
+                tracing::error!(%error, "audit export failed mid-stream");
+                std::io::Error::other("audit export failed")
+            })
+        });
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_string(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"bursar-audit.{extension}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }

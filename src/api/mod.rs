@@ -8,16 +8,18 @@ mod audit;
 mod error;
 mod extract;
 mod payments;
+mod reports;
 mod service;
 mod tokens;
 mod treasury;
+mod webhooks;
 
 pub use error::ApiError;
 
 use crate::payments::Payments;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use std::time::Duration;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -43,8 +45,9 @@ pub struct AppState {
         agents::revoke_credential, agents::freeze, agents::unfreeze,
         payments::create, payments::get_payment, payments::list, payments::approve, payments::reject,
         payments::capture, payments::void,
-        treasury::view, treasury::fund,
-        audit::list, audit::verify,
+        treasury::view, treasury::fund, treasury::sweep,
+        audit::list, audit::verify, audit::export, reports::spend, reports::balances,
+        webhooks::create, webhooks::list, webhooks::disable, webhooks::deliveries, webhooks::replay,
     ),
     components(schemas(
         crate::domain::PaymentStatus, crate::policy::Policy, crate::policy::Decision, crate::policy::Check,
@@ -79,6 +82,8 @@ pub fn router(state: AppState) -> Router {
         .merge(payments::router())
         .merge(treasury::router())
         .merge(audit::router())
+        .merge(reports::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
@@ -91,9 +96,7 @@ pub fn router(state: AppState) -> Router {
 
 /// API times: RFC 3339 UTC with milliseconds.
 pub fn time(millis: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::domain::format_time(millis)
 }
 
 pub fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {

@@ -20,16 +20,19 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/treasury", get(view))
         .route("/v1/treasury/fundings", post(fund))
+        .route("/v1/agents/{id}/sweep", post(sweep))
 }
 
-/// The treasury's address and on-chain balances.
+/// The treasury's address and on-chain balances, and the USDC all agent wallets hold together.
 #[utoipa::path(get, path = "/v1/treasury", tag = "treasury", responses((status = 200), (status = 403)))]
 pub async fn view(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Treasury, Role::Auditor])?;
     let (address, usdc, eth) = state.payments.treasury_view().await?;
+    let agents_usdc = state.payments.agents_usdc_total().await?;
     Ok(Json(json!({
         "address": address.to_string(),
         "balances": {"usdc": usdc.map(|a| a.to_string()), "eth": eth.map(format_eth)},
+        "agents_usdc": agents_usdc.to_string(),
     })))
 }
 
@@ -117,4 +120,18 @@ mod tests {
             assert!(parse_gas_eth(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Moves the agent's free USDC (its balance less what its payments still hold) back to the
+/// treasury. `409` when there is nothing free to sweep.
+#[utoipa::path(post, path = "/v1/agents/{id}/sweep", tag = "treasury",
+    responses((status = 202, description = "a payment object with kind sweep"), (status = 404), (status = 409)))]
+pub async fn sweep(
+    State(state): State<AppState>,
+    auth: Auth,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    auth.require(&[Role::Treasury])?;
+    let created = state.payments.sweep(&auth.0, &id).await?;
+    created_response(&created.payment, false)
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// against the state of the moment and a later block may cost slightly more.
 const GAS_LIMIT_MARGIN_PERCENT: u64 = 25;
 /// A plain ETH transfer to an externally owned account.
-const ETH_TRANSFER_GAS: u64 = 21_000;
+pub const ETH_TRANSFER_GAS: u64 = 21_000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChainError {

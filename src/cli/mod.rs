@@ -54,6 +54,21 @@ pub enum Command {
 pub enum AuditCommand {
     /// Recompute the hash chain; exits 1 and names the first bad event if it is broken.
     Verify,
+    /// Write the events to a file, as GET /v1/audit/export does, straight from the database.
+    Export {
+        /// csv or jsonl
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Where to write; `-` for standard output.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Only events before this RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,6 +93,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !report.ok {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    format,
+                    out,
+                    from,
+                    to,
+                },
+        } => {
+            let format =
+                audit::ExportFormat::parse(&format).context("--format must be csv or jsonl")?;
+            let time = |text: Option<String>| -> anyhow::Result<Option<i64>> {
+                text.map(|t| {
+                    Ok(chrono::DateTime::parse_from_rfc3339(&t)
+                        .context("times are RFC 3339")?
+                        .timestamp_millis())
+                })
+                .transpose()
+            };
+            let ledger = Ledger::open(&config.database_url).await?;
+            let mut writer: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::io::BufWriter::new(std::fs::File::create(&out)?))
+            };
+            let mut pages = std::pin::pin!(audit::export_stream(
+                ledger.pool().clone(),
+                time(from)?,
+                time(to)?,
+                format
+            ));
+            while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
+                writer.write_all(&page)?;
+            }
+            writer.flush()?;
             Ok(())
         }
     }

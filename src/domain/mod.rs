@@ -10,4 +10,11 @@ mod status;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use ids::{IdempotencyKey, IdempotencyKeyError, new_id, new_secret_token};
+/// An API time: RFC 3339 UTC with milliseconds, from milliseconds since the Unix epoch.
+pub fn format_time(millis: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub use status::{PaymentKind, PaymentStatus, Role, TransactionStatus};

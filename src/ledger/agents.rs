@@ -96,3 +96,38 @@ pub async fn set_status(
             .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Every active agent (for the gas float). Agents are few; this is not paged.
+pub async fn all_active(pool: &SqlitePool) -> Result<Vec<AgentRow>, LedgerError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE agents.status = 'active' ORDER BY agents.created_at"
+    )))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Every agent wallet's address.
+pub async fn all_addresses(pool: &SqlitePool) -> Result<Vec<String>, LedgerError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT address FROM ({SELECT})"
+    )))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Gas-float fundings of the agent: how many are in flight, and how many were made since `since`.
+pub async fn gas_float_fundings(
+    pool: &SqlitePool,
+    agent_id: &str,
+    since: Millis,
+) -> Result<(i64, i64), LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(CASE WHEN status IN ('queued', 'submitted', 'included') THEN 1 END),
+                COUNT(CASE WHEN created_at >= ? THEN 1 END)
+         FROM payments WHERE kind = 'funding' AND idempotency_scope = 'gas_float' AND agent_id = ?",
+    )
+    .bind(since)
+    .bind(agent_id)
+    .fetch_one(pool)
+    .await?)
+}

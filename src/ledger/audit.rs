@@ -9,6 +9,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
+/// Event kinds that are alarms: a human should look now. They are also sent as `audit.alarm`
+/// webhooks.
+pub const ALARM_KINDS: [&str; 3] = ["reorg", "finality_violation", "unknown_outflow"];
+
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// An event to append.
@@ -109,6 +113,13 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
             .await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
     let seq = prev_seq + 1;
+    let alarm = ALARM_KINDS.contains(&event.kind).then(|| {
+        serde_json::json!({
+            "kind": event.kind, "agent_id": event.agent_id, "payment_id": event.payment_id,
+            "detail": event.detail, "tx_hash": event.tx_hash, "block_number": event.block_number,
+            "block_hash": event.block_hash,
+        })
+    });
     let detail = event.detail.to_string();
     let hash = event_hash(
         &prev_hash,
@@ -143,6 +154,10 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
     .bind(hash)
     .execute(&mut **tx)
     .await?;
+    if let Some(mut alarm) = alarm {
+        alarm["seq"] = serde_json::json!(seq);
+        super::webhooks::enqueue(tx, super::webhooks::AUDIT_ALARM, &alarm, at).await?;
+    }
     Ok(seq)
 }
 
@@ -254,5 +269,151 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
         head: prev_hash,
         first_bad_seq: None,
         reason: None,
+    })
+}
+
+/// Rows read per page while exporting, which bounds the memory an export uses.
+pub const EXPORT_PAGE_ROWS: i64 = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
+
+impl ExportFormat {
+    pub fn parse(text: &str) -> Option<ExportFormat> {
+        match text {
+            "csv" => Some(ExportFormat::Csv),
+            "jsonl" => Some(ExportFormat::Jsonl),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Jsonl => "application/x-ndjson",
+        }
+    }
+}
+
+const CSV_COLUMNS: [&str; 13] = [
+    "seq",
+    "at",
+    "kind",
+    "agent_id",
+    "credential_id",
+    "payment_id",
+    "actor",
+    "detail",
+    "tx_hash",
+    "block_number",
+    "block_hash",
+    "prev_hash",
+    "hash",
+];
+
+impl AuditEvent {
+    /// The event as the API shows it: RFC 3339 time, `detail` as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.seq, "at": crate::domain::format_time(self.at), "kind": self.kind,
+            "agent_id": self.agent_id, "credential_id": self.credential_id, "payment_id": self.payment_id,
+            "actor": self.actor,
+            "detail": serde_json::from_str::<serde_json::Value>(&self.detail)
+                .unwrap_or_else(|_| serde_json::Value::String(self.detail.clone())),
+            "tx_hash": self.tx_hash, "block_number": self.block_number, "block_hash": self.block_hash,
+            "prev_hash": self.prev_hash, "hash": self.hash,
+        })
+    }
+}
+
+/// Encodes a page of events; the CSV header goes before the first page only.
+pub fn encode(events: &[AuditEvent], format: ExportFormat, first_page: bool) -> Vec<u8> {
+    match format {
+        ExportFormat::Jsonl => {
+            let mut out = Vec::new();
+            for event in events {
+                out.extend(event.to_json().to_string().into_bytes());
+                out.push(b'\n');
+            }
+            out
+        }
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            let write = |writer: &mut csv::Writer<Vec<u8>>| -> csv::Result<()> {
+                if first_page {
+                    writer.write_record(CSV_COLUMNS)?;
+                }
+                for e in events {
+                    let optional = |v: &Option<String>| v.clone().unwrap_or_default();
+                    writer.write_record([
+                        e.seq.to_string(),
+                        crate::domain::format_time(e.at),
+                        e.kind.clone(),
+                        optional(&e.agent_id),
+                        optional(&e.credential_id),
+                        optional(&e.payment_id),
+                        e.actor.clone(),
+                        e.detail.clone(),
+                        optional(&e.tx_hash),
+                        e.block_number.map(|n| n.to_string()).unwrap_or_default(),
+                        optional(&e.block_hash),
+                        e.prev_hash.clone(),
+                        e.hash.clone(),
+                    ])?;
+                }
+                Ok(())
+            };
+            // Writing into a Vec cannot fail.
+            write(&mut writer).expect("CSV into memory");
+            writer.into_inner().expect("CSV into memory")
+        }
+    }
+}
+
+/// Events with `at` in `[from, to)` in sequence order, one page after `after_seq`.
+pub async fn export_page(
+    pool: &SqlitePool,
+    from: Option<Millis>,
+    to: Option<Millis>,
+    after_seq: i64,
+) -> Result<Vec<AuditEvent>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM audit_events WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
+         ORDER BY seq LIMIT ?4",
+    )
+    .bind(after_seq)
+    .bind(from)
+    .bind(to)
+    .bind(EXPORT_PAGE_ROWS)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The whole export as a stream of encoded pages: memory stays at one page whatever the size.
+pub fn export_stream(
+    pool: SqlitePool,
+    from: Option<Millis>,
+    to: Option<Millis>,
+    format: ExportFormat,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, LedgerError>> + Send + 'static {
+    // State: (next seq cursor, whether the header is still due, finished).
+    futures_util::stream::try_unfold((0i64, true, false), move |(after, first, done)| {
+        let pool = pool.clone();
+        async move {
+            if done {
+                return Ok(None);
+            }
+            let events = export_page(&pool, from, to, after).await?;
+            let last = events.last().map(|e| e.seq);
+            let finished = (events.len() as i64) < EXPORT_PAGE_ROWS;
+            if events.is_empty() && !first {
+                return Ok(None);
+            }
+            let bytes = encode(&events, format, first);
+            Ok(Some((bytes, (last.unwrap_or(after), false, finished))))
+        }
     })
 }

@@ -7,8 +7,10 @@
 pub mod agents;
 pub mod audit;
 pub mod payments;
+pub mod reports;
 pub mod tokens;
 pub mod wallets;
+pub mod webhooks;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};

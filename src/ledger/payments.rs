@@ -75,6 +75,13 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(row.updated_at)
     .execute(&mut **tx)
     .await?;
+    super::webhooks::enqueue(
+        tx,
+        super::webhooks::PAYMENT_STATUS_CHANGED,
+        &status_event(row, None),
+        row.created_at,
+    )
+    .await?;
     Ok(())
 }
 
@@ -154,9 +161,31 @@ pub async fn set_status(
             "payment {id} is no longer {from}"
         )));
     }
+    let payment = get(&mut **tx, id).await?;
+    super::webhooks::enqueue(
+        tx,
+        super::webhooks::PAYMENT_STATUS_CHANGED,
+        &status_event(&payment, Some(from)),
+        now,
+    )
+    .await?;
     Ok(())
 }
 
+/// What a `payment.status_changed` webhook carries.
+fn status_event(payment: &PaymentRow, previous: Option<PaymentStatus>) -> serde_json::Value {
+    serde_json::json!({
+        "payment_id": payment.id, "kind": payment.kind, "agent_id": payment.agent_id,
+        "status": payment.status, "previous_status": previous,
+        "amount": crate::domain::Amount::from_sql(payment.amount).to_string(), "currency": payment.currency,
+        "to": payment.to_address, "reference": payment.reference, "tx_hash": payment.tx_hash,
+        "block_number": payment.block_number, "block_hash": payment.block_hash,
+        "failure_reason": payment.failure_reason,
+    })
+}
+
+/// Fails a payment with `reason`, recorded before the status change so that the change's
+/// webhook carries it.
 pub async fn set_failure(
     tx: &mut Tx,
     id: &str,
@@ -164,24 +193,24 @@ pub async fn set_failure(
     reason: &str,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    set_status(tx, id, from, PaymentStatus::Failed, now).await?;
     sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?")
         .bind(reason)
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    set_status(tx, id, from, PaymentStatus::Failed, now).await
 }
 
-/// Copies the payment's current (latest) USDC transaction onto the payment row: hash, nonce
+/// Copies the payment's current (latest) USDC transaction (or ETH one, for an ETH-only
+/// funding) onto the payment row: hash, nonce
 /// and where the chain has it. The transaction rows stay the one source of these facts.
 pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
     sqlx::query(
         "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
             (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
-             WHERE payment_id = ?1 AND asset = 'usdc' ORDER BY id DESC LIMIT 1),
+             WHERE payment_id = ?1 ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
             updated_at = ?2
-         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1 AND asset = 'usdc')",
+         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1)",
     )
     .bind(id)
     .bind(now)

@@ -6,6 +6,8 @@
 
 pub mod approvals;
 pub mod settlement;
+pub mod treasury;
+pub mod webhooks;
 
 use crate::chain::{Chain, ChainError};
 use crate::custody::{Custody, CustodyError, SealedKey};
@@ -186,6 +188,10 @@ pub struct Settings {
     pub approval_timeout_ms: i64,
     /// How long an `authorized` (manual capture) hold lives before it is `expired`.
     pub hold_timeout_ms: i64,
+    /// Agent wallets with less ETH than this are topped up from the treasury (0 disables).
+    pub gas_float_min_wei: u128,
+    /// ETH sent by one top-up.
+    pub gas_float_topup_wei: u128,
 }
 
 impl std::fmt::Debug for Payments {
@@ -225,6 +231,10 @@ impl Payments {
             settings,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn now(&self) -> Millis {
@@ -676,6 +686,20 @@ impl Payments {
         amount: Amount,
         gas_wei: Option<U256>,
     ) -> Result<Created> {
+        self.insert_funding(actor.actor(), "treasury", key, agent_id, amount, gas_wei)
+            .await
+    }
+
+    /// A funding from the treasury to an agent wallet, idempotent within `scope`.
+    async fn insert_funding(
+        &self,
+        actor: String,
+        scope: &str,
+        key: &IdempotencyKey,
+        agent_id: &str,
+        amount: Amount,
+        gas_wei: Option<U256>,
+    ) -> Result<Created> {
         #[derive(Serialize)]
         struct Body<'a> {
             agent_id: &'a str,
@@ -692,7 +716,7 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         if let Some(existing) =
-            payment_rows::find_by_idempotency_key(&mut tx, "treasury", key.as_str()).await?
+            payment_rows::find_by_idempotency_key(&mut tx, scope, key.as_str()).await?
         {
             return replay(existing, &hash);
         }
@@ -723,7 +747,7 @@ impl Payments {
             &request,
             PaymentStatus::Queued,
             None,
-            "treasury",
+            scope,
             key,
             hash,
             now,
@@ -734,8 +758,10 @@ impl Payments {
             kind: "funding_requested",
             agent_id: Some(agent_id.into()),
             payment_id: Some(row.id.clone()),
-            actor: actor.actor(),
-            detail: serde_json::json!({"amount": amount.to_string(), "gas_wei": gas_text, "to": to.to_string()}),
+            actor,
+            detail: serde_json::json!({
+                "amount": amount.to_string(), "gas_wei": gas_text, "to": to.to_string(), "scope": scope,
+            }),
             ..NewEvent::default()
         })
         .await?;

@@ -26,6 +26,8 @@ use std::time::Duration;
 const SIGN_BATCH: i64 = 100;
 /// The longest the worker backs off after consecutive failing passes.
 const MAX_BACKOFF_MS: u64 = 30_000;
+/// How often the worker checks agent wallets' ETH for the gas float.
+const GAS_FLOAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What one pass did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,6 +49,7 @@ impl Payments {
     ) {
         let wake = self.wake();
         let mut failures: u32 = 0;
+        let mut gas_float_due = tokio::time::Instant::now();
         loop {
             let wait = if failures == 0 {
                 poll_interval
@@ -61,6 +64,14 @@ impl Payments {
                 _ = shutdown.changed() => return,
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
+            }
+            if tokio::time::Instant::now() >= gas_float_due {
+                gas_float_due = tokio::time::Instant::now() + GAS_FLOAT_INTERVAL;
+                match self.top_up_gas().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "gas float: topping up agent wallets"),
+                    Err(error) => tracing::warn!(%error, "gas float check failed"),
+                }
             }
             match self.settle_once().await {
                 Ok(report) => {
@@ -129,25 +140,42 @@ impl Payments {
             None => None,
         };
         let fees = self.chain.fees().await?;
-        let gas_limit = match self.chain.estimate_usdc_transfer(from, to, amount).await {
-            Ok(gas) => gas,
-            Err(ChainError::Reverted { message, .. }) => {
-                let balance = self.chain.usdc_balance(from).await?;
-                let reason = if balance < amount {
-                    "insufficient_usdc".to_string()
-                } else {
-                    format!("transfer_would_revert: {message}")
-                };
-                self.fail_before_signing(payment, &reason).await?;
-                return Ok(false);
+        // A USDC leg when there is an amount (an ETH-only funding has none).
+        let usdc_gas = if amount == Amount::ZERO {
+            None
+        } else {
+            match self.chain.estimate_usdc_transfer(from, to, amount).await {
+                Ok(gas) => Some(gas),
+                Err(ChainError::Reverted { message, .. }) => {
+                    let balance = self.chain.usdc_balance(from).await?;
+                    let reason = if balance < amount {
+                        "insufficient_usdc".to_string()
+                    } else {
+                        format!("transfer_would_revert: {message}")
+                    };
+                    self.fail_before_signing(payment, &reason).await?;
+                    return Ok(false);
+                }
+                Err(other) => return Err(other.into()),
             }
-            Err(other) => return Err(other.into()),
         };
+        // The wallet must hold the ETH for gas at the fee cap (and any ETH it sends) before a
+        // nonce is used; otherwise the node would refuse the transaction and the nonce would jam.
+        let max_fee = U256::from(fees.max_fee_per_gas);
+        let eth_leg = gas_wei.map_or(U256::ZERO, |wei| {
+            wei + U256::from(crate::chain::ETH_TRANSFER_GAS) * max_fee
+        });
+        let needed = U256::from(usdc_gas.unwrap_or(0)) * max_fee + eth_leg;
+        if self.chain.eth_balance(from).await? < needed {
+            self.fail_before_signing(payment, "insufficient_gas")
+                .await?;
+            return Ok(false);
+        }
         let chain_nonce = match wallet.next_nonce {
             Some(_) => 0,
             None => self.chain.pending_nonce(from).await?,
         };
-        let count = if gas_wei.is_some() { 2 } else { 1 };
+        let count = u64::from(usdc_gas.is_some()) + u64::from(gas_wei.is_some());
         let key = sealed(&wallet)?;
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
@@ -160,46 +188,48 @@ impl Payments {
         {
             return Ok(false);
         }
-        let first_nonce = wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, count).await?;
-        let usdc = self.custody.sign(
-            &key,
-            self.chain
-                .usdc_transfer(first_nonce, gas_limit, fees, to, amount),
-        )?;
-        let usdc_hash = usdc.hash.to_string();
-        let nonce = i64::try_from(usdc.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
-        payment_rows::insert_transaction(
-            &mut tx,
-            &payment.id,
-            "usdc",
-            &wallet.id,
-            nonce,
-            &usdc_hash,
-            &usdc.raw,
-            now,
-        )
-        .await?;
-        let mut hashes =
-            vec![serde_json::json!({"asset": "usdc", "nonce": usdc.nonce, "tx_hash": usdc_hash})];
+        let mut nonce = wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, count).await?;
+        let mut legs = Vec::new();
+        if let Some(gas_limit) = usdc_gas {
+            legs.push((
+                "usdc",
+                self.chain.usdc_transfer(nonce, gas_limit, fees, to, amount),
+                None,
+            ));
+            nonce += 1;
+        }
         if let Some(wei) = gas_wei {
-            let eth = self.custody.sign(
-                &key,
-                self.chain.eth_transfer(first_nonce + 1, fees, to, wei),
-            )?;
-            let eth_hash = eth.hash.to_string();
+            legs.push((
+                "eth",
+                self.chain.eth_transfer(nonce, fees, to, wei),
+                Some(wei),
+            ));
+        }
+        let mut signed_legs = Vec::new();
+        for (asset, unsigned, wei) in legs {
+            let signed = self.custody.sign(&key, unsigned)?;
+            let hash = signed.hash.to_string();
+            let leg_nonce =
+                i64::try_from(signed.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
             payment_rows::insert_transaction(
                 &mut tx,
                 &payment.id,
-                "eth",
+                asset,
                 &wallet.id,
-                nonce + 1,
-                &eth_hash,
-                &eth.raw,
+                leg_nonce,
+                &hash,
+                &signed.raw,
                 now,
             )
             .await?;
-            hashes.push(serde_json::json!({"asset": "eth", "nonce": eth.nonce, "tx_hash": eth_hash, "wei": wei.to_string()}));
+            signed_legs.push(serde_json::json!({
+                "asset": asset, "nonce": signed.nonce, "tx_hash": hash, "wei": wei.map(|w| w.to_string()),
+            }));
         }
+        let primary = signed_legs
+            .first()
+            .and_then(|leg| leg["tx_hash"].as_str())
+            .map(str::to_string);
         payment_rows::sync_chain_fields(&mut tx, &payment.id, now).await?;
         audit::append(
             &mut tx,
@@ -211,17 +241,17 @@ impl Payments {
                     "from": from.to_string(),
                     "max_fee_per_gas": fees.max_fee_per_gas.to_string(),
                     "max_priority_fee_per_gas": fees.max_priority_fee_per_gas.to_string(),
-                    "gas_limit": gas_limit,
-                    "transactions": hashes,
+                    "usdc_gas_limit": usdc_gas,
+                    "transactions": signed_legs,
                 }),
-                Some(usdc_hash.clone()),
+                primary.clone(),
                 None,
                 None,
             ),
         )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
-        tracing::info!(payment_id = %payment.id, tx_hash = %usdc_hash, nonce, "signed");
+        tracing::info!(payment_id = %payment.id, tx_hash = ?primary, "signed");
         Ok(true)
     }
 
@@ -409,7 +439,13 @@ impl Payments {
     async fn advance_payment(&self, tx: &mut Tx, payment_id: &str, now: i64) -> Result<()> {
         let payment = payment_rows::get(&mut **tx, payment_id).await?;
         let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
-        let Some(usdc) = transactions.iter().rev().find(|t| t.asset == "usdc") else {
+        // The payment reports its USDC transaction, or its ETH one for an ETH-only funding.
+        let primary = transactions
+            .iter()
+            .rev()
+            .find(|t| t.asset == "usdc")
+            .or_else(|| transactions.last());
+        let Some(usdc) = primary else {
             return Ok(());
         };
         payment_rows::sync_chain_fields(tx, payment_id, now).await?;
@@ -443,19 +479,16 @@ impl Payments {
                     "payment {payment_id} cannot go from {current} to {target}"
                 ))
             })?;
-            payment_rows::set_status(tx, payment_id, current, next, now).await?;
+            if next == PaymentStatus::Failed {
+                payment_rows::set_failure(tx, payment_id, current, "reverted", now).await?;
+            } else {
+                payment_rows::set_status(tx, payment_id, current, next, now).await?;
+            }
             let (kind, detail) = match next {
-                PaymentStatus::Failed => {
-                    sqlx::query("UPDATE payments SET failure_reason = 'reverted' WHERE id = ?")
-                        .bind(payment_id)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(LedgerError::from)?;
-                    (
-                        "payment_failed",
-                        serde_json::json!({"failure_reason": "reverted"}),
-                    )
-                }
+                PaymentStatus::Failed => (
+                    "payment_failed",
+                    serde_json::json!({"failure_reason": "reverted"}),
+                ),
                 PaymentStatus::Submitted if current == PaymentStatus::Included => {
                     ("payment_unincluded", serde_json::json!({}))
                 }

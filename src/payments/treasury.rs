@@ -1,0 +1,139 @@
+//! The treasury side: sweeping an agent's USDC back, keeping agent wallets in gas (the gas
+//! float), and what the agent wallets hold in total.
+
+use super::{Created, Payments, PaymentsError, Principal, Result};
+use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, new_id};
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments as payment_rows;
+use crate::ledger::{LedgerError, agents, reports};
+use alloy::primitives::U256;
+
+/// At most this many gas top-ups per agent in 24 hours, so a wallet that burns gas without end
+/// (or a bug) cannot drain the treasury's ETH.
+pub const MAX_GAS_TOPUPS_PER_DAY: i64 = 5;
+
+impl Payments {
+    /// Moves the agent's free USDC back to the treasury: its on-chain balance less what its
+    /// payments still hold (approvals, holds, and payments and sweeps not yet confirmed). The hold
+    /// is read in the same write transaction that records the sweep, so two sweeps at once
+    /// cannot both take the same money; with nothing free, the sweep is a conflict.
+    pub async fn sweep(&self, actor: &Principal, agent_id: &str) -> Result<Created> {
+        let agent = agents::get(self.ledger.pool(), agent_id).await?;
+        let address = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let balance = self.chain.usdc_balance(address).await?;
+        let treasury = self.ensure_treasury().await?.address()?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let held = Amount::from_sql(reports::held_by_wallet(&mut *tx, &agent.wallet_id).await?);
+        let free = balance.checked_sub(held).unwrap_or(Amount::ZERO);
+        if free == Amount::ZERO {
+            return Err(PaymentsError::Conflict(format!(
+                "nothing to sweep: the wallet holds {balance} USDC and {held} is committed to payments"
+            )));
+        }
+        let key = IdempotencyKey::parse(&new_id("sweep")).expect("generated keys are valid");
+        let request = super::NewPayment {
+            to: treasury,
+            amount: free,
+            currency: "USDC".into(),
+            memo: Some("sweep to treasury".into()),
+            reference: None,
+            confidence: None,
+            capture: super::Capture::Automatic,
+            metadata: None,
+        };
+        let row = self.payment_row(
+            PaymentKind::Sweep,
+            Some(&agent),
+            None,
+            &agent.wallet_id,
+            &request,
+            PaymentStatus::Queued,
+            None,
+            "sweep",
+            &key,
+            String::new(),
+            now,
+        );
+        payment_rows::insert(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "sweep_requested",
+            agent_id: Some(agent_id.into()),
+            payment_id: Some(row.id.clone()),
+            actor: actor.actor(),
+            detail: serde_json::json!({
+                "balance": balance.to_string(), "held": held.to_string(), "amount": free.to_string(),
+                "to": treasury.to_string(),
+            }),
+            ..NewEvent::default()
+        })
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        self.wake.notify_one();
+        Ok(Created {
+            payment: row,
+            replayed: false,
+        })
+    }
+
+    /// The gas float: every active agent wallet with less ETH than the floor gets a top-up from
+    /// the treasury, unless one is already in flight or the day's top-ups are used up. Returns
+    /// how many top-ups it queued.
+    pub async fn top_up_gas(&self) -> Result<usize> {
+        let settings = self.settings();
+        if settings.gas_float_min_wei == 0 {
+            return Ok(0);
+        }
+        let floor = U256::from(settings.gas_float_min_wei);
+        let mut queued = 0;
+        for agent in agents::all_active(self.ledger.pool()).await? {
+            let address = Address::parse(&agent.address)
+                .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+            if self.chain.eth_balance(address).await? >= floor {
+                continue;
+            }
+            let now = self.now();
+            let (in_flight, today) = agents::gas_float_fundings(
+                self.ledger.pool(),
+                &agent.id,
+                now - 24 * 60 * 60 * 1000,
+            )
+            .await?;
+            if in_flight > 0 {
+                continue;
+            }
+            if today >= MAX_GAS_TOPUPS_PER_DAY {
+                tracing::warn!(agent_id = %agent.id, "gas float: daily top-up limit reached; not topping up");
+                continue;
+            }
+            let key = IdempotencyKey::parse(&format!("gas-float-{}-{now}", agent.id))
+                .expect("generated keys are valid");
+            self.insert_funding(
+                "system:gas_float".into(),
+                "gas_float",
+                &key,
+                &agent.id,
+                Amount::ZERO,
+                Some(U256::from(settings.gas_float_topup_wei)),
+            )
+            .await?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// The USDC held on chain by all agent wallets together.
+    pub async fn agents_usdc_total(&self) -> Result<Amount> {
+        let mut total = Amount::ZERO;
+        for address in agents::all_addresses(self.ledger.pool()).await? {
+            let address = Address::parse(&address)
+                .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+            let balance = self.chain.usdc_balance(address).await?;
+            total = total
+                .checked_add(balance)
+                .ok_or_else(|| LedgerError::Corrupt("total overflow".into()))?;
+        }
+        Ok(total)
+    }
+}
