@@ -98,14 +98,21 @@ CREATE TABLE transactions (
     nonce          INTEGER NOT NULL,
     tx_hash        TEXT NOT NULL UNIQUE,
     raw            BLOB NOT NULL,
-    status         TEXT NOT NULL CHECK (status IN ('signed', 'submitted', 'included', 'confirmed', 'failed')),
+    -- 'replaced': superseded by a transaction with the same nonce and higher fees (stuck or
+    -- underpriced); kept as history, and still watched in case it is the one that gets mined.
+    status         TEXT NOT NULL CHECK (status IN ('signed', 'submitted', 'included', 'confirmed', 'failed', 'replaced')),
     block_number   INTEGER,
     block_hash     TEXT,
     confirmations  INTEGER NOT NULL DEFAULT 0,
+    -- The block at which it was last (re)broadcast, to tell when it is stuck.
+    broadcast_block INTEGER,
+    -- Set once a finality violation (a reorg deeper than the confirmation depth) was raised for it.
+    finality_alarm INTEGER NOT NULL DEFAULT 0,
     created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL,
-    UNIQUE (wallet_id, nonce)
+    updated_at     INTEGER NOT NULL
 );
+-- One live transaction per wallet and nonce; replaced ones are history.
+CREATE UNIQUE INDEX transactions_live_nonce ON transactions (wallet_id, nonce) WHERE status != 'replaced';
 CREATE INDEX transactions_payment ON transactions (payment_id);
 CREATE INDEX transactions_status ON transactions (status);
 

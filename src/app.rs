@@ -64,6 +64,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             hold_timeout_ms: config.hold_timeout_secs.saturating_mul(1000) as i64,
             gas_float_min_wei: config.gas_float_min_wei,
             gas_float_topup_wei: config.gas_float_topup_wei,
+            stuck_after_blocks: config.stuck_after_blocks,
+            max_fee_per_gas_wei: u128::from(config.max_fee_per_gas_gwei) * 1_000_000_000,
         },
     );
     payments.ensure_treasury().await?;

@@ -33,6 +33,10 @@ pub struct Config {
     pub gas_float_min_wei: u128,
     /// How much ETH one top-up sends.
     pub gas_float_topup_wei: u128,
+    /// Blocks a transaction may wait for inclusion before it is replaced with higher fees.
+    pub stuck_after_blocks: u64,
+    /// The highest fee cap ever signed, in gwei per gas.
+    pub max_fee_per_gas_gwei: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,8 @@ struct FileConfig {
     hold_timeout_secs: Option<u64>,
     gas_float_min_eth: Option<String>,
     gas_float_topup_eth: Option<String>,
+    stuck_after_blocks: Option<u64>,
+    max_fee_per_gas_gwei: Option<u64>,
 }
 
 impl Config {
@@ -203,6 +209,18 @@ impl Config {
                 message: "must be more than BURSAR_GAS_FLOAT_MIN_ETH, or a top-up would not lift the wallet above the floor".into(),
             });
         }
+        let stuck_after_blocks =
+            number("BURSAR_STUCK_AFTER_BLOCKS", file.stuck_after_blocks)?.unwrap_or(5);
+        let max_fee_per_gas_gwei =
+            number("BURSAR_MAX_FEE_PER_GAS_GWEI", file.max_fee_per_gas_gwei)?.unwrap_or(100);
+        if stuck_after_blocks == 0 || max_fee_per_gas_gwei == 0 {
+            return Err(ConfigError {
+                key: "BURSAR_STUCK_AFTER_BLOCKS",
+                message:
+                    "BURSAR_STUCK_AFTER_BLOCKS and BURSAR_MAX_FEE_PER_GAS_GWEI must be positive"
+                        .into(),
+            });
+        }
         Ok(Config {
             listen,
             database_url,
@@ -218,6 +236,8 @@ impl Config {
             hold_timeout_secs,
             gas_float_min_wei,
             gas_float_topup_wei,
+            stuck_after_blocks,
+            max_fee_per_gas_gwei,
         })
     }
 }

@@ -221,6 +221,22 @@ impl Chain {
         })
     }
 
+    /// Whether USDC's pauser has paused all transfers.
+    pub async fn usdc_paused(&self) -> Result<bool, ChainError> {
+        let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);
+        self.call("paused", token.paused().call()).await
+    }
+
+    /// Whether USDC's blacklister has blocked `account` from sending and receiving.
+    pub async fn usdc_blacklisted(&self, account: Address) -> Result<bool, ChainError> {
+        let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);
+        self.call(
+            "isBlacklisted",
+            token.isBlacklisted(account.into_inner()).call(),
+        )
+        .await
+    }
+
     pub async fn eth_balance(&self, owner: Address) -> Result<U256, ChainError> {
         self.call(
             "eth_getBalance",
@@ -297,6 +313,15 @@ impl Chain {
             value: U256::ZERO,
             input: Self::usdc_transfer_input(to, amount),
             ..Default::default()
+        }
+    }
+
+    /// The unsigned transaction inside a signed EIP-1559 transaction that Bursar stored.
+    pub fn decode_eip1559(raw: &[u8]) -> Option<TxEip1559> {
+        use alloy::eips::eip2718::Decodable2718;
+        match alloy::consensus::TxEnvelope::decode_2718(&mut &raw[..]).ok()? {
+            alloy::consensus::TxEnvelope::Eip1559(signed) => Some(signed.strip_signature()),
+            _ => None,
         }
     }
 

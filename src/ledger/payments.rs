@@ -208,9 +208,9 @@ pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(),
     sqlx::query(
         "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
             (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
-             WHERE payment_id = ?1 ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
+             WHERE payment_id = ?1 AND status != 'replaced' ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
             updated_at = ?2
-         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1)",
+         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1 AND status != 'replaced')",
     )
     .bind(id)
     .bind(now)
@@ -299,6 +299,8 @@ pub struct TransactionRow {
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
     pub confirmations: i64,
+    pub broadcast_block: Option<i64>,
+    pub finality_alarm: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -435,4 +437,59 @@ pub async fn unsigned_of_agent(
     .bind(agent_id)
     .fetch_all(&mut **tx)
     .await?)
+}
+
+/// Records the head at which a transaction was (re)broadcast.
+pub async fn set_broadcast_block(tx: &mut Tx, id: i64, head: u64) -> Result<(), LedgerError> {
+    let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;
+    sqlx::query("UPDATE transactions SET broadcast_block = ? WHERE id = ?")
+        .bind(head)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Transactions that the same wallet signed for the same nonce and that a replacement superseded.
+pub async fn replaced_siblings(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    wallet_id: &str,
+    nonce: i64,
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(sqlx::query_as("SELECT * FROM transactions WHERE wallet_id = ? AND nonce = ? AND status = 'replaced' ORDER BY id DESC")
+        .bind(wallet_id)
+        .bind(nonce)
+        .fetch_all(executor)
+        .await?)
+}
+
+pub async fn mark_replaced(tx: &mut Tx, id: i64, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE transactions SET status = 'replaced', updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Confirmed transactions in blocks at or above `from_block` not yet flagged for a finality
+/// violation: the ones whose block is re-checked against the canonical chain.
+pub async fn recently_confirmed(
+    pool: &SqlitePool,
+    from_block: i64,
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM transactions WHERE status = 'confirmed' AND block_number >= ? AND finality_alarm = 0 ORDER BY id",
+    )
+    .bind(from_block)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn set_finality_alarm(tx: &mut Tx, id: i64) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE transactions SET finality_alarm = 1 WHERE id = ?")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

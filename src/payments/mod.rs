@@ -42,6 +42,8 @@ pub enum PaymentsError {
     Invalid { field: String, message: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("injected failure at fail point {0}")]
+    FailPoint(&'static str),
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -177,7 +179,11 @@ pub struct Payments {
     admin_token: Option<SecretString>,
     settings: Settings,
     wake: Arc<Notify>,
+    fail_points: Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
 }
+
+/// The named places where tests make settlement fail as if the process died there.
+pub const FAIL_POINTS: [&str; 3] = ["before_sign", "after_sign", "after_broadcast"];
 
 /// The tunable limits of the use cases, from `Config`.
 #[derive(Clone, Copy, Debug)]
@@ -192,6 +198,10 @@ pub struct Settings {
     pub gas_float_min_wei: u128,
     /// ETH sent by one top-up.
     pub gas_float_topup_wei: u128,
+    /// Blocks a broadcast transaction may wait for inclusion before it is replaced with higher fees.
+    pub stuck_after_blocks: u64,
+    /// The highest fee cap Bursar ever signs (wei per gas), first transaction or replacement.
+    pub max_fee_per_gas_wei: u128,
 }
 
 impl std::fmt::Debug for Payments {
@@ -230,7 +240,31 @@ impl Payments {
             admin_token,
             settings,
             wake: Arc::new(Notify::new()),
+            fail_points: Arc::default(),
         }
+    }
+
+    /// Test support: makes settlement fail at `name` (one of `FAIL_POINTS`) from now on, as if
+    /// the process died there. Never armed outside tests.
+    #[doc(hidden)]
+    pub fn arm_fail_point(&self, name: &'static str) {
+        assert!(FAIL_POINTS.contains(&name), "unknown fail point {name}");
+        self.fail_points
+            .lock()
+            .expect("fail point lock")
+            .insert(name);
+    }
+
+    fn fail_point(&self, name: &'static str) -> Result<()> {
+        if self
+            .fail_points
+            .lock()
+            .expect("fail point lock")
+            .contains(name)
+        {
+            return Err(PaymentsError::FailPoint(name));
+        }
+        Ok(())
     }
 
     pub fn clock(&self) -> Arc<dyn Clock> {

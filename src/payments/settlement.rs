@@ -26,6 +26,8 @@ use std::time::Duration;
 const SIGN_BATCH: i64 = 100;
 /// The longest the worker backs off after consecutive failing passes.
 const MAX_BACKOFF_MS: u64 = 30_000;
+/// Confirmed transactions stay watched for this many times the confirmation depth.
+const FINALITY_WATCH_FACTOR: u64 = 4;
 /// How often the worker checks agent wallets' ETH for the gas float.
 const GAS_FLOAT_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -37,6 +39,7 @@ pub struct PassReport {
     pub updated: usize,
     pub failed: usize,
     pub expired: usize,
+    pub alarms: usize,
 }
 
 impl Payments {
@@ -106,6 +109,7 @@ impl Payments {
                 Err(error) => return Err(error),
             }
         }
+        self.fail_point("after_sign")?;
         let open = payment_rows::open_transactions(self.ledger.pool()).await?;
         for transaction in open.iter().filter(|t| t.status == "signed") {
             if self.broadcast(transaction).await? {
@@ -121,6 +125,7 @@ impl Payments {
                 report.updated += 1;
             }
         }
+        report.alarms = self.check_finality(head).await?;
         Ok(report)
     }
 
@@ -139,7 +144,35 @@ impl Payments {
             ),
             None => None,
         };
-        let fees = self.chain.fees().await?;
+        let mut fees = self.chain.fees().await?;
+        // Never sign above the configured fee cap; a transaction priced under the market waits
+        // and is replaced when it can be.
+        fees.max_fee_per_gas = fees
+            .max_fee_per_gas
+            .min(self.settings().max_fee_per_gas_wei);
+        fees.max_priority_fee_per_gas = fees.max_priority_fee_per_gas.min(fees.max_fee_per_gas);
+        // The token's own rules, checked before a nonce is used: a transfer they forbid would
+        // only revert on chain.
+        if amount != Amount::ZERO {
+            let (paused, sender, recipient) = tokio::try_join!(
+                self.chain.usdc_paused(),
+                self.chain.usdc_blacklisted(from),
+                self.chain.usdc_blacklisted(to),
+            )?;
+            let refused = if paused {
+                Some("token_paused")
+            } else if sender {
+                Some("sender_blacklisted")
+            } else if recipient {
+                Some("recipient_blacklisted")
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                self.fail_before_signing(payment, reason).await?;
+                return Ok(false);
+            }
+        }
         // A USDC leg when there is an amount (an ETH-only funding has none).
         let usdc_gas = if amount == Amount::ZERO {
             None
@@ -175,6 +208,7 @@ impl Payments {
             Some(_) => 0,
             None => self.chain.pending_nonce(from).await?,
         };
+        self.fail_point("before_sign")?;
         let count = u64::from(usdc_gas.is_some()) + u64::from(gas_wei.is_some());
         let key = sealed(&wallet)?;
         let now = self.now();
@@ -290,6 +324,8 @@ impl Payments {
                 return Ok(false);
             }
         }
+        self.fail_point("after_broadcast")?;
+        let head = self.chain.head().await?;
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         payment_rows::update_transaction(
@@ -302,37 +338,53 @@ impl Payments {
             now,
         )
         .await?;
+        payment_rows::set_broadcast_block(&mut tx, transaction.id, head).await?;
         self.advance_payment(&mut tx, &transaction.payment_id, now)
             .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(true)
     }
 
-    /// Follows one broadcast transaction on chain; `true` if anything changed.
-    async fn watch(&self, transaction: &TransactionRow, head: u64) -> Result<bool> {
-        let hash = transaction
-            .tx_hash
-            .parse()
-            .map_err(|_| LedgerError::Corrupt("tx hash".into()))?;
-        let receipt = self.chain.receipt(hash).await?;
-        let now = self.now();
-        let canonical = match &receipt {
-            Some(r) => Some(self.chain.block_hash(r.block_number).await?),
-            None => None,
-        };
-        let mut tx = self.ledger.begin().await?;
-        let changed = match (receipt, canonical) {
-            // Mined in a block that is canonical.
-            (Some(receipt), Some(canonical)) if canonical == receipt.block_hash => {
-                self.record_receipt(&mut tx, transaction, &receipt, head, now)
-                    .await?
+    /// Follows one nonce slot on chain: the live transaction and any it replaced, since whichever
+    /// of them a block includes is the one that counts. `true` if anything changed.
+    async fn watch(&self, live: &TransactionRow, head: u64) -> Result<bool> {
+        let mut candidates = vec![live.clone()];
+        candidates.extend(
+            payment_rows::replaced_siblings(self.ledger.pool(), &live.wallet_id, live.nonce)
+                .await?,
+        );
+        let mut mined = None;
+        for candidate in &candidates {
+            if let Some(receipt) = self.chain.receipt(parse_hash(&candidate.tx_hash)?).await?
+                && self.chain.block_hash(receipt.block_number).await? == receipt.block_hash
+            {
+                mined = Some((candidate.clone(), receipt));
+                break;
             }
-            // No receipt (or a receipt from a block the chain has since replaced): if it was
-            // recorded as included, that block is gone.
-            _ if transaction.status == "included" || transaction.status == "confirmed" => {
+        }
+        let now = self.now();
+        match mined {
+            Some((winner, receipt)) => {
+                let mut tx = self.ledger.begin().await?;
+                let switched = winner.id != live.id;
+                if switched {
+                    // An earlier fee level got mined after all: it is the transaction of record.
+                    payment_rows::mark_replaced(&mut tx, live.id, now).await?;
+                }
+                let changed = self
+                    .record_receipt(&mut tx, &winner, &receipt, head, now)
+                    .await?
+                    || switched;
+                tx.commit().await.map_err(LedgerError::from)?;
+                Ok(changed)
+            }
+            None if live.status == "included" => {
+                // Its block is no longer canonical: back to submitted; the next pass rebroadcasts
+                // the same signed bytes if the node has lost the transaction.
+                let mut tx = self.ledger.begin().await?;
                 payment_rows::update_transaction(
                     &mut tx,
-                    transaction.id,
+                    live.id,
                     TransactionStatus::Submitted,
                     None,
                     None,
@@ -340,7 +392,8 @@ impl Payments {
                     now,
                 )
                 .await?;
-                let payment = payment_rows::get(&mut *tx, &transaction.payment_id).await?;
+                payment_rows::set_broadcast_block(&mut tx, live.id, head).await?;
+                let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
                 audit::append(
                     &mut tx,
                     now,
@@ -348,23 +401,185 @@ impl Payments {
                         &payment,
                         "reorg",
                         serde_json::json!({
-                            "old_block_number": transaction.block_number,
-                            "old_block_hash": transaction.block_hash,
+                            "old_block_number": live.block_number,
+                            "old_block_hash": live.block_hash,
+                            "head": head,
                         }),
-                        Some(transaction.tx_hash.clone()),
+                        Some(live.tx_hash.clone()),
                         None,
                         None,
                     ),
                 )
                 .await?;
-                self.advance_payment(&mut tx, &transaction.payment_id, now)
-                    .await?;
-                true
+                self.advance_payment(&mut tx, &live.payment_id, now).await?;
+                tx.commit().await.map_err(LedgerError::from)?;
+                Ok(true)
             }
-            _ => false,
-        };
+            None => {
+                if !self
+                    .chain
+                    .knows_transaction(parse_hash(&live.tx_hash)?)
+                    .await?
+                {
+                    return self.rebroadcast(live, head).await;
+                }
+                let since = live
+                    .broadcast_block
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(head);
+                if head.saturating_sub(since) >= self.settings().stuck_after_blocks {
+                    return self.replace(live, head).await;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends the stored signed bytes again (the node dropped them, or a reorg took them out).
+    async fn rebroadcast(&self, live: &TransactionRow, head: u64) -> Result<bool> {
+        if let Err(error) = self.chain.broadcast(&live.raw).await
+            && !self
+                .chain
+                .knows_transaction(parse_hash(&live.tx_hash)?)
+                .await?
+        {
+            tracing::warn!(tx_hash = %live.tx_hash, %error, "rebroadcast not accepted; will retry");
+            return Ok(false);
+        }
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        payment_rows::set_broadcast_block(&mut tx, live.id, head).await?;
+        let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
+        audit::append(
+            &mut tx,
+            now,
+            self.event(
+                &payment,
+                "transaction_rebroadcast",
+                serde_json::json!({"nonce": live.nonce, "head": head}),
+                Some(live.tx_hash.clone()),
+                None,
+                None,
+            ),
+        )
+        .await?;
         tx.commit().await.map_err(LedgerError::from)?;
-        Ok(changed)
+        tracing::info!(tx_hash = %live.tx_hash, "rebroadcast");
+        Ok(true)
+    }
+
+    /// Replaces a stuck transaction at the same nonce with fee cap and tip each raised by at least
+    /// 12.5% (more if the node now asks more), never above the configured cap. At the cap it
+    /// waits instead.
+    async fn replace(&self, live: &TransactionRow, head: u64) -> Result<bool> {
+        let old = crate::chain::Chain::decode_eip1559(&live.raw).ok_or_else(|| {
+            LedgerError::Corrupt(format!("transaction {} is not EIP-1559", live.id))
+        })?;
+        let cap = self.settings().max_fee_per_gas_wei;
+        let bump = |fee: u128| fee.saturating_add(fee.div_ceil(8));
+        let market = self.chain.fees().await?;
+        let max_fee = bump(old.max_fee_per_gas).max(market.max_fee_per_gas);
+        let tip = bump(old.max_priority_fee_per_gas)
+            .max(market.max_priority_fee_per_gas)
+            .min(max_fee);
+        if max_fee > cap {
+            tracing::warn!(tx_hash = %live.tx_hash, max_fee, cap, "stuck, but a replacement would exceed the fee cap; waiting");
+            return Ok(false);
+        }
+        let wallet = wallets::get(self.ledger.pool(), &live.wallet_id).await?;
+        let needed = alloy::primitives::U256::from(old.gas_limit)
+            * alloy::primitives::U256::from(max_fee)
+            + old.value;
+        if self.chain.eth_balance(wallet.address()?).await? < needed {
+            tracing::warn!(tx_hash = %live.tx_hash, "stuck, and the wallet lacks the ETH to pay higher fees; waiting");
+            return Ok(false);
+        }
+        let unsigned = alloy::consensus::TxEip1559 {
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            ..old.clone()
+        };
+        let signed = self.custody.sign(&sealed(&wallet)?, unsigned)?;
+        let hash = signed.hash.to_string();
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        payment_rows::mark_replaced(&mut tx, live.id, now).await?;
+        payment_rows::insert_transaction(
+            &mut tx,
+            &live.payment_id,
+            &live.asset,
+            &live.wallet_id,
+            live.nonce,
+            &hash,
+            &signed.raw,
+            now,
+        )
+        .await?;
+        payment_rows::sync_chain_fields(&mut tx, &live.payment_id, now).await?;
+        let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
+        audit::append(&mut tx, now, self.event(&payment, "transaction_replaced", serde_json::json!({
+            "nonce": live.nonce,
+            "replaced_tx_hash": live.tx_hash,
+            "blocks_waited": head.saturating_sub(live.broadcast_block.and_then(|b| u64::try_from(b).ok()).unwrap_or(head)),
+            "old_max_fee_per_gas": old.max_fee_per_gas.to_string(),
+            "old_max_priority_fee_per_gas": old.max_priority_fee_per_gas.to_string(),
+            "max_fee_per_gas": max_fee.to_string(),
+            "max_priority_fee_per_gas": tip.to_string(),
+        }), Some(hash.clone()), None, None)).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        tracing::info!(old = %live.tx_hash, new = %hash, "replaced a stuck transaction");
+        // Broadcast now rather than a pass later: the old one is still in the pool meanwhile.
+        let rows = payment_rows::transactions_of(self.ledger.pool(), &live.payment_id).await?;
+        if let Some(row) = rows.iter().find(|t| t.tx_hash == hash) {
+            self.broadcast(row).await?;
+        }
+        Ok(true)
+    }
+
+    /// Re-checks the blocks of recently confirmed transactions. A confirmed transaction whose
+    /// block left the canonical chain is a reorg deeper than the confirmation depth: raised as a
+    /// `finality_violation` alarm for a human, never rewritten silently.
+    async fn check_finality(&self, head: u64) -> Result<usize> {
+        let window = self
+            .confirmations_required()
+            .saturating_mul(FINALITY_WATCH_FACTOR);
+        let from = i64::try_from(head.saturating_sub(window)).unwrap_or(0);
+        let mut alarms = 0;
+        for transaction in payment_rows::recently_confirmed(self.ledger.pool(), from).await? {
+            let Some(number) = transaction.block_number.and_then(|n| u64::try_from(n).ok()) else {
+                continue;
+            };
+            let canonical = self.chain.block_hash(number).await?.to_string();
+            if Some(&canonical) == transaction.block_hash.as_ref() {
+                continue;
+            }
+            let now = self.now();
+            let mut tx = self.ledger.begin().await?;
+            payment_rows::set_finality_alarm(&mut tx, transaction.id).await?;
+            let payment = payment_rows::get(&mut *tx, &transaction.payment_id).await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    &payment,
+                    "finality_violation",
+                    serde_json::json!({
+                        "block_number": number,
+                        "recorded_block_hash": transaction.block_hash,
+                        "canonical_block_hash": canonical,
+                        "confirmations_required": self.confirmations_required(),
+                    }),
+                    Some(transaction.tx_hash.clone()),
+                    transaction.block_number,
+                    transaction.block_hash.clone(),
+                ),
+            )
+            .await?;
+            tx.commit().await.map_err(LedgerError::from)?;
+            tracing::error!(tx_hash = %transaction.tx_hash, "finality violation: a confirmed transaction's block was reorganized away");
+            alarms += 1;
+        }
+        Ok(alarms)
     }
 
     async fn record_receipt(
@@ -438,7 +653,8 @@ impl Payments {
     /// or failed if any failed), one legal edge at a time, with an audit event for each edge.
     async fn advance_payment(&self, tx: &mut Tx, payment_id: &str, now: i64) -> Result<()> {
         let payment = payment_rows::get(&mut **tx, payment_id).await?;
-        let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
+        let mut transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
+        transactions.retain(|t| t.status != "replaced");
         // The payment reports its USDC transaction, or its ETH one for an ETH-only funding.
         let primary = transactions
             .iter()
@@ -473,6 +689,13 @@ impl Payments {
             }
         };
         let mut current = payment.status()?;
+        // A replacement that is signed but not yet broadcast does not take a submitted payment
+        // back to queued: its nonce is already on its way.
+        let target = if target == PaymentStatus::Queued && current != PaymentStatus::Queued {
+            current
+        } else {
+            target
+        };
         while current != target {
             let next = next_step(current, target).ok_or_else(|| {
                 PaymentsError::Conflict(format!(
@@ -586,4 +809,9 @@ mod tests {
         assert_eq!(next_step(Submitted, Failed), Some(Failed));
         assert_eq!(next_step(Confirmed, Submitted), None);
     }
+}
+
+fn parse_hash(text: &str) -> Result<alloy::primitives::B256> {
+    text.parse()
+        .map_err(|_| LedgerError::Corrupt(format!("transaction hash {text}")).into())
 }
