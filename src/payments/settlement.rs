@@ -416,21 +416,27 @@ impl Payments {
                 Ok(true)
             }
             None => {
+                let mut changed = false;
                 if !self
                     .chain
                     .knows_transaction(parse_hash(&live.tx_hash)?)
                     .await?
                 {
-                    return self.rebroadcast(live, head).await;
+                    if !self.rebroadcast(live, head).await? {
+                        return Ok(false);
+                    }
+                    changed = true;
                 }
+                // Blocks since this fee level was first broadcast: a pool that drops an
+                // underpriced transaction is a sign that it is stuck, not a reason to wait anew.
                 let since = live
                     .broadcast_block
                     .and_then(|b| u64::try_from(b).ok())
                     .unwrap_or(head);
                 if head.saturating_sub(since) >= self.settings().stuck_after_blocks {
-                    return self.replace(live, head).await;
+                    changed |= self.replace(live, head).await?;
                 }
-                Ok(false)
+                Ok(changed)
             }
         }
     }
@@ -448,7 +454,6 @@ impl Payments {
         }
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        payment_rows::set_broadcast_block(&mut tx, live.id, head).await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
         audit::append(
             &mut tx,

@@ -37,6 +37,15 @@ pub struct Response {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Like `spawn`, with extra `BURSAR_*` settings.
+    pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
+        let extra: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let devnet = Devnet::start().await.expect("devnet starts");
         let dir = tempfile::tempdir().unwrap();
         let master_key_file = dir.path().join("master.key");
@@ -54,7 +63,10 @@ impl TestApp {
             "BURSAR_USDC_ADDRESS" => Some(usdc.clone()),
             "BURSAR_MASTER_KEY_FILE" => Some(master.clone()),
             "BURSAR_ADMIN_TOKEN" => Some(token.clone()),
-            _ => None,
+            other => extra
+                .iter()
+                .find(|(k, _)| k == other)
+                .map(|(_, v)| v.clone()),
         })
         .unwrap();
         let clock = Arc::new(ManualClock::new());

@@ -1,0 +1,406 @@
+//! Chain truth, driven through anvil's own methods: reorgs, crashes between every step of
+//! settlement, dropped and stuck transactions, the token's pause and blacklist, and a node that
+//! stops mining. Every payment ends paid exactly once.
+
+mod support;
+
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
+use alloy::sol_types::SolCall;
+use bursar::chain::usdc::IFiatTokenAdmin;
+use bursar::domain::Amount;
+use bursar::payments::PaymentsError;
+use serde_json::{Value, json};
+use support::{TestApp, recipient};
+
+fn usdc(text: &str) -> Amount {
+    Amount::parse_positive(text).unwrap()
+}
+
+async fn payment(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/payments/{id}"), &app.admin_token)
+        .await
+        .body
+}
+
+async fn audit_kinds(app: &TestApp, id: &str) -> Vec<String> {
+    let events = app
+        .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
+        .await
+        .body;
+    events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A funded agent with an unlimited credential: `(agent_id, token)`.
+async fn funded_agent(app: &TestApp) -> (String, String) {
+    let (agent, _) = app.create_agent("chain").await;
+    app.fund(&agent, "1000", "1").await;
+    let token = app.credential(&agent, json!({})).await;
+    (agent, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_sends_an_included_payment_back_and_it_confirms_once_on_the_canonical_chain() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x91);
+    let id = app.pay(&token, to, "3.5", "r").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    app.mine(1).await;
+    app.settle().await;
+    let included = payment(&app, &id).await;
+    assert_eq!(included["status"], "included");
+
+    app.devnet
+        .provider
+        .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
+            depth: 1,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .unwrap();
+    app.settle().await;
+    let reorged = payment(&app, &id).await;
+    assert_eq!(reorged["status"], "submitted", "{reorged}");
+    assert!(audit_kinds(&app, &id).await.contains(&"reorg".to_string()));
+
+    // The same signed transaction (same hash, same nonce) confirms on the new chain.
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+    let confirmed = payment(&app, &id).await;
+    assert_eq!(confirmed["tx_hash"], included["tx_hash"]);
+    let number = confirmed["block_number"].as_u64().unwrap();
+    let canonical = app
+        .devnet
+        .provider
+        .get_block_by_number(number.into())
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .hash;
+    assert_eq!(
+        confirmed["block_hash"].as_str().unwrap(),
+        canonical.to_string()
+    );
+    assert_ne!(confirmed["block_hash"], included["block_hash"]);
+    assert_eq!(app.usdc_balance(to).await, usdc("3.5"));
+    let verify = app.get("/v1/audit/verify", &app.admin_token).await.body;
+    assert_eq!(verify["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_the_confirmations_is_a_finality_alarm() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay(&token, recipient(0x92), "1", "f").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+    let depth = app.config.confirmations_required + 1;
+    app.devnet
+        .provider
+        .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
+            depth,
+            tx_block_pairs: vec![],
+        })
+        .await
+        .unwrap();
+    let report = app.settle().await;
+    assert_eq!(report.alarms, 1);
+    assert!(
+        audit_kinds(&app, &id)
+            .await
+            .contains(&"finality_violation".to_string())
+    );
+    // Never rewritten silently: the payment stays as recorded, and the alarm is raised once.
+    assert_eq!(payment(&app, &id).await["status"], "confirmed");
+    assert_eq!(app.settle().await.alarms, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_each_fail_point_every_payment_is_paid_exactly_once() {
+    let mut app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x93);
+    let mut expected = Amount::ZERO;
+    for (i, point) in bursar::payments::FAIL_POINTS.into_iter().enumerate() {
+        let id = app
+            .pay(&token, to, "2", &format!("crash-{point}"))
+            .await
+            .body["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        app.payments().arm_fail_point(point);
+        let crashed = app.payments().settle_once().await;
+        assert!(
+            matches!(crashed, Err(PaymentsError::FailPoint(p)) if p == point),
+            "{point}: {crashed:?}"
+        );
+        // The process dies here; a new one starts on the same database.
+        app.restart().await;
+        app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+        expected = expected.checked_add(usdc("2")).unwrap();
+        assert_eq!(
+            app.usdc_balance(to).await,
+            expected,
+            "paid exactly once after a crash at {point}"
+        );
+        assert_eq!(
+            payment(&app, &id).await["nonce"],
+            i as i64,
+            "nonces never skip"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_from_the_pool_is_rebroadcast() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x94);
+    let id = app.pay(&token, to, "4", "d").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    let hash: B256 = payment(&app, &id).await["tx_hash"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        app.devnet
+            .provider
+            .anvil_drop_transaction(hash)
+            .await
+            .unwrap(),
+        Some(hash)
+    );
+    assert!(
+        app.devnet
+            .provider
+            .get_transaction_by_hash(hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.settle().await;
+    assert!(
+        audit_kinds(&app, &id)
+            .await
+            .contains(&"transaction_rebroadcast".to_string())
+    );
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+    assert_eq!(
+        payment(&app, &id).await["tx_hash"].as_str().unwrap(),
+        hash.to_string()
+    );
+    assert_eq!(app.usdc_balance(to).await, usdc("4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_fee_spike_leads_to_a_same_nonce_replacement() {
+    let app = TestApp::spawn_with(&[("BURSAR_STUCK_AFTER_BLOCKS", "1")]).await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x95);
+    let id = app.pay(&token, to, "6", "s").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    let original = payment(&app, &id).await;
+    let raw: Vec<Value> = {
+        let events = app
+            .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
+            .await
+            .body;
+        events["data"].as_array().unwrap().clone()
+    };
+    let signed = raw
+        .iter()
+        .find(|e| e["kind"] == "transaction_signed")
+        .unwrap();
+    let max_fee: u128 = signed["detail"]["max_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The next block's base fee is above our fee cap: the block comes and goes without us.
+    app.devnet
+        .provider
+        .anvil_set_next_block_base_fee_per_gas(max_fee + 1)
+        .await
+        .unwrap();
+    app.mine(1).await;
+    app.settle().await;
+    let replaced = payment(&app, &id).await;
+    eprintln!(
+        "DEBUG kinds {:?} head {}",
+        audit_kinds(&app, &id).await,
+        app.head().await
+    );
+    assert_eq!(replaced["status"], "submitted");
+    assert_eq!(replaced["nonce"], original["nonce"], "same nonce");
+    assert_ne!(
+        replaced["tx_hash"], original["tx_hash"],
+        "the payment reports its latest hash"
+    );
+    let events = app
+        .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
+        .await
+        .body;
+    let replacement = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "transaction_replaced")
+        .unwrap()
+        .clone();
+    let new_fee: u128 = replacement["detail"]["max_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let new_tip: u128 = replacement["detail"]["max_priority_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let old_tip: u128 = replacement["detail"]["old_max_priority_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        new_fee * 8 >= max_fee * 9 && new_tip * 8 >= old_tip * 9,
+        "both raised by at least 12.5%"
+    );
+    assert_eq!(
+        replacement["detail"]["replaced_tx_hash"],
+        original["tx_hash"]
+    );
+
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+    let done = payment(&app, &id).await;
+    assert_eq!(done["tx_hash"], replaced["tx_hash"]);
+    assert_eq!(
+        app.usdc_balance(to).await,
+        usdc("6"),
+        "one transfer, not two"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x96);
+
+    app.devnet
+        .owner_call(IFiatTokenAdmin::pauseCall {}.abi_encode().into())
+        .await
+        .unwrap();
+    let paused = app.pay(&token, to, "1", "paused").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.settle().await.failed, 1);
+    let body = payment(&app, &paused).await;
+    assert_eq!(
+        (body["status"].as_str(), body["failure_reason"].as_str()),
+        (Some("failed"), Some("token_paused"))
+    );
+    assert!(body["nonce"].is_null());
+    app.devnet
+        .owner_call(IFiatTokenAdmin::unpauseCall {}.abi_encode().into())
+        .await
+        .unwrap();
+
+    app.devnet
+        .owner_call(
+            IFiatTokenAdmin::blacklistCall {
+                account: to.into_inner(),
+            }
+            .abi_encode()
+            .into(),
+        )
+        .await
+        .unwrap();
+    let blocked = app.pay(&token, to, "1", "blocked").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    let body = payment(&app, &blocked).await;
+    assert_eq!(body["failure_reason"], "recipient_blacklisted");
+
+    // The budget came back and the next payment takes nonce 0: nothing was used.
+    let agent = app
+        .get(
+            &format!("/v1/agents/{}", body["agent_id"].as_str().unwrap()),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    assert_eq!(agent["spent_24h"], "0");
+    let ok = app.pay(&token, recipient(0x97), "1", "ok").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle_to_confirmed(std::slice::from_ref(&ok)).await;
+    assert_eq!(payment(&app, &ok).await["nonce"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_mining_leaves_payments_waiting_and_they_resume() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x98);
+    let id = app.pay(&token, to, "5", "n").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    // No blocks for a long time: nothing is finalized by a timeout, nothing is sent twice.
+    for _ in 0..5 {
+        app.clock.advance_ms(60 * 60 * 1000);
+        app.settle().await;
+    }
+    let waiting = payment(&app, &id).await;
+    assert_eq!(waiting["status"], "submitted");
+    assert!(
+        !audit_kinds(&app, &id)
+            .await
+            .contains(&"transaction_replaced".to_string())
+    );
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+    assert_eq!(payment(&app, &id).await["tx_hash"], waiting["tx_hash"]);
+    assert_eq!(app.usdc_balance(to).await, usdc("5"));
+
+    // While the node is unreachable a pass fails (and the worker backs off) and changes nothing.
+    let mut app = app;
+    let queued = app.pay(&token, to, "1", "n2").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.devnet.anvil.child_mut().kill().unwrap();
+    app.devnet.anvil.child_mut().wait().unwrap();
+    assert!(
+        matches!(app.payments().settle_once().await, Err(PaymentsError::Chain(e)) if e.is_retryable())
+    );
+    assert_eq!(payment(&app, &queued).await["status"], "queued");
+    let _ = &mut app;
+}
