@@ -800,6 +800,11 @@ fn is_transient(error: &PaymentsError) -> bool {
     matches!(error, PaymentsError::Chain(e) if e.is_retryable())
 }
 
+fn parse_hash(text: &str) -> Result<alloy::primitives::B256> {
+    text.parse()
+        .map_err(|_| LedgerError::Corrupt(format!("transaction hash {text}")).into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,9 +819,4 @@ mod tests {
         assert_eq!(next_step(Submitted, Failed), Some(Failed));
         assert_eq!(next_step(Confirmed, Submitted), None);
     }
-}
-
-fn parse_hash(text: &str) -> Result<alloy::primitives::B256> {
-    text.parse()
-        .map_err(|_| LedgerError::Corrupt(format!("transaction hash {text}")).into())
 }
