@@ -404,3 +404,97 @@ async fn a_node_that_stops_mining_leaves_payments_waiting_and_they_resume() {
     assert_eq!(payment(&app, &queued).await["status"], "queued");
     let _ = &mut app;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outflow_behind_bursars_back_is_an_unknown_outflow_and_an_alarm() {
+    let app = TestApp::spawn().await;
+    let (agent, token) = funded_agent(&app).await;
+    let address = bursar::domain::Address::parse(
+        app.get(&format!("/v1/agents/{agent}"), &app.admin_token)
+            .await
+            .body["address"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let paid = app.pay(&token, recipient(0x99), "10", "legit").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle_to_confirmed(std::slice::from_ref(&paid)).await;
+
+    // Someone with the agent's key (here: anvil impersonation) moves USDC without Bursar.
+    use alloy::network::TransactionBuilder;
+    let theft = bursar::chain::usdc::IUSDC::transferCall {
+        to: recipient(0x66).into_inner(),
+        value: alloy::primitives::U256::from(25_000_000u64),
+    };
+    app.devnet
+        .provider
+        .anvil_impersonate_account(address.into_inner())
+        .await
+        .unwrap();
+    let request = alloy::rpc::types::TransactionRequest::default()
+        .with_from(address.into_inner())
+        .with_to(app.devnet.usdc.into_inner())
+        .with_input(theft.abi_encode());
+    let stolen = app
+        .devnet
+        .provider
+        .anvil_send_impersonated_transaction(request)
+        .await
+        .unwrap();
+    app.mine(1).await;
+    let head = app.head().await;
+
+    let report = app
+        .get(
+            &format!("/v1/reconciliation?from_block=0&to_block={head}"),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    let discrepancies = report["discrepancies"].as_array().unwrap();
+    assert_eq!(discrepancies.len(), 1, "{report}");
+    assert_eq!(discrepancies[0]["kind"], "unknown_outflow");
+    assert_eq!(
+        discrepancies[0]["tx_hash"].as_str().unwrap(),
+        stolen.to_string()
+    );
+    assert_eq!(discrepancies[0]["onchain"]["amount"], "25");
+    // The funding (treasury to agent) and the payment match; the treasury's mint is an inflow.
+    assert_eq!(report["matched"], 2, "{report}");
+    assert!(
+        report["inflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["amount"] == "1000000")
+    );
+    let bad = app
+        .get(
+            "/v1/reconciliation?from_block=10&to_block=5",
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(bad.body["error"]["field"], "from_block");
+
+    // The background pass raises the alarm once the block is deep enough, and only once.
+    assert_eq!(
+        app.payments().reconcile_new_blocks().await.unwrap(),
+        0,
+        "not yet at the confirmation depth"
+    );
+    app.mine(app.config.confirmations_required).await;
+    assert_eq!(app.payments().reconcile_new_blocks().await.unwrap(), 1);
+    assert_eq!(app.payments().reconcile_new_blocks().await.unwrap(), 0);
+    let alarms = app.get("/v1/audit?limit=500", &app.admin_token).await.body;
+    let alarm = alarms["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "unknown_outflow")
+        .unwrap()
+        .clone();
+    assert_eq!(alarm["tx_hash"].as_str().unwrap(), stolen.to_string());
+}

@@ -46,7 +46,7 @@ pub struct AppState {
         payments::create, payments::get_payment, payments::list, payments::approve, payments::reject,
         payments::capture, payments::void,
         treasury::view, treasury::fund, treasury::sweep,
-        audit::list, audit::verify, audit::export, reports::spend, reports::balances,
+        audit::list, audit::verify, audit::export, reports::spend, reports::balances, reports::reconciliation,
         webhooks::create, webhooks::list, webhooks::disable, webhooks::deliveries, webhooks::replay,
     ),
     components(schemas(

@@ -18,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/reports/spend", get(spend))
         .route("/v1/reports/balances", get(balances))
+        .route("/v1/reconciliation", get(reconciliation))
 }
 
 /// Confirmed payments of one agent (or all) created in `[from, to)`: exact total, count, and the
@@ -93,4 +94,54 @@ pub async fn balances(
         }));
     }
     Ok(Json(list_response(data, page.limit, cursor)))
+}
+
+/// The ledger against the USDC `Transfer` logs of every custodied wallet in
+/// `[from_block, to_block]` (default: the last 10,000 blocks; at most 100,000).
+#[utoipa::path(get, path = "/v1/reconciliation", tag = "reports",
+    params(("from_block" = Option<u64>, Query), ("to_block" = Option<u64>, Query)),
+    responses((status = 200, description = "matched count, discrepancies (unknown_outflow, missing_onchain, amount_mismatch, block_hash_mismatch) and inflows"),
+        (status = 400), (status = 403)))]
+pub async fn reconciliation(
+    State(state): State<AppState>,
+    auth: Auth,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(&[Role::Auditor])?;
+    let block = |field: &str| -> Result<Option<u64>, ApiError> {
+        query
+            .get(field)
+            .map(|text| {
+                text.parse::<u64>()
+                    .map_err(|_| ApiError::invalid(field, "must be a block number"))
+            })
+            .transpose()
+    };
+    let (from, to) = (block("from_block")?, block("to_block")?);
+    let to = match to {
+        Some(to) => to,
+        None => state
+            .payments
+            .chain
+            .head()
+            .await
+            .map_err(PaymentsError::from)?,
+    };
+    let from = from.unwrap_or_else(|| to.saturating_sub(9_999));
+    if from > to {
+        return Err(ApiError::invalid(
+            "from_block",
+            "must not be after to_block",
+        ));
+    }
+    if to - from >= crate::payments::reconcile::MAX_RECONCILE_BLOCKS {
+        return Err(ApiError::invalid(
+            "to_block",
+            "a reconciliation covers at most 100000 blocks",
+        ));
+    }
+    let report = state.payments.reconcile(from, to).await?;
+    Ok(Json(
+        serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
 }

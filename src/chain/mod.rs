@@ -55,6 +55,21 @@ impl ChainError {
     }
 }
 
+/// Blocks asked for in one `eth_getLogs` call.
+pub const LOG_RANGE_BLOCKS: u64 = 2_000;
+
+/// One USDC `Transfer` log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferLog {
+    pub tx_hash: B256,
+    pub log_index: u64,
+    pub block_number: u64,
+    pub block_hash: B256,
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+}
+
 /// What the node reports for a mined transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -219,6 +234,70 @@ impl Chain {
             method: "balanceOf",
             message: "balance out of range".into(),
         })
+    }
+
+    /// USDC `Transfer` logs in `[from_block, to_block]` sent from or to any of `accounts`, in
+    /// chain order, read `LOG_RANGE_BLOCKS` blocks at a time.
+    pub async fn usdc_transfers(
+        &self,
+        from_block: u64,
+        to_block: u64,
+        accounts: &[Address],
+    ) -> Result<Vec<TransferLog>, ChainError> {
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topics: Vec<B256> = accounts
+            .iter()
+            .map(|a| a.into_inner().into_word())
+            .collect();
+        let mut logs = std::collections::BTreeMap::new();
+        let mut start = from_block;
+        while start <= to_block {
+            let end = to_block.min(start.saturating_add(LOG_RANGE_BLOCKS - 1));
+            let base = Filter::new()
+                .address(self.usdc.into_inner())
+                .event_signature(usdc::IUSDC::Transfer::SIGNATURE_HASH)
+                .from_block(start)
+                .to_block(end);
+            for filter in [
+                base.clone().topic1(topics.clone()),
+                base.topic2(topics.clone()),
+            ] {
+                for log in self
+                    .call("eth_getLogs", self.provider.get_logs(&filter))
+                    .await?
+                {
+                    let (Some(tx_hash), Some(log_index), Some(block_number), Some(block_hash)) = (
+                        log.transaction_hash,
+                        log.log_index,
+                        log.block_number,
+                        log.block_hash,
+                    ) else {
+                        continue;
+                    };
+                    let Ok(event) = usdc::IUSDC::Transfer::decode_log(&log.inner) else {
+                        continue;
+                    };
+                    logs.insert(
+                        (block_number, log_index),
+                        TransferLog {
+                            tx_hash,
+                            log_index,
+                            block_number,
+                            block_hash,
+                            from: event.from.into(),
+                            to: event.to.into(),
+                            value: event.value,
+                        },
+                    );
+                }
+            }
+            start = end + 1;
+        }
+        Ok(logs.into_values().collect())
     }
 
     /// Whether USDC's pauser has paused all transfers.

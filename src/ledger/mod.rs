@@ -109,6 +109,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// `set_meta` inside a write transaction, so a cursor moves with the work it records.
+    pub async fn set_meta_in(tx: &mut Tx, key: &str, value: &str) -> Result<(), LedgerError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key)
+            .bind(value)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -493,3 +493,38 @@ pub async fn set_finality_alarm(tx: &mut Tx, id: i64) -> Result<(), LedgerError>
         .await?;
     Ok(())
 }
+
+/// A USDC transaction of the ledger as reconciliation compares it with the chain.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LedgerTransfer {
+    pub payment_id: String,
+    pub tx_hash: String,
+    pub status: String,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub from_address: String,
+    pub to_address: String,
+    pub amount: i64,
+}
+
+/// USDC transactions recorded in a block within `[from_block, to_block]` (included or
+/// confirmed), and every other one not in a final state (submitted or replaced, whose hash may
+/// still turn up on chain).
+pub async fn ledger_transfers(
+    pool: &SqlitePool,
+    from_block: i64,
+    to_block: i64,
+) -> Result<Vec<LedgerTransfer>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT t.payment_id, t.tx_hash, t.status, t.block_number, t.block_hash, w.address AS from_address,
+                p.to_address, p.amount
+         FROM transactions t JOIN payments p ON p.id = t.payment_id JOIN wallets w ON w.id = t.wallet_id
+         WHERE t.asset = 'usdc' AND (
+             (t.status IN ('included', 'confirmed') AND t.block_number BETWEEN ? AND ?)
+             OR t.status IN ('signed', 'submitted', 'replaced'))",
+    )
+    .bind(from_block)
+    .bind(to_block)
+    .fetch_all(pool)
+    .await?)
+}

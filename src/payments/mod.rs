@@ -5,6 +5,7 @@
 //! `ledger`.
 
 pub mod approvals;
+pub mod reconcile;
 pub mod settlement;
 pub mod treasury;
 pub mod webhooks;

@@ -28,7 +28,7 @@ const SIGN_BATCH: i64 = 100;
 const MAX_BACKOFF_MS: u64 = 30_000;
 /// Confirmed transactions stay watched for this many times the confirmation depth.
 const FINALITY_WATCH_FACTOR: u64 = 4;
-/// How often the worker checks agent wallets' ETH for the gas float.
+/// How often the worker checks agent wallets' ETH for the gas float and reconciles new blocks.
 const GAS_FLOAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What one pass did, for tests and metrics.
@@ -74,6 +74,9 @@ impl Payments {
                     Ok(0) => {}
                     Ok(count) => tracing::info!(count, "gas float: topping up agent wallets"),
                     Err(error) => tracing::warn!(%error, "gas float check failed"),
+                }
+                if let Err(error) = self.reconcile_new_blocks().await {
+                    tracing::warn!(%error, "background reconciliation failed");
                 }
             }
             match self.settle_once().await {

@@ -1,0 +1,169 @@
+//! Reconciliation: the ledger against the chain. Every USDC `Transfer` log that touches a
+//! custodied wallet is matched with the ledger by transaction hash, then by amount, sender,
+//! recipient and block hash. Money leaving a custodied wallet without a payment behind it is an
+//! `unknown_outflow`: a key or custody breach, raised as an audit alarm by the background pass.
+
+use super::{Payments, Result};
+use crate::domain::Address;
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments::{self as payment_rows, LedgerTransfer};
+use crate::ledger::{Ledger, LedgerError, wallets};
+use alloy::primitives::U256;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+
+/// The widest block range one reconciliation covers.
+pub const MAX_RECONCILE_BLOCKS: u64 = 100_000;
+const CURSOR_META_KEY: &str = "reconciled_through_block";
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Reconciliation {
+    pub from_block: u64,
+    pub to_block: u64,
+    pub matched: usize,
+    pub discrepancies: Vec<Value>,
+    pub inflows: Vec<Value>,
+}
+
+impl Payments {
+    pub async fn reconcile(&self, from_block: u64, to_block: u64) -> Result<Reconciliation> {
+        let addresses = wallets::all_addresses(self.ledger.pool()).await?;
+        let custodied: HashSet<Address> = addresses
+            .iter()
+            .map(|a| Address::parse(a).map_err(|_| LedgerError::Corrupt("wallet address".into())))
+            .collect::<Result<_, _>>()?;
+        let accounts: Vec<Address> = custodied.iter().copied().collect();
+        let logs = self
+            .chain
+            .usdc_transfers(from_block, to_block, &accounts)
+            .await?;
+        let range = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let ledger: HashMap<String, LedgerTransfer> =
+            payment_rows::ledger_transfers(self.ledger.pool(), range(from_block), range(to_block))
+                .await?
+                .into_iter()
+                .map(|t| (t.tx_hash.clone(), t))
+                .collect();
+
+        let mut report = Reconciliation {
+            from_block,
+            to_block,
+            matched: 0,
+            discrepancies: Vec::new(),
+            inflows: Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for log in &logs {
+            let hash = log.tx_hash.to_string();
+            let onchain = json!({
+                "tx_hash": hash, "block_number": log.block_number, "block_hash": log.block_hash.to_string(),
+                "from": log.from.to_string(), "to": log.to.to_string(), "amount": units(log.value),
+            });
+            if !custodied.contains(&log.from) {
+                report.inflows.push(onchain);
+                continue;
+            }
+            let Some(entry) = ledger.get(&hash) else {
+                report
+                    .discrepancies
+                    .push(with_kind("unknown_outflow", onchain, None));
+                continue;
+            };
+            seen.insert(hash);
+            let same_parties = Address::parse(&entry.from_address).ok() == Some(log.from)
+                && Address::parse(&entry.to_address).ok() == Some(log.to);
+            if !same_parties || U256::from(entry.amount.max(0) as u64) != log.value {
+                report
+                    .discrepancies
+                    .push(with_kind("amount_mismatch", onchain, Some(entry)));
+            } else if entry.block_hash.as_deref() != Some(log.block_hash.to_string().as_str()) {
+                report
+                    .discrepancies
+                    .push(with_kind("block_hash_mismatch", onchain, Some(entry)));
+            } else {
+                report.matched += 1;
+            }
+        }
+        for entry in ledger.values() {
+            let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
+            if in_block && !seen.contains(&entry.tx_hash) {
+                report
+                    .discrepancies
+                    .push(with_kind("missing_onchain", Value::Null, Some(entry)));
+            }
+        }
+        Ok(report)
+    }
+
+    /// The background pass: reconciles the blocks that reached the confirmation depth since the
+    /// last pass and raises an `unknown_outflow` alarm for each outflow without a payment. The
+    /// cursor moves in the same transaction as the alarms. Returns how many alarms it raised.
+    pub async fn reconcile_new_blocks(&self) -> Result<usize> {
+        let head = self.chain.head().await?;
+        let Some(through) = head.checked_sub(self.confirmations_required()) else {
+            return Ok(0);
+        };
+        let from = match self.ledger.meta(CURSOR_META_KEY).await? {
+            Some(text) => {
+                text.parse::<u64>()
+                    .map_err(|_| LedgerError::Corrupt("reconcile cursor".into()))?
+                    + 1
+            }
+            None => 0,
+        };
+        if from > through {
+            return Ok(0);
+        }
+        let to = through.min(from + MAX_RECONCILE_BLOCKS - 1);
+        let report = self.reconcile(from, to).await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let mut alarms = 0;
+        for discrepancy in report
+            .discrepancies
+            .iter()
+            .filter(|d| d["kind"] == "unknown_outflow")
+        {
+            audit::append(
+                &mut tx,
+                now,
+                NewEvent {
+                    kind: "unknown_outflow",
+                    actor: "reconciler".into(),
+                    detail: discrepancy.clone(),
+                    tx_hash: discrepancy["tx_hash"].as_str().map(str::to_string),
+                    block_number: discrepancy["block_number"].as_i64(),
+                    block_hash: discrepancy["block_hash"].as_str().map(str::to_string),
+                    ..NewEvent::default()
+                },
+            )
+            .await?;
+            tracing::error!(tx_hash = ?discrepancy["tx_hash"], "USDC left a custodied wallet without a payment");
+            alarms += 1;
+        }
+        Ledger::set_meta_in(&mut tx, CURSOR_META_KEY, &to.to_string()).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(alarms)
+    }
+}
+
+fn units(value: U256) -> String {
+    u64::try_from(value)
+        .map(|micros| crate::domain::Amount::from_micros(micros).to_string())
+        .unwrap_or_else(|_| format!("{value} base units"))
+}
+
+fn with_kind(kind: &str, onchain: Value, ledger: Option<&LedgerTransfer>) -> Value {
+    json!({
+        "kind": kind,
+        "tx_hash": onchain.get("tx_hash").cloned().or_else(|| ledger.map(|l| json!(l.tx_hash))),
+        "block_number": onchain.get("block_number").cloned().or_else(|| ledger.map(|l| json!(l.block_number))),
+        "block_hash": onchain.get("block_hash").cloned(),
+        "onchain": onchain,
+        "ledger": ledger.map(|l| json!({
+            "payment_id": l.payment_id, "status": l.status, "block_number": l.block_number, "block_hash": l.block_hash,
+            "from": l.from_address, "to": l.to_address, "amount": crate::domain::Amount::from_sql(l.amount).to_string(),
+        })),
+    })
+}
