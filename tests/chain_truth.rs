@@ -498,3 +498,59 @@ async fn an_outflow_behind_bursars_back_is_an_unknown_outflow_and_an_alarm() {
         .clone();
     assert_eq!(alarm["tx_hash"].as_str().unwrap(), stolen.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let to = recipient(0x9a);
+    let id = app.pay(&token, to, "3", "rv").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle().await;
+    assert_eq!(payment(&app, &id).await["status"], "submitted");
+
+    // Every check passed before signing; the blacklister acts while the transaction is out of
+    // the pool, and the watcher's rebroadcast then lands after the blacklisting.
+    let hash: B256 = payment(&app, &id).await["tx_hash"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.devnet
+        .provider
+        .anvil_drop_transaction(hash)
+        .await
+        .unwrap();
+    app.devnet
+        .owner_call(
+            IFiatTokenAdmin::blacklistCall {
+                account: to.into_inner(),
+            }
+            .abi_encode()
+            .into(),
+        )
+        .await
+        .unwrap();
+    app.settle().await;
+    app.settle_to_included_or_failed().await;
+    let failed = payment(&app, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let reason = failed["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("reverted: ") && reason.contains("blacklisted"),
+        "{reason}"
+    );
+    assert_eq!(app.usdc_balance(to).await, Amount::ZERO);
+    // The budget is released, and the nonce was used on chain: the next payment takes the next one.
+    let next = app.pay(&token, recipient(0x9b), "1", "after").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.settle_to_confirmed(std::slice::from_ref(&next)).await;
+    assert_eq!(
+        payment(&app, &next).await["nonce"],
+        failed["nonce"].as_i64().unwrap() + 1
+    );
+}

@@ -300,6 +300,36 @@ impl Chain {
         Ok(logs.into_values().collect())
     }
 
+    /// Why a mined transaction reverted: its call replayed on the state before its block, and
+    /// the node's revert message. `None` when the replay does not revert (the state it met inside
+    /// its block differed) or the node gives no reason.
+    pub async fn revert_reason(
+        &self,
+        from: Address,
+        transaction: &TxEip1559,
+        block_number: u64,
+    ) -> Option<String> {
+        let to = transaction.to.to()?;
+        let request = TransactionRequest::default()
+            .with_from(from.into_inner())
+            .with_to(*to)
+            .with_input(transaction.input.clone())
+            .with_value(transaction.value)
+            .with_gas_limit(transaction.gas_limit);
+        let block = BlockNumberOrTag::Number(block_number.saturating_sub(1));
+        match self
+            .call("eth_call", self.provider.call(request).block(block.into()))
+            .await
+        {
+            Err(ChainError::Reverted { message, .. }) => {
+                // Keep the node's sentence, bounded; never more than a line of it.
+                let line = message.lines().next().unwrap_or_default();
+                Some(line.chars().take(200).collect())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether USDC's pauser has paused all transfers.
     pub async fn usdc_paused(&self) -> Result<bool, ChainError> {
         let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);

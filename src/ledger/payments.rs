@@ -528,3 +528,13 @@ pub async fn ledger_transfers(
     .fetch_all(pool)
     .await?)
 }
+
+/// Records why a payment's transaction failed, ahead of the status change that reports it.
+pub async fn set_failure_reason(tx: &mut Tx, id: &str, reason: &str) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?")
+        .bind(reason)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

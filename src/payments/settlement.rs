@@ -368,7 +368,16 @@ impl Payments {
         let now = self.now();
         match mined {
             Some((winner, receipt)) => {
+                // A revert's reason is read from the node before the write transaction starts.
+                let reason = if receipt.success {
+                    None
+                } else {
+                    Some(self.revert_reason(&winner, receipt.block_number).await?)
+                };
                 let mut tx = self.ledger.begin().await?;
+                if let Some(reason) = &reason {
+                    payment_rows::set_failure_reason(&mut tx, &winner.payment_id, reason).await?;
+                }
                 let switched = winner.id != live.id;
                 if switched {
                     // An earlier fee level got mined after all: it is the transaction of record.
@@ -442,6 +451,27 @@ impl Payments {
                 Ok(changed)
             }
         }
+    }
+
+    /// `reverted: <the node's reason>` for a transaction that failed on chain.
+    async fn revert_reason(
+        &self,
+        transaction: &TransactionRow,
+        block_number: u64,
+    ) -> Result<String> {
+        let wallet = wallets::get(self.ledger.pool(), &transaction.wallet_id).await?;
+        let reason = match crate::chain::Chain::decode_eip1559(&transaction.raw) {
+            Some(unsigned) => {
+                self.chain
+                    .revert_reason(wallet.address()?, &unsigned, block_number)
+                    .await
+            }
+            None => None,
+        };
+        Ok(match reason {
+            Some(reason) => format!("reverted: {reason}"),
+            None => "reverted".into(),
+        })
     }
 
     /// Sends the stored signed bytes again (the node dropped them, or a reorg took them out).
@@ -710,15 +740,19 @@ impl Payments {
                     "payment {payment_id} cannot go from {current} to {target}"
                 ))
             })?;
+            let reason = payment
+                .failure_reason
+                .clone()
+                .unwrap_or_else(|| "reverted".into());
             if next == PaymentStatus::Failed {
-                payment_rows::set_failure(tx, payment_id, current, "reverted", now).await?;
+                payment_rows::set_failure(tx, payment_id, current, &reason, now).await?;
             } else {
                 payment_rows::set_status(tx, payment_id, current, next, now).await?;
             }
             let (kind, detail) = match next {
                 PaymentStatus::Failed => (
                     "payment_failed",
-                    serde_json::json!({"failure_reason": "reverted"}),
+                    serde_json::json!({"failure_reason": reason}),
                 ),
                 PaymentStatus::Submitted if current == PaymentStatus::Included => {
                     ("payment_unincluded", serde_json::json!({}))

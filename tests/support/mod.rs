@@ -248,6 +248,13 @@ impl TestApp {
         }
     }
 
+    /// Mines one block and runs one pass: enough for a broadcast transaction to be included, or
+    /// to fail if it reverted.
+    pub async fn settle_to_included_or_failed(&self) {
+        self.mine(1).await;
+        self.settle().await;
+    }
+
     pub async fn usdc_balance(&self, address: Address) -> Amount {
         self.payments().chain.usdc_balance(address).await.unwrap()
     }
