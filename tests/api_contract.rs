@@ -417,14 +417,7 @@ async fn role_matrix_follows_the_roles_table() {
     let mut tokens = std::collections::HashMap::new();
     tokens.insert("admin", app.admin_token.clone());
     for role in ["treasury", "approver", "auditor"] {
-        let created = app
-            .post(
-                "/v1/tokens",
-                &app.admin_token,
-                json!({"role": role, "name": role}),
-            )
-            .await;
-        tokens.insert(role, created.body["token"].as_str().unwrap().to_string());
+        tokens.insert(role, app.staff_token(role).await);
     }
     let (agent, _) = app.create_agent("matrix").await;
     tokens.insert("agent", app.credential(&agent, json!({})).await);

@@ -8,7 +8,6 @@ use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use alloy::sol_types::SolCall;
-use bursar::chain::usdc::IFiatTokenAdmin;
 use bursar::domain::Amount;
 use bursar::payments::PaymentsError;
 use serde_json::{Value, json};
@@ -309,10 +308,7 @@ async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce()
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x96);
 
-    app.devnet
-        .owner_call(IFiatTokenAdmin::pauseCall {}.abi_encode().into())
-        .await
-        .unwrap();
+    app.devnet.set_paused(true).await.unwrap();
     let paused = app.pay(&token, to, "1", "paused").await.body["id"]
         .as_str()
         .unwrap()
@@ -324,21 +320,9 @@ async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce()
         (Some("failed"), Some("token_paused"))
     );
     assert!(body["nonce"].is_null());
-    app.devnet
-        .owner_call(IFiatTokenAdmin::unpauseCall {}.abi_encode().into())
-        .await
-        .unwrap();
+    app.devnet.set_paused(false).await.unwrap();
 
-    app.devnet
-        .owner_call(
-            IFiatTokenAdmin::blacklistCall {
-                account: to.into_inner(),
-            }
-            .abi_encode()
-            .into(),
-        )
-        .await
-        .unwrap();
+    app.devnet.blacklist(to).await.unwrap();
     let blocked = app.pay(&token, to, "1", "blocked").await.body["id"]
         .as_str()
         .unwrap()
@@ -523,16 +507,7 @@ async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
         .anvil_drop_transaction(hash)
         .await
         .unwrap();
-    app.devnet
-        .owner_call(
-            IFiatTokenAdmin::blacklistCall {
-                account: to.into_inner(),
-            }
-            .abi_encode()
-            .into(),
-        )
-        .await
-        .unwrap();
+    app.devnet.blacklist(to).await.unwrap();
     app.settle().await;
     app.settle_to_included_or_failed().await;
     let failed = payment(&app, &id).await;

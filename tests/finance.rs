@@ -344,17 +344,7 @@ async fn sweeps_return_free_usdc_and_the_gas_float_refills() {
     let hold = app.request(Method::POST, "/v1/payments", Some(&token),
         Some(json!({"to": recipient(0x71).to_string(), "amount": "5", "currency": "USDC", "capture": "manual"})), Some("h")).await;
     assert_eq!(hold.body["status"], "authorized");
-    let treasurer = app
-        .post(
-            "/v1/tokens",
-            &app.admin_token,
-            json!({"role": "treasury", "name": "t"}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let treasurer = app.staff_token("treasury").await;
     let sweep = app
         .post(&format!("/v1/agents/{agent}/sweep"), &treasurer, json!({}))
         .await;

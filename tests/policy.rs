@@ -299,17 +299,7 @@ async fn humans_approve_and_reject_and_time_expires() {
         .post(&format!("/v1/payments/{big_id}/approve"), &token, json!({}))
         .await;
     assert_eq!(by_agent.status, StatusCode::FORBIDDEN);
-    let auditor = app
-        .post(
-            "/v1/tokens",
-            &app.admin_token,
-            json!({"role": "auditor", "name": "a"}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let auditor = app.staff_token("auditor").await;
     assert_eq!(
         app.post(
             &format!("/v1/payments/{big_id}/approve"),

@@ -246,6 +246,28 @@ impl Devnet {
         Ok(())
     }
 
+    /// Pauses or unpauses every USDC transfer, as the token's pauser.
+    pub async fn set_paused(&self, paused: bool) -> anyhow::Result<()> {
+        let input = if paused {
+            IFiatTokenAdmin::pauseCall {}.abi_encode()
+        } else {
+            IFiatTokenAdmin::unpauseCall {}.abi_encode()
+        };
+        self.owner_call(input.into()).await
+    }
+
+    /// Blacklists `account`, as the token's blacklister.
+    pub async fn blacklist(&self, account: Address) -> anyhow::Result<()> {
+        self.owner_call(
+            IFiatTokenAdmin::blacklistCall {
+                account: account.into_inner(),
+            }
+            .abi_encode()
+            .into(),
+        )
+        .await
+    }
+
     pub async fn set_eth_balance(&self, to: Address, ether: &str) -> anyhow::Result<()> {
         self.provider
             .anvil_set_balance(to.into_inner(), parse_ether(ether)?)

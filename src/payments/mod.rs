@@ -800,6 +800,11 @@ impl Payments {
             ..NewEvent::default()
         })
         .await?;
+        self.commit_queued(tx, row).await
+    }
+
+    /// Commits the transaction that queued `row` and wakes the settlement worker for it.
+    async fn commit_queued(&self, tx: crate::ledger::Tx, row: PaymentRow) -> Result<Created> {
         tx.commit().await.map_err(LedgerError::from)?;
         self.wake.notify_one();
         Ok(Created {

@@ -69,12 +69,7 @@ impl Payments {
             ..NewEvent::default()
         })
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
-        self.wake.notify_one();
-        Ok(Created {
-            payment: row,
-            replayed: false,
-        })
+        self.commit_queued(tx, row).await
     }
 
     /// The gas float: every active agent wallet with less ETH than the floor gets a top-up from

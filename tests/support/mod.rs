@@ -177,6 +177,19 @@ impl TestApp {
         (response.body["id"].as_str().unwrap().to_string(), address)
     }
 
+    /// Creates an API token of `role` (admin) and returns the secret.
+    pub async fn staff_token(&self, role: &str) -> String {
+        let response = self
+            .post(
+                "/v1/tokens",
+                &self.admin_token,
+                json!({"role": role, "name": role}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.body);
+        response.body["token"].as_str().unwrap().to_string()
+    }
+
     /// Issues a credential with `policy` and returns its token.
     pub async fn credential(&self, agent_id: &str, policy: Value) -> String {
         let response = self
