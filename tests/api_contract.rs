@@ -421,13 +421,7 @@ async fn role_matrix_follows_the_roles_table() {
     }
     let (agent, _) = app.create_agent("matrix").await;
     tokens.insert("agent", app.credential(&agent, json!({})).await);
-    let own = app
-        .pay(&tokens["agent"], recipient(9), "1", "own")
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let own = app.pay_id(&tokens["agent"], recipient(9), "1", "own").await;
 
     const ALL: &[&str] = &["admin", "treasury", "approver", "auditor", "agent"];
     let routes: Vec<(Method, String, Value, &[&str])> = vec![

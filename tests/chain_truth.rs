@@ -50,24 +50,14 @@ async fn a_reorg_sends_an_included_payment_back_and_it_confirms_once_on_the_cano
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x91);
-    let id = app.pay(&token, to, "3.5", "r").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, to, "3.5", "r").await;
     app.settle().await;
     app.mine(1).await;
     app.settle().await;
     let included = payment(&app, &id).await;
     assert_eq!(included["status"], "included");
 
-    app.devnet
-        .provider
-        .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
-            depth: 1,
-            tx_block_pairs: vec![],
-        })
-        .await
-        .unwrap();
+    app.devnet.reorg(1).await.unwrap();
     app.settle().await;
     let reorged = payment(&app, &id).await;
     assert_eq!(reorged["status"], "submitted", "{reorged}");
@@ -101,20 +91,10 @@ async fn a_reorg_sends_an_included_payment_back_and_it_confirms_once_on_the_cano
 async fn a_reorg_deeper_than_the_confirmations_is_a_finality_alarm() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
-    let id = app.pay(&token, recipient(0x92), "1", "f").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, recipient(0x92), "1", "f").await;
     app.settle_to_confirmed(std::slice::from_ref(&id)).await;
     let depth = app.config.confirmations_required + 1;
-    app.devnet
-        .provider
-        .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
-            depth,
-            tx_block_pairs: vec![],
-        })
-        .await
-        .unwrap();
+    app.devnet.reorg(depth).await.unwrap();
     let report = app.settle().await;
     assert_eq!(report.alarms, 1);
     assert!(
@@ -134,13 +114,7 @@ async fn killed_at_each_fail_point_every_payment_is_paid_exactly_once() {
     let to = recipient(0x93);
     let mut expected = Amount::ZERO;
     for (i, point) in bursar::payments::FAIL_POINTS.into_iter().enumerate() {
-        let id = app
-            .pay(&token, to, "2", &format!("crash-{point}"))
-            .await
-            .body["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = app.pay_id(&token, to, "2", &format!("crash-{point}")).await;
         app.payments().arm_fail_point(point);
         let crashed = app.payments().settle_once().await;
         assert!(
@@ -169,10 +143,7 @@ async fn a_transaction_dropped_from_the_pool_is_rebroadcast() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x94);
-    let id = app.pay(&token, to, "4", "d").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, to, "4", "d").await;
     app.settle().await;
     let hash: B256 = payment(&app, &id).await["tx_hash"]
         .as_str()
@@ -214,10 +185,7 @@ async fn a_base_fee_spike_leads_to_a_same_nonce_replacement() {
     let app = TestApp::spawn_with(&[("BURSAR_STUCK_AFTER_BLOCKS", "1")]).await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x95);
-    let id = app.pay(&token, to, "6", "s").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, to, "6", "s").await;
     app.settle().await;
     let original = payment(&app, &id).await;
     let raw: Vec<Value> = {
@@ -309,10 +277,7 @@ async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce()
     let to = recipient(0x96);
 
     app.devnet.set_paused(true).await.unwrap();
-    let paused = app.pay(&token, to, "1", "paused").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let paused = app.pay_id(&token, to, "1", "paused").await;
     assert_eq!(app.settle().await.failed, 1);
     let body = payment(&app, &paused).await;
     assert_eq!(
@@ -323,10 +288,7 @@ async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce()
     app.devnet.set_paused(false).await.unwrap();
 
     app.devnet.blacklist(to).await.unwrap();
-    let blocked = app.pay(&token, to, "1", "blocked").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let blocked = app.pay_id(&token, to, "1", "blocked").await;
     app.settle().await;
     let body = payment(&app, &blocked).await;
     assert_eq!(body["failure_reason"], "recipient_blacklisted");
@@ -340,10 +302,7 @@ async fn a_paused_token_and_a_blacklisted_recipient_fail_without_using_a_nonce()
         .await
         .body;
     assert_eq!(agent["spent_24h"], "0");
-    let ok = app.pay(&token, recipient(0x97), "1", "ok").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ok = app.pay_id(&token, recipient(0x97), "1", "ok").await;
     app.settle_to_confirmed(std::slice::from_ref(&ok)).await;
     assert_eq!(payment(&app, &ok).await["nonce"], 0);
 }
@@ -353,10 +312,7 @@ async fn a_node_that_stops_mining_leaves_payments_waiting_and_they_resume() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x98);
-    let id = app.pay(&token, to, "5", "n").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, to, "5", "n").await;
     app.settle().await;
     // No blocks for a long time: nothing is finalized by a timeout, nothing is sent twice.
     for _ in 0..5 {
@@ -376,10 +332,7 @@ async fn a_node_that_stops_mining_leaves_payments_waiting_and_they_resume() {
 
     // While the node is unreachable a pass fails (and the worker backs off) and changes nothing.
     let mut app = app;
-    let queued = app.pay(&token, to, "1", "n2").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let queued = app.pay_id(&token, to, "1", "n2").await;
     app.devnet.anvil.child_mut().kill().unwrap();
     app.devnet.anvil.child_mut().wait().unwrap();
     assert!(
@@ -401,10 +354,7 @@ async fn an_outflow_behind_bursars_back_is_an_unknown_outflow_and_an_alarm() {
             .unwrap(),
     )
     .unwrap();
-    let paid = app.pay(&token, recipient(0x99), "10", "legit").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let paid = app.pay_id(&token, recipient(0x99), "10", "legit").await;
     app.settle_to_confirmed(std::slice::from_ref(&paid)).await;
 
     // Someone with the agent's key (here: anvil impersonation) moves USDC without Bursar.
@@ -488,10 +438,7 @@ async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x9a);
-    let id = app.pay(&token, to, "3", "rv").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, to, "3", "rv").await;
     app.settle().await;
     assert_eq!(payment(&app, &id).await["status"], "submitted");
 
@@ -519,10 +466,7 @@ async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
     );
     assert_eq!(app.usdc_balance(to).await, Amount::ZERO);
     // The budget is released, and the nonce was used on chain: the next payment takes the next one.
-    let next = app.pay(&token, recipient(0x9b), "1", "after").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = app.pay_id(&token, recipient(0x9b), "1", "after").await;
     app.settle_to_confirmed(std::slice::from_ref(&next)).await;
     assert_eq!(
         payment(&app, &next).await["nonce"],

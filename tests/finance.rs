@@ -76,10 +76,7 @@ async fn spend_report_matches_the_chain_and_balances_show_holds() {
             .await;
         confirmed.push(response.body["id"].as_str().unwrap().to_string());
     }
-    let other_paid = app.pay(&other_token, recipient(0x52), "7", "o1").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other_paid = app.pay_id(&other_token, recipient(0x52), "7", "o1").await;
     confirmed.push(other_paid);
     app.settle_to_confirmed(&confirmed).await;
     // Neither a denial, nor a payment still waiting, nor a funding counts as spend.
@@ -159,10 +156,7 @@ async fn audit_exports_parse_and_tampering_is_caught() {
     let (agent, _) = app.create_agent("audited").await;
     app.fund(&agent, "10", "0.01").await;
     let token = app.credential(&agent, json!({})).await;
-    let id = app.pay(&token, recipient(0x61), "1", "a").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.pay_id(&token, recipient(0x61), "1", "a").await;
     app.settle_to_confirmed(&[id]).await;
     let verify = app.get("/v1/audit/verify", &app.admin_token).await.body;
     let events = verify["events"].as_u64().unwrap() as usize;
@@ -531,10 +525,7 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
     let (agent, _) = app.create_agent("hooked").await;
     app.fund(&agent, "10", "0.01").await;
     let token = app.credential(&agent, json!({})).await;
-    let payment = app.pay(&token, recipient(0x81), "2.5", "w").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let payment = app.pay_id(&token, recipient(0x81), "2.5", "w").await;
     app.settle_to_confirmed(std::slice::from_ref(&payment))
         .await;
 
@@ -614,10 +605,7 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
     );
 
     // A reorg is an audit alarm, and reaches the receiver as one.
-    let second = app.pay(&token, recipient(0x81), "1", "w2").await.body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = app.pay_id(&token, recipient(0x81), "1", "w2").await;
     app.settle().await;
     app.mine(1).await;
     app.settle().await;
@@ -627,14 +615,7 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
             .body["status"],
         "included"
     );
-    app.devnet
-        .provider
-        .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
-            depth: 1,
-            tx_block_pairs: vec![],
-        })
-        .await
-        .unwrap();
+    app.devnet.reorg(1).await.unwrap();
     app.settle().await;
     let events = app
         .get(&format!("/v1/audit?payment_id={second}"), &app.admin_token)

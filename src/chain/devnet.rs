@@ -275,6 +275,16 @@ impl Devnet {
         Ok(())
     }
 
+    /// Replaces the last `depth` blocks with empty ones (their transactions leave the chain).
+    pub async fn reorg(&self, depth: u64) -> anyhow::Result<()> {
+        let options = alloy::rpc::types::anvil::ReorgOptions {
+            depth,
+            tx_block_pairs: vec![],
+        };
+        self.provider.anvil_reorg(options).await?;
+        Ok(())
+    }
+
     /// Mines `blocks` blocks now.
     pub async fn mine(&self, blocks: u64) -> anyhow::Result<()> {
         self.provider.anvil_mine(Some(blocks), None).await?;

@@ -233,6 +233,13 @@ impl TestApp {
         .await
     }
 
+    /// `pay`, expecting acceptance, and returns the payment id.
+    pub async fn pay_id(&self, token: &str, to: Address, amount: &str, key: &str) -> String {
+        let response = self.pay(token, to, amount, key).await;
+        assert!(response.status.is_success(), "{}", response.body);
+        response.body["id"].as_str().unwrap().to_string()
+    }
+
     /// One settlement pass.
     pub async fn settle(&self) -> PassReport {
         self.payments()
