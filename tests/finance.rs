@@ -3,11 +3,8 @@
 
 mod support;
 
-use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
-use alloy::sol_types::SolEvent;
-use bursar::chain::usdc::IUSDC;
 use bursar::domain::Amount;
 use bursar::webhooks::Deliverer;
 use reqwest::{Method, StatusCode};
@@ -24,26 +21,12 @@ async fn first_bad(app: &TestApp) -> Option<i64> {
 
 /// The USDC moved by a payment, read from the `Transfer` logs of its transaction's receipt.
 async fn transferred(app: &TestApp, tx_hash: &str) -> Amount {
-    let hash: B256 = tx_hash.parse().unwrap();
-    let receipt = app
-        .devnet
-        .provider
-        .get_transaction_receipt(hash)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut total = Amount::ZERO;
-    for log in receipt.inner.logs() {
-        if log.address() == app.devnet.usdc.into_inner()
-            && log.topic0() == Some(&IUSDC::Transfer::SIGNATURE_HASH)
-        {
-            let transfer = IUSDC::Transfer::decode_log(&log.inner).unwrap();
-            total = total
-                .checked_add(Amount::from_micros(u64::try_from(transfer.value).unwrap()))
-                .unwrap();
-        }
-    }
-    total
+    let (_, transfers) = app.usdc_transfers_of(tx_hash).await;
+    transfers.iter().fold(Amount::ZERO, |total, transfer| {
+        total
+            .checked_add(Amount::from_micros(u64::try_from(transfer.value).unwrap()))
+            .unwrap()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,6 @@
 
 mod support;
 
-use alloy::primitives::B256;
-use alloy::providers::Provider;
-use alloy::sol_types::SolEvent;
-use bursar::chain::usdc::IUSDC;
 use bursar::domain::Amount;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -76,31 +72,17 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
     for (id, amount) in ids.iter().zip(amounts) {
         let payment = app.get(&format!("/v1/payments/{id}"), &token).await.body;
         assert_eq!(payment["status"], "confirmed", "{payment}");
-        let hash: B256 = payment["tx_hash"].as_str().unwrap().parse().unwrap();
-        let receipt = app
-            .devnet
-            .provider
-            .get_transaction_receipt(hash)
-            .await
-            .unwrap()
-            .unwrap();
+        let (receipt, transfers) = app
+            .usdc_transfers_of(payment["tx_hash"].as_str().unwrap())
+            .await;
         assert!(receipt.status());
         assert_eq!(payment["block_number"].as_u64(), receipt.block_number);
         assert_eq!(
             payment["block_hash"].as_str().unwrap(),
             receipt.block_hash.unwrap().to_string()
         );
-        let transfers: Vec<_> = receipt
-            .inner
-            .logs()
-            .iter()
-            .filter(|log| {
-                log.address() == app.devnet.usdc.into_inner()
-                    && log.topic0() == Some(&IUSDC::Transfer::SIGNATURE_HASH)
-            })
-            .collect();
         assert_eq!(transfers.len(), 1, "exactly one Transfer per payment");
-        let transfer = IUSDC::Transfer::decode_log(&transfers[0].inner).unwrap();
+        let transfer = &transfers[0];
         assert_eq!(transfer.from, agent_address.into_inner());
         assert_eq!(transfer.to, to.into_inner());
         assert_eq!(

@@ -88,6 +88,19 @@ pub async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
+    let (rows, page, cursor) = agents_page(&state, &query).await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        data.push(view_json(&state.payments.agent_view(row).await?));
+    }
+    Ok(Json(list_response(data, page.limit, cursor)))
+}
+
+/// One page of agents for `limit` and `cursor` in `query`, with the cursor of the next page.
+pub async fn agents_page(
+    state: &AppState,
+    query: &HashMap<String, String>,
+) -> Result<(Vec<agents::AgentRow>, crate::ledger::Page, Option<String>), ApiError> {
     let page = page(
         query.get("limit").map(String::as_str),
         query.get("cursor").map(String::as_str),
@@ -96,11 +109,7 @@ pub async fn list(
         .await
         .map_err(bad_cursor)?;
     let cursor = rows.last().map(|a| cursor_of(a.created_at, &a.id));
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        data.push(view_json(&state.payments.agent_view(row).await?));
-    }
-    Ok(Json(list_response(data, page.limit, cursor)))
+    Ok((rows, page, cursor))
 }
 
 pub fn bad_cursor(error: crate::ledger::LedgerError) -> ApiError {

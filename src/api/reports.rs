@@ -1,12 +1,10 @@
 //! `/v1/reports`: what agents spent (confirmed payments, exact) and what each agent holds now,
 //! for finance (auditor, admin).
 
-use super::agents::bad_cursor;
 use super::extract::Auth;
-use super::{ApiError, AppState, list_response, page, parse_time, time};
+use super::{ApiError, AppState, list_response, parse_time, time};
 use crate::domain::{Amount, Role};
-use crate::ledger::payments::cursor_of;
-use crate::ledger::{agents, reports};
+use crate::ledger::reports;
 use crate::payments::PaymentsError;
 use axum::extract::{Query, State};
 use axum::routing::get;
@@ -73,14 +71,7 @@ pub async fn balances(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor, Role::Treasury])?;
-    let page = page(
-        query.get("limit").map(String::as_str),
-        query.get("cursor").map(String::as_str),
-    )?;
-    let rows = agents::list(state.payments.ledger.pool(), &page)
-        .await
-        .map_err(bad_cursor)?;
-    let cursor = rows.last().map(|a| cursor_of(a.created_at, &a.id));
+    let (rows, page, cursor) = super::agents::agents_page(&state, &query).await?;
     let mut data = Vec::with_capacity(rows.len());
     for row in rows {
         let held = reports::held_by_wallet(state.payments.ledger.pool(), &row.wallet_id)

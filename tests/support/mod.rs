@@ -275,6 +275,37 @@ impl TestApp {
         self.settle().await;
     }
 
+    /// The receipt of `tx_hash` and the USDC `Transfer` events it logged.
+    pub async fn usdc_transfers_of(
+        &self,
+        tx_hash: &str,
+    ) -> (
+        alloy::rpc::types::TransactionReceipt,
+        Vec<bursar::chain::usdc::IUSDC::Transfer>,
+    ) {
+        use alloy::sol_types::SolEvent;
+        use bursar::chain::usdc::IUSDC;
+        let hash: alloy::primitives::B256 = tx_hash.parse().unwrap();
+        let receipt = self
+            .devnet
+            .provider
+            .get_transaction_receipt(hash)
+            .await
+            .unwrap()
+            .unwrap();
+        let transfers = receipt
+            .inner
+            .logs()
+            .iter()
+            .filter(|log| {
+                log.address() == self.devnet.usdc.into_inner()
+                    && log.topic0() == Some(&IUSDC::Transfer::SIGNATURE_HASH)
+            })
+            .map(|log| IUSDC::Transfer::decode_log(&log.inner).unwrap().data)
+            .collect();
+        (receipt, transfers)
+    }
+
     pub async fn usdc_balance(&self, address: Address) -> Amount {
         self.payments().chain.usdc_balance(address).await.unwrap()
     }
