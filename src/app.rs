@@ -66,6 +66,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             gas_float_topup_wei: config.gas_float_topup_wei,
             stuck_after_blocks: config.stuck_after_blocks,
             max_fee_per_gas_wei: u128::from(config.max_fee_per_gas_gwei) * 1_000_000_000,
+            unsendable_after_blocks: config.unsendable_after_blocks,
+            finality_watch_blocks: config.finality_watch_blocks,
         },
     );
     payments.ensure_treasury().await?;

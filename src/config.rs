@@ -37,6 +37,10 @@ pub struct Config {
     pub stuck_after_blocks: u64,
     /// The highest fee cap ever signed, in gwei per gas.
     pub max_fee_per_gas_gwei: u64,
+    /// Blocks a refused transaction may wait with its nonce open before its slot is filled.
+    pub unsendable_after_blocks: u64,
+    /// Blocks over which confirmed transactions are re-checked for deep reorgs.
+    pub finality_watch_blocks: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ struct FileConfig {
     gas_float_topup_eth: Option<String>,
     stuck_after_blocks: Option<u64>,
     max_fee_per_gas_gwei: Option<u64>,
+    unsendable_after_blocks: Option<u64>,
+    finality_watch_blocks: Option<u64>,
 }
 
 impl Config {
@@ -221,6 +227,25 @@ impl Config {
                         .into(),
             });
         }
+        let unsendable_after_blocks = number(
+            "BURSAR_UNSENDABLE_AFTER_BLOCKS",
+            file.unsendable_after_blocks,
+        )?
+        .unwrap_or(60);
+        if unsendable_after_blocks == 0 {
+            return Err(ConfigError {
+                key: "BURSAR_UNSENDABLE_AFTER_BLOCKS",
+                message: "must be positive".into(),
+            });
+        }
+        let finality_watch_blocks =
+            number("BURSAR_FINALITY_WATCH_BLOCKS", file.finality_watch_blocks)?.unwrap_or(64);
+        if finality_watch_blocks < confirmations_required {
+            return Err(ConfigError {
+                key: "BURSAR_FINALITY_WATCH_BLOCKS",
+                message: "must be at least BURSAR_CONFIRMATIONS".into(),
+            });
+        }
         Ok(Config {
             listen,
             database_url,
@@ -238,6 +263,8 @@ impl Config {
             gas_float_topup_wei,
             stuck_after_blocks,
             max_fee_per_gas_gwei,
+            unsendable_after_blocks,
+            finality_watch_blocks,
         })
     }
 }

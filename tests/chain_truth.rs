@@ -113,7 +113,10 @@ async fn killed_at_each_fail_point_every_payment_is_paid_exactly_once() {
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x93);
     let mut expected = Amount::ZERO;
-    for (i, point) in bursar::payments::FAIL_POINTS.into_iter().enumerate() {
+    for (i, point) in ["before_sign", "after_sign", "after_broadcast"]
+        .into_iter()
+        .enumerate()
+    {
         let id = app.pay_id(&token, to, "2", &format!("crash-{point}")).await;
         app.payments().arm_fail_point(point);
         let crashed = app.payments().settle_once().await;
@@ -457,8 +460,17 @@ async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
     app.devnet.blacklist(to).await.unwrap();
     app.settle().await;
     app.settle_to_included_or_failed().await;
+    // A revert is final only at the required depth: until then the payment is included and
+    // its budget stays held.
+    let reverted = payment(&app, &id).await;
+    assert_eq!(reverted["status"], "included", "{reverted}");
+    assert_eq!(reverted["waiting_reason"], "revert_awaiting_depth");
+    assert!(reverted["failure_reason"].is_null());
+    app.mine(app.config.confirmations_required).await;
+    app.settle().await;
     let failed = payment(&app, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["waiting_reason"].is_null());
     let reason = failed["failure_reason"].as_str().unwrap();
     assert!(
         reason.starts_with("reverted: ") && reason.contains("blacklisted"),

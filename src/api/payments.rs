@@ -80,6 +80,14 @@ pub struct PaymentResponse {
     /// Blocks mined on top of the including block.
     confirmations: i64,
     failure_reason: Option<String>,
+    /// Why a payment that is not final is not moving (insufficient_gas, fee_cap_below_base_fee,
+    /// stuck_at_fee_cap, node_refused, nonce_filler_pending, revert_awaiting_depth,
+    /// wallet_key_unavailable, unprocessable); null when nothing holds it up.
+    waiting_reason: Option<String>,
+    /// Blocks that held this payment's transaction at the required depth and then left the
+    /// canonical chain (a reorg deeper than the confirmations); the payment was sent again.
+    #[schema(value_type = Option<Vec<Object>>)]
+    orphaned_blocks: Option<Value>,
     created_at: String,
     updated_at: String,
 }
@@ -118,6 +126,13 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
         block_hash: row.block_hash.clone(),
         confirmations: row.confirmations,
         failure_reason: row.failure_reason.clone(),
+        waiting_reason: row.waiting_reason.clone(),
+        orphaned_blocks: row
+            .orphaned_blocks
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| corrupt())?,
         created_at: time(row.created_at),
         updated_at: time(row.updated_at),
     })

@@ -14,6 +14,7 @@ use alloy::primitives::{B256, Bytes, TxKind, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol_types::SolCall;
+use alloy::transports::TransportError;
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -37,6 +38,13 @@ pub enum ChainError {
         method: &'static str,
         message: String,
     },
+    /// The node answered with a JSON-RPC error that is not a revert (it refused the request).
+    #[error("RPC call {method} refused by the node (code {code}): {message}")]
+    Refused {
+        method: &'static str,
+        code: i64,
+        message: String,
+    },
     #[error("the node reports chain {actual}, configuration says {expected}")]
     WrongChain { expected: u64, actual: u64 },
     #[error("the node has no block {number}")]
@@ -50,8 +58,55 @@ impl ChainError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ChainError::Rpc { .. } | ChainError::Timeout { .. } | ChainError::MissingBlock { .. }
+            ChainError::Rpc { .. }
+                | ChainError::Timeout { .. }
+                | ChainError::MissingBlock { .. }
+                | ChainError::Refused { .. }
         )
+    }
+
+    /// Classifies a failed call by alloy's error variant and the JSON-RPC error payload, never by
+    /// searching the error's text: an error response with revert data (or the EIP-1474 code 3,
+    /// "execution reverted") is a revert, any other error response is the node refusing, and
+    /// everything else (connection, HTTP, decoding) is a transport failure.
+    fn classify(method: &'static str, error: &TransportError) -> ChainError {
+        match error.as_error_resp() {
+            Some(payload) if payload.code == 3 || payload.as_revert_data().is_some() => {
+                ChainError::Reverted {
+                    method,
+                    message: payload.message.to_string(),
+                }
+            }
+            Some(payload) => ChainError::Refused {
+                method,
+                code: payload.code,
+                message: payload.message.to_string(),
+            },
+            None => ChainError::Rpc {
+                method,
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// The errors of the provider and of contract calls, seen as the transport error under them.
+trait AsTransportError: std::fmt::Display {
+    fn as_transport_error(&self) -> Option<&TransportError>;
+}
+
+impl AsTransportError for TransportError {
+    fn as_transport_error(&self) -> Option<&TransportError> {
+        Some(self)
+    }
+}
+
+impl AsTransportError for alloy::contract::Error {
+    fn as_transport_error(&self) -> Option<&TransportError> {
+        match self {
+            alloy::contract::Error::TransportError(error) => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -78,7 +133,7 @@ pub struct Receipt {
     pub success: bool,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fees {
     pub max_fee_per_gas: u128,
     pub max_priority_fee_per_gas: u128,
@@ -131,21 +186,20 @@ impl Chain {
         &self.provider
     }
 
-    async fn call<T, E: std::fmt::Display>(
+    async fn call<T, E: AsTransportError>(
         &self,
         method: &'static str,
         future: impl IntoFuture<Output = Result<T, E>>,
     ) -> Result<T, ChainError> {
         match tokio::time::timeout(self.timeout, future.into_future()).await {
             Err(_) => Err(ChainError::Timeout { method }),
-            Ok(Err(error)) => {
-                let message = error.to_string();
-                if message.contains("revert") {
-                    Err(ChainError::Reverted { method, message })
-                } else {
-                    Err(ChainError::Rpc { method, message })
-                }
-            }
+            Ok(Err(error)) => Err(match error.as_transport_error() {
+                Some(transport) => ChainError::classify(method, transport),
+                None => ChainError::Rpc {
+                    method,
+                    message: error.to_string(),
+                },
+            }),
             Ok(Ok(value)) => Ok(value),
         }
     }
@@ -365,6 +419,38 @@ impl Chain {
         .await
     }
 
+    /// The account's transaction count in the latest block: every nonce below it is used on
+    /// chain, by whichever transaction the chain took.
+    pub async fn latest_nonce(&self, owner: Address) -> Result<u64, ChainError> {
+        self.call(
+            "eth_getTransactionCount",
+            self.provider
+                .get_transaction_count(owner.into_inner())
+                .latest(),
+        )
+        .await
+    }
+
+    /// The base fee of the next block: a transaction whose fee cap is below it cannot be included
+    /// there, and a node refuses it.
+    pub async fn next_base_fee(&self) -> Result<u128, ChainError> {
+        let history = self
+            .call(
+                "eth_feeHistory",
+                self.provider
+                    .get_fee_history(1, BlockNumberOrTag::Latest, &[]),
+            )
+            .await?;
+        history
+            .base_fee_per_gas
+            .last()
+            .copied()
+            .ok_or(ChainError::Rpc {
+                method: "eth_feeHistory",
+                message: "no base fee in the fee history".into(),
+            })
+    }
+
     pub async fn fees(&self) -> Result<Fees, ChainError> {
         let estimate = self
             .call("eth_feeHistory", self.provider.estimate_eip1559_fees())
@@ -432,6 +518,13 @@ impl Chain {
             alloy::consensus::TxEnvelope::Eip1559(signed) => Some(signed.strip_signature()),
             _ => None,
         }
+    }
+
+    /// The most a signed transaction can take from its sender's ETH: gas at its fee cap plus
+    /// the value it sends.
+    pub fn worst_case_cost(transaction: &TxEip1559) -> U256 {
+        U256::from(transaction.gas_limit) * U256::from(transaction.max_fee_per_gas)
+            + transaction.value
     }
 
     /// An unsigned EIP-1559 ETH transfer (gas money for an agent wallet).

@@ -17,4 +17,4 @@ pub fn format_time(millis: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub use status::{PaymentKind, PaymentStatus, Role, TransactionStatus};
+pub use status::{PaymentKind, PaymentStatus, Role, TransactionStatus, WaitingReason};

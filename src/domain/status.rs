@@ -90,8 +90,47 @@ string_enum!(
         Included => "included",
         Confirmed => "confirmed",
         Failed => "failed",
+        Replaced => "replaced",
+        Dropped => "dropped",
     }
 );
+
+impl TransactionStatus {
+    /// The slot's transaction of record: at most one per wallet and nonce is live. Replaced and
+    /// dropped transactions are its history (a replaced one may still be the one a block takes).
+    pub const fn is_live(self) -> bool {
+        !matches!(self, Self::Replaced | Self::Dropped)
+    }
+}
+
+string_enum!(
+    /// Why a payment that is not final is not moving. Every wait of settlement has one; it is
+    /// shown on the payment, audited when it starts, and counted in `bursar_payments_waiting`.
+    WaitingReason {
+        InsufficientGas => "insufficient_gas",
+        FeeCapBelowBaseFee => "fee_cap_below_base_fee",
+        StuckAtFeeCap => "stuck_at_fee_cap",
+        NodeRefused => "node_refused",
+        NonceFillerPending => "nonce_filler_pending",
+        RevertAwaitingDepth => "revert_awaiting_depth",
+        WalletKeyUnavailable => "wallet_key_unavailable",
+        Unprocessable => "unprocessable",
+    }
+);
+
+impl WaitingReason {
+    /// Waits a human should hear about now (raised as alarms), not only see on the payment.
+    pub const fn is_alarm(self) -> bool {
+        matches!(
+            self,
+            Self::InsufficientGas
+                | Self::FeeCapBelowBaseFee
+                | Self::StuckAtFeeCap
+                | Self::WalletKeyUnavailable
+                | Self::Unprocessable
+        )
+    }
+}
 
 string_enum!(
     /// What a payment is for: an agent's payment, a treasury funding, or a sweep back.

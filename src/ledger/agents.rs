@@ -131,3 +131,16 @@ pub async fn gas_float_fundings(
     .fetch_one(pool)
     .await?)
 }
+
+/// The agent that pays from `wallet_id` (`None` for the treasury).
+pub async fn by_wallet(
+    pool: &SqlitePool,
+    wallet_id: &str,
+) -> Result<Option<AgentRow>, LedgerError> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE agents.wallet_id = ?"
+    )))
+    .bind(wallet_id)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -11,7 +11,16 @@ use sqlx::SqlitePool;
 
 /// Event kinds that are alarms: a human should look now. They are also sent as `audit.alarm`
 /// webhooks.
-pub const ALARM_KINDS: [&str; 3] = ["reorg", "finality_violation", "unknown_outflow"];
+pub const ALARM_KINDS: [&str; 8] = [
+    "reorg",
+    "finality_violation",
+    "unknown_outflow",
+    "nonce_consumed_externally",
+    "payment_stalled",
+    "settlement_parked",
+    "cancelled_payment_executed",
+    "finality_repair_failed",
+];
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

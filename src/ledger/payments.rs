@@ -30,6 +30,8 @@ pub struct PaymentRow {
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
     pub confirmations: i64,
+    pub waiting_reason: Option<String>,
+    pub orphaned_blocks: Option<String>,
     pub idempotency_scope: String,
     pub idempotency_key: String,
     pub request_hash: String,
@@ -208,9 +210,11 @@ pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(),
     sqlx::query(
         "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
             (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
-             WHERE payment_id = ?1 AND status != 'replaced' ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
+             WHERE payment_id = ?1 AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer'
+             ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
             updated_at = ?2
-         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1 AND status != 'replaced')",
+         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1
+             AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer')",
     )
     .bind(id)
     .bind(now)
@@ -271,19 +275,43 @@ pub async fn list(
     .await?)
 }
 
-/// Payments the settlement worker must pick up, oldest first.
-pub async fn queued_without_transactions(
+/// Payments the settlement worker must sign for, oldest first: queued or submitted payments with
+/// a leg (USDC when there is an amount, ETH when there is `gas_wei`) that has no transaction
+/// other than dropped ones. A new payment has no transactions at all; a payment whose nonce a
+/// foreign transaction consumed has only dropped ones for that leg.
+pub async fn needing_transactions(
     pool: &SqlitePool,
     limit: i64,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE status = 'queued'
-           AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
-         ORDER BY rowid LIMIT ?",
+        "SELECT * FROM payments p WHERE p.status IN ('queued', 'submitted') AND (
+             (p.amount > 0 AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
+                 AND t.asset = 'usdc' AND t.purpose = 'transfer' AND t.status != 'dropped'))
+          OR (p.gas_wei IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
+                 AND t.asset = 'eth' AND t.purpose = 'transfer' AND t.status != 'dropped')))
+         ORDER BY p.rowid LIMIT ?",
     )
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+/// Which legs of a payment still need a transaction: `(usdc, eth)`.
+pub async fn missing_legs(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    payment: &PaymentRow,
+) -> Result<(bool, bool), LedgerError> {
+    let (usdc, eth): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(CASE WHEN asset = 'usdc' THEN 1 END), COUNT(CASE WHEN asset = 'eth' THEN 1 END)
+         FROM transactions WHERE payment_id = ? AND purpose = 'transfer' AND status != 'dropped'",
+    )
+    .bind(&payment.id)
+    .fetch_one(executor)
+    .await?;
+    Ok((
+        payment.amount > 0 && usdc == 0,
+        payment.gas_wei.is_some() && eth == 0,
+    ))
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -291,6 +319,7 @@ pub struct TransactionRow {
     pub id: i64,
     pub payment_id: String,
     pub asset: String,
+    pub purpose: String,
     pub wallet_id: String,
     pub nonce: i64,
     pub tx_hash: String,
@@ -300,6 +329,7 @@ pub struct TransactionRow {
     pub block_hash: Option<String>,
     pub confirmations: i64,
     pub broadcast_block: Option<i64>,
+    pub unsendable_since: Option<i64>,
     pub finality_alarm: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -310,29 +340,45 @@ impl TransactionRow {
         TransactionStatus::parse(&self.status)
             .ok_or_else(|| LedgerError::Corrupt(format!("transaction {} status", self.id)))
     }
+
+    pub fn is_filler(&self) -> bool {
+        self.purpose == FILLER
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `purpose` of a transaction that moves the payment's money.
+pub const TRANSFER: &str = "transfer";
+/// `purpose` of a zero-value self-transfer that takes a nonce slot Bursar gave up.
+pub const FILLER: &str = "filler";
+
+/// A new signed transaction, stored before it is broadcast.
+#[derive(Clone, Copy, Debug)]
+pub struct NewTransaction<'a> {
+    pub payment_id: &'a str,
+    pub asset: &'a str,
+    pub purpose: &'a str,
+    pub wallet_id: &'a str,
+    pub nonce: i64,
+    pub tx_hash: &'a str,
+    pub raw: &'a [u8],
+}
+
 pub async fn insert_transaction(
     tx: &mut Tx,
-    payment_id: &str,
-    asset: &str,
-    wallet_id: &str,
-    nonce: i64,
-    tx_hash: &str,
-    raw: &[u8],
+    new: NewTransaction<'_>,
     now: Millis,
 ) -> Result<(), LedgerError> {
     sqlx::query(
-        "INSERT INTO transactions (payment_id, asset, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
+        "INSERT INTO transactions (payment_id, asset, purpose, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
     )
-    .bind(payment_id)
-    .bind(asset)
-    .bind(wallet_id)
-    .bind(nonce)
-    .bind(tx_hash)
-    .bind(raw)
+    .bind(new.payment_id)
+    .bind(new.asset)
+    .bind(new.purpose)
+    .bind(new.wallet_id)
+    .bind(new.nonce)
+    .bind(new.tx_hash)
+    .bind(new.raw)
     .bind(now)
     .bind(now)
     .execute(&mut **tx)
@@ -340,13 +386,124 @@ pub async fn insert_transaction(
     Ok(())
 }
 
-/// Transactions not yet final (signed, submitted or included), in nonce order per wallet.
-pub async fn open_transactions(pool: &SqlitePool) -> Result<Vec<TransactionRow>, LedgerError> {
+/// Every transaction of every open nonce slot (a slot whose live transaction is signed,
+/// submitted or included), replaced and dropped ones included, ordered by wallet, nonce and age.
+pub async fn open_slots(pool: &SqlitePool) -> Result<Vec<TransactionRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM transactions WHERE status IN ('signed', 'submitted', 'included') ORDER BY wallet_id, nonce",
+        "SELECT t.* FROM transactions t
+         JOIN (SELECT DISTINCT wallet_id, nonce FROM transactions
+               WHERE status IN ('signed', 'submitted', 'included')) o
+           ON o.wallet_id = t.wallet_id AND o.nonce = t.nonce
+         ORDER BY t.wallet_id, t.nonce, t.id",
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Every transaction of one nonce slot, oldest first.
+pub async fn slot(
+    executor: impl sqlx::SqliteExecutor<'_>,
+    wallet_id: &str,
+    nonce: i64,
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    Ok(
+        sqlx::query_as("SELECT * FROM transactions WHERE wallet_id = ? AND nonce = ? ORDER BY id")
+            .bind(wallet_id)
+            .bind(nonce)
+            .fetch_all(executor)
+            .await?,
+    )
+}
+
+/// The signed bytes of a wallet's live transactions that no block holds yet: what may still
+/// spend its ETH.
+pub async fn in_flight_raw(
+    pool: &SqlitePool,
+    wallet_id: &str,
+) -> Result<Vec<Vec<u8>>, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT raw FROM transactions WHERE wallet_id = ? AND status IN ('signed', 'submitted')",
+    )
+    .bind(wallet_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Sets a transaction's status alone (replaced, dropped, or back to submitted).
+pub async fn set_transaction_status(
+    tx: &mut Tx,
+    id: i64,
+    status: TransactionStatus,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE transactions SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(status.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records the head at which the node first refused a transaction (`None`: it accepts it now).
+pub async fn set_unsendable_since(
+    tx: &mut Tx,
+    id: i64,
+    head: Option<i64>,
+) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE transactions SET unsendable_since = ? WHERE id = ?")
+        .bind(head)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Sets why a payment waits (`None`: it does not). Returns whether the reason changed, so that
+/// the caller audits each wait once, when it starts.
+pub async fn set_waiting_reason(
+    tx: &mut Tx,
+    id: &str,
+    reason: Option<&str>,
+    now: Millis,
+) -> Result<bool, LedgerError> {
+    let done = sqlx::query(
+        "UPDATE payments SET waiting_reason = ?1, updated_at = ?2 WHERE id = ?3 AND waiting_reason IS NOT ?1",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How many payments wait, by reason, for the `bursar_payments_waiting` gauge.
+pub async fn waiting_counts(pool: &SqlitePool) -> Result<Vec<(String, i64)>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT waiting_reason, COUNT(*) FROM payments WHERE waiting_reason IS NOT NULL GROUP BY waiting_reason",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Adds a block that held the payment's transaction at depth and left the canonical chain.
+pub async fn add_orphaned_block(
+    tx: &mut Tx,
+    id: &str,
+    block_number: i64,
+    block_hash: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE payments SET orphaned_blocks = json_insert(COALESCE(orphaned_blocks, '[]'), '$[#]',
+             json_object('block_number', ?, 'block_hash', ?)) WHERE id = ?",
+    )
+    .bind(block_number)
+    .bind(block_hash)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 pub async fn transactions_of(
@@ -424,14 +581,15 @@ pub async fn stale(
     .await?)
 }
 
-/// An agent's payments that nothing has been signed for yet: what a freeze cancels.
-pub async fn unsigned_of_agent(
+/// An agent's payments that no node has accepted a transaction for: what a freeze cancels.
+/// A queued payment may have signed transactions the node never took; settlement fills their
+/// nonces so that they can never execute and the wallet's later nonces are not blocked.
+pub async fn unbroadcast_of_agent(
     tx: &mut Tx,
     agent_id: &str,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT * FROM payments WHERE agent_id = ? AND status IN ('pending_approval', 'authorized', 'queued')
-           AND NOT EXISTS (SELECT 1 FROM transactions WHERE transactions.payment_id = payments.id)
          ORDER BY rowid",
     )
     .bind(agent_id)
@@ -450,28 +608,6 @@ pub async fn set_broadcast_block(tx: &mut Tx, id: i64, head: u64) -> Result<(), 
     Ok(())
 }
 
-/// Transactions that the same wallet signed for the same nonce and that a replacement superseded.
-pub async fn replaced_siblings(
-    executor: impl sqlx::SqliteExecutor<'_>,
-    wallet_id: &str,
-    nonce: i64,
-) -> Result<Vec<TransactionRow>, LedgerError> {
-    Ok(sqlx::query_as("SELECT * FROM transactions WHERE wallet_id = ? AND nonce = ? AND status = 'replaced' ORDER BY id DESC")
-        .bind(wallet_id)
-        .bind(nonce)
-        .fetch_all(executor)
-        .await?)
-}
-
-pub async fn mark_replaced(tx: &mut Tx, id: i64, now: Millis) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE transactions SET status = 'replaced', updated_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// Confirmed transactions in blocks at or above `from_block` not yet flagged for a finality
 /// violation: the ones whose block is re-checked against the canonical chain.
 pub async fn recently_confirmed(
@@ -484,14 +620,6 @@ pub async fn recently_confirmed(
     .bind(from_block)
     .fetch_all(pool)
     .await?)
-}
-
-pub async fn set_finality_alarm(tx: &mut Tx, id: i64) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE transactions SET finality_alarm = 1 WHERE id = ?")
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// A USDC transaction of the ledger as reconciliation compares it with the chain.

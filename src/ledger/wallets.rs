@@ -66,26 +66,34 @@ pub async fn all_addresses(pool: &SqlitePool) -> Result<Vec<String>, LedgerError
     )
 }
 
-/// Reserves `count` consecutive nonces for the wallet and returns the first. The first time a
-/// wallet sends, its counter starts from `chain_nonce` (what the node reports); from then on the
-/// database owns it, so concurrent payments never share or skip a nonce.
+/// Reserves `count` consecutive nonces for the wallet and returns the first, with the counter it
+/// had before (`None` the first time). The database owns the counter, so concurrent payments never
+/// share or skip a nonce; `chain_nonce` (the wallet's transaction count in the latest block) only
+/// ever moves it forward, which resyncs a wallet whose key was used outside Bursar.
 pub async fn reserve_nonces(
     tx: &mut Tx,
     wallet_id: &str,
     chain_nonce: u64,
     count: u64,
-) -> Result<u64, LedgerError> {
+) -> Result<(u64, Option<u64>), LedgerError> {
     let chain_nonce = i64::try_from(chain_nonce)
         .map_err(|_| LedgerError::Corrupt("nonce out of range".into()))?;
     let count = i64::try_from(count)
         .map_err(|_| LedgerError::Corrupt("nonce count out of range".into()))?;
+    let before: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallets WHERE id = ?")
+        .bind(wallet_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(LedgerError::NotFound)?;
     let next: i64 = sqlx::query_scalar(
-        "UPDATE wallets SET next_nonce = COALESCE(next_nonce, ?) + ? WHERE id = ? RETURNING next_nonce",
+        "UPDATE wallets SET next_nonce = MAX(COALESCE(next_nonce, 0), ?) + ? WHERE id = ? RETURNING next_nonce",
     )
     .bind(chain_nonce)
     .bind(count)
     .bind(wallet_id)
     .fetch_one(&mut **tx)
     .await?;
-    u64::try_from(next - count).map_err(|_| LedgerError::Corrupt("negative nonce".into()))
+    let first =
+        u64::try_from(next - count).map_err(|_| LedgerError::Corrupt("negative nonce".into()))?;
+    Ok((first, before.and_then(|n| u64::try_from(n).ok())))
 }

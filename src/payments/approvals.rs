@@ -148,8 +148,9 @@ impl Payments {
 
     /// The kill switch. In one transaction: the agent becomes `frozen` (every credential of it is
     /// refused from the next request on, including requests already past authentication, which
-    /// re-check the agent in their own write transaction) and every payment of it that nothing has
-    /// been signed for is cancelled. Transactions already signed are on their way to the chain.
+    /// re-check the agent in their own write transaction) and every payment of it that no node has
+    /// accepted a transaction for is cancelled, signed ones included: settlement fills their
+    /// nonces (`settlement::replace::fill`) so they never execute and the wallet stays usable.
     pub async fn freeze(
         &self,
         actor: &Principal,
@@ -159,7 +160,7 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         agents::get(&mut *tx, agent_id).await?;
         agents::set_status(&mut tx, agent_id, "frozen", now).await?;
-        let cancelled = payment_rows::unsigned_of_agent(&mut tx, agent_id).await?;
+        let cancelled = payment_rows::unbroadcast_of_agent(&mut tx, agent_id).await?;
         for payment in &cancelled {
             transition(
                 &mut tx,

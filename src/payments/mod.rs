@@ -184,7 +184,13 @@ pub struct Payments {
 }
 
 /// The named places where tests make settlement fail as if the process died there.
-pub const FAIL_POINTS: [&str; 3] = ["before_sign", "after_sign", "after_broadcast"];
+/// `after_replace` is between storing a replacement (or a filler) and broadcasting it.
+pub const FAIL_POINTS: [&str; 4] = [
+    "before_sign",
+    "after_sign",
+    "after_broadcast",
+    "after_replace",
+];
 
 /// The tunable limits of the use cases, from `Config`.
 #[derive(Clone, Copy, Debug)]
@@ -203,6 +209,11 @@ pub struct Settings {
     pub stuck_after_blocks: u64,
     /// The highest fee cap Bursar ever signs (wei per gas), first transaction or replacement.
     pub max_fee_per_gas_wei: u128,
+    /// Blocks a transaction the node keeps refusing (for a reason other than gas or price) may
+    /// wait while its nonce is open before the slot is filled and the payment fails.
+    pub unsendable_after_blocks: u64,
+    /// Blocks over which confirmed transactions are re-checked against the canonical chain.
+    pub finality_watch_blocks: u64,
 }
 
 impl std::fmt::Debug for Payments {
@@ -698,6 +709,8 @@ impl Payments {
             block_number: None,
             block_hash: None,
             confirmations: 0,
+            waiting_reason: None,
+            orphaned_blocks: None,
             idempotency_scope: scope.into(),
             idempotency_key: key.as_str().into(),
             request_hash,

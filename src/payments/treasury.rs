@@ -76,46 +76,52 @@ impl Payments {
     /// the treasury, unless one is already in flight or the day's top-ups are used up. Returns
     /// how many top-ups it queued.
     pub async fn top_up_gas(&self) -> Result<usize> {
-        let settings = self.settings();
-        if settings.gas_float_min_wei == 0 {
+        if self.settings().gas_float_min_wei == 0 {
             return Ok(0);
         }
-        let floor = U256::from(settings.gas_float_min_wei);
+        let floor = U256::from(self.settings().gas_float_min_wei);
         let mut queued = 0;
         for agent in agents::all_active(self.ledger.pool()).await? {
             let address = Address::parse(&agent.address)
                 .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
-            if self.chain.eth_balance(address).await? >= floor {
-                continue;
+            if self.chain.eth_balance(address).await? < floor && self.top_up_agent(&agent).await? {
+                queued += 1;
             }
-            let now = self.now();
-            let (in_flight, today) = agents::gas_float_fundings(
-                self.ledger.pool(),
-                &agent.id,
-                now - 24 * 60 * 60 * 1000,
-            )
-            .await?;
-            if in_flight > 0 {
-                continue;
-            }
-            if today >= MAX_GAS_TOPUPS_PER_DAY {
-                tracing::warn!(agent_id = %agent.id, "gas float: daily top-up limit reached; not topping up");
-                continue;
-            }
-            let key = IdempotencyKey::parse(&format!("gas-float-{}-{now}", agent.id))
-                .expect("generated keys are valid");
-            self.insert_funding(
-                "system:gas_float".into(),
-                "gas_float",
-                &key,
-                &agent.id,
-                Amount::ZERO,
-                Some(U256::from(settings.gas_float_topup_wei)),
-            )
-            .await?;
-            queued += 1;
         }
         Ok(queued)
+    }
+
+    /// Queues one gas top-up for the agent's wallet, unless the gas float is off, one is already
+    /// in flight, or the day's top-ups are used up. Settlement calls it at once when a signed
+    /// transaction of the wallet waits for gas. Returns whether it queued one.
+    pub(super) async fn top_up_agent(&self, agent: &agents::AgentRow) -> Result<bool> {
+        let settings = self.settings();
+        if settings.gas_float_min_wei == 0 {
+            return Ok(false);
+        }
+        let now = self.now();
+        let (in_flight, today) =
+            agents::gas_float_fundings(self.ledger.pool(), &agent.id, now - 24 * 60 * 60 * 1000)
+                .await?;
+        if in_flight > 0 {
+            return Ok(false);
+        }
+        if today >= MAX_GAS_TOPUPS_PER_DAY {
+            tracing::warn!(agent_id = %agent.id, "gas float: daily top-up limit reached; not topping up");
+            return Ok(false);
+        }
+        let key = IdempotencyKey::parse(&format!("gas-float-{}-{now}", agent.id))
+            .expect("generated keys are valid");
+        self.insert_funding(
+            "system:gas_float".into(),
+            "gas_float",
+            &key,
+            &agent.id,
+            Amount::ZERO,
+            Some(U256::from(settings.gas_float_topup_wei)),
+        )
+        .await?;
+        Ok(true)
     }
 
     /// The USDC held on chain by all agent wallets together.

@@ -1,0 +1,432 @@
+//! Applying what the chain says: each state change of a slot or a payment in one database
+//! transaction with its audit events. Nothing here reads the chain inside a write transaction;
+//! what a change needs from the node is read before it begins.
+
+use super::Pass;
+use super::rollup::{self, Leg, Target};
+use super::watch::Slot;
+use crate::chain::Receipt;
+use crate::domain::{Address, PaymentStatus, TransactionStatus, WaitingReason};
+use crate::ledger::audit;
+use crate::ledger::payments::{self as payment_rows, PaymentRow, TransactionRow};
+use crate::ledger::{LedgerError, Millis, Tx, wallets};
+use crate::payments::{Payments, PaymentsError, Result};
+
+impl Payments {
+    /// A canonical block includes the slot's transaction at `index`: it is the transaction of
+    /// record, whatever state the others are in. Final (confirmed, or failed if it reverted) only
+    /// at the required depth; then the slot's other transactions are dropped for good.
+    pub(super) async fn record(
+        &self,
+        pass: &mut Pass,
+        slot: &Slot,
+        index: usize,
+        receipt: &Receipt,
+    ) -> Result<bool> {
+        let winner = &slot.transactions[index];
+        let confirmations = pass.head.saturating_sub(receipt.block_number);
+        let final_depth = confirmations >= self.confirmations_required();
+        // A revert's reason is read from the node before the write transaction starts.
+        let reason = if !receipt.success && final_depth {
+            Some(self.revert_reason(winner, receipt.block_number).await?)
+        } else {
+            None
+        };
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let live = slot.live();
+        let switched = live.id != winner.id;
+        if switched {
+            // An earlier fee level (or the original of a filler) got mined after all.
+            payment_rows::set_transaction_status(
+                &mut tx,
+                live.id,
+                TransactionStatus::Replaced,
+                now,
+            )
+            .await?;
+        }
+        if final_depth {
+            for other in slot.transactions.iter().filter(|t| t.id != winner.id) {
+                payment_rows::set_transaction_status(
+                    &mut tx,
+                    other.id,
+                    TransactionStatus::Dropped,
+                    now,
+                )
+                .await?;
+            }
+        }
+        if let Some(reason) = &reason {
+            payment_rows::set_failure_reason(&mut tx, &winner.payment_id, reason).await?;
+        }
+        let payment = payment_rows::get(&mut *tx, &winner.payment_id).await?;
+        let waiting =
+            (!receipt.success && !final_depth).then_some(WaitingReason::RevertAwaitingDepth);
+        if payment.waiting_reason.as_deref() != waiting.map(|w| w.as_str())
+            && !payment.status()?.is_terminal()
+        {
+            payment_rows::set_waiting_reason(
+                &mut tx,
+                &payment.id,
+                waiting.map(|w| w.as_str()),
+                now,
+            )
+            .await?;
+        }
+        let changed = self
+            .record_receipt(&mut tx, &payment, winner, receipt, pass.head, now)
+            .await?
+            || switched;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(changed)
+    }
+
+    /// Writes where the chain has a transaction and rolls the payment up. A block hash that
+    /// changed since the last pass is a reorg and is audited as one.
+    async fn record_receipt(
+        &self,
+        tx: &mut Tx,
+        payment: &PaymentRow,
+        transaction: &TransactionRow,
+        receipt: &Receipt,
+        head: u64,
+        now: Millis,
+    ) -> Result<bool> {
+        let block_number = i64::try_from(receipt.block_number)
+            .map_err(|_| LedgerError::Corrupt("block".into()))?;
+        let block_hash = receipt.block_hash.to_string();
+        let confirmations = head.saturating_sub(receipt.block_number);
+        let status = match (
+            confirmations >= self.confirmations_required(),
+            receipt.success,
+        ) {
+            (false, _) => TransactionStatus::Included,
+            (true, true) => TransactionStatus::Confirmed,
+            (true, false) => TransactionStatus::Failed,
+        };
+        let confirmations = i64::try_from(confirmations).unwrap_or(i64::MAX);
+        let moved_block = transaction
+            .block_hash
+            .as_deref()
+            .is_some_and(|old| old != block_hash);
+        if transaction.status == status.as_str()
+            && transaction.confirmations == confirmations
+            && !moved_block
+        {
+            return Ok(false);
+        }
+        if moved_block {
+            audit::append(
+                tx,
+                now,
+                self.event(
+                    payment,
+                    "reorg",
+                    serde_json::json!({
+                        "old_block_number": transaction.block_number,
+                        "old_block_hash": transaction.block_hash,
+                        "new_block_number": block_number,
+                        "new_block_hash": block_hash,
+                    }),
+                    Some(transaction.tx_hash.clone()),
+                    Some(block_number),
+                    Some(block_hash.clone()),
+                ),
+            )
+            .await?;
+        }
+        payment_rows::update_transaction(
+            tx,
+            transaction.id,
+            status,
+            Some(block_number),
+            Some(&block_hash),
+            confirmations,
+            now,
+        )
+        .await?;
+        payment_rows::set_unsendable_since(tx, transaction.id, None).await?;
+        let first_time = transaction.status != status.as_str();
+        if transaction.purpose == payment_rows::TRANSFER && first_time {
+            self.audit_terminal_surprises(
+                tx,
+                payment,
+                transaction,
+                status,
+                block_number,
+                &block_hash,
+                now,
+            )
+            .await?;
+        }
+        self.advance_payment(tx, &payment.id, now).await?;
+        Ok(true)
+    }
+
+    /// What a transaction of a payment that is already final means: a cancelled payment whose
+    /// signed bytes executed after all (an alarm), or a confirmed payment whose reorganized
+    /// transaction is included again (`finality_restored`) or failed on the new chain (alarm).
+    #[allow(clippy::too_many_arguments)]
+    async fn audit_terminal_surprises(
+        &self,
+        tx: &mut Tx,
+        payment: &PaymentRow,
+        transaction: &TransactionRow,
+        status: TransactionStatus,
+        block_number: i64,
+        block_hash: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let kind = match (payment.status()?, status) {
+            (PaymentStatus::Cancelled, TransactionStatus::Included) => "cancelled_payment_executed",
+            (PaymentStatus::Confirmed, TransactionStatus::Confirmed) => "finality_restored",
+            (PaymentStatus::Confirmed, TransactionStatus::Failed) => "finality_repair_failed",
+            _ => return Ok(()),
+        };
+        if kind == "finality_restored" {
+            payment_rows::sync_chain_fields(tx, &payment.id, now).await?;
+        }
+        audit::append(
+            tx,
+            now,
+            self.event(
+                payment,
+                kind,
+                serde_json::json!({"nonce": transaction.nonce}),
+                Some(transaction.tx_hash.clone()),
+                Some(block_number),
+                Some(block_hash.to_string()),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A nonce used on chain by none of Bursar's transactions: a foreign transaction from the
+    /// wallet's key took it. Alarm; every transaction of the slot is dropped (none can execute
+    /// now) and the payment is signed again at a fresh nonce next pass, with the wallet's counter
+    /// resynced from the chain. A slot Bursar had already given up (a filler) fails its payment.
+    pub(super) async fn consumed_elsewhere(&self, slot: &Slot, address: Address) -> Result<()> {
+        let live = slot.live();
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        for transaction in &slot.transactions {
+            payment_rows::set_transaction_status(
+                &mut tx,
+                transaction.id,
+                TransactionStatus::Dropped,
+                now,
+            )
+            .await?;
+        }
+        let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
+        let hashes: Vec<&str> = slot
+            .transactions
+            .iter()
+            .map(|t| t.tx_hash.as_str())
+            .collect();
+        audit::append(
+            &mut tx,
+            now,
+            self.event(
+                &payment,
+                "nonce_consumed_externally",
+                serde_json::json!({
+                    "wallet": address.to_string(), "nonce": live.nonce, "dropped_tx_hashes": hashes,
+                    "action": if live.is_filler() { "payment_failed" } else { "re_sign" },
+                }),
+                Some(live.tx_hash.clone()),
+                None,
+                None,
+            ),
+        )
+        .await?;
+        let status = payment.status()?;
+        if live.is_filler() && status.can_become(PaymentStatus::Failed) {
+            payment_rows::set_failure(&mut tx, &payment.id, status, "unsendable", now).await?;
+            payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    &payment,
+                    "payment_failed",
+                    serde_json::json!({"failure_reason": "unsendable"}),
+                    None,
+                    None,
+                    None,
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(LedgerError::from)?;
+        tracing::error!(wallet = %address, nonce = live.nonce, "a transaction Bursar did not sign used this wallet's nonce");
+        Ok(())
+    }
+
+    /// The live transaction's block left the canonical chain: back to submitted. The next pass
+    /// sends the same signed bytes again if the node has lost them.
+    pub(super) async fn unincluded(&self, live: &TransactionRow, head: u64) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        payment_rows::update_transaction(
+            &mut tx,
+            live.id,
+            TransactionStatus::Submitted,
+            None,
+            None,
+            0,
+            now,
+        )
+        .await?;
+        payment_rows::set_broadcast_block(&mut tx, live.id, head).await?;
+        let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
+        audit::append(&mut tx, now, self.event(&payment, "reorg", serde_json::json!({
+            "old_block_number": live.block_number, "old_block_hash": live.block_hash, "head": head,
+        }), Some(live.tx_hash.clone()), None, None)).await?;
+        self.advance_payment(&mut tx, &live.payment_id, now).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(())
+    }
+
+    /// Moves the payment to the status its live transactions add up to (`rollup::target`), one
+    /// legal edge at a time, with an audit event for each edge. A final payment never moves.
+    pub(super) async fn advance_payment(
+        &self,
+        tx: &mut Tx,
+        payment_id: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let payment = payment_rows::get(&mut **tx, payment_id).await?;
+        let mut current = payment.status()?;
+        if current.is_terminal() {
+            return Ok(());
+        }
+        let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
+        let mut legs = Vec::new();
+        for transaction in &transactions {
+            let status = transaction.status()?;
+            if status.is_live() {
+                legs.push(Leg {
+                    status,
+                    filler: transaction.is_filler(),
+                });
+            }
+        }
+        let (needs_usdc, needs_eth) = payment_rows::missing_legs(&mut **tx, &payment).await?;
+        payment_rows::sync_chain_fields(tx, payment_id, now).await?;
+        let Target::Status(target) =
+            rollup::target(&legs, usize::from(needs_usdc) + usize::from(needs_eth))
+        else {
+            return Ok(());
+        };
+        let payment = payment_rows::get(&mut **tx, payment_id).await?;
+        while current != target {
+            let next = rollup::next_step(current, target).ok_or_else(|| {
+                PaymentsError::Conflict(format!(
+                    "payment {payment_id} cannot go from {current} to {target}"
+                ))
+            })?;
+            self.step(
+                tx,
+                &payment,
+                current,
+                next,
+                legs.iter().any(|l| l.filler),
+                now,
+            )
+            .await?;
+            current = next;
+        }
+        Ok(())
+    }
+
+    /// One edge of a payment's roll-up and the audit event that explains it.
+    async fn step(
+        &self,
+        tx: &mut Tx,
+        payment: &PaymentRow,
+        current: PaymentStatus,
+        next: PaymentStatus,
+        filled: bool,
+        now: Millis,
+    ) -> Result<()> {
+        let default_reason = if filled { "unsendable" } else { "reverted" };
+        let reason = payment
+            .failure_reason
+            .clone()
+            .unwrap_or_else(|| default_reason.into());
+        if next == PaymentStatus::Failed {
+            payment_rows::set_failure(tx, &payment.id, current, &reason, now).await?;
+        } else {
+            payment_rows::set_status(tx, &payment.id, current, next, now).await?;
+        }
+        if next.is_terminal() {
+            payment_rows::set_waiting_reason(tx, &payment.id, None, now).await?;
+        }
+        let (kind, detail) = match next {
+            PaymentStatus::Failed => (
+                "payment_failed",
+                serde_json::json!({"failure_reason": reason}),
+            ),
+            PaymentStatus::Submitted if current == PaymentStatus::Included => {
+                ("payment_unincluded", serde_json::json!({}))
+            }
+            PaymentStatus::Submitted => (
+                "payment_submitted",
+                serde_json::json!({"nonce": payment.nonce}),
+            ),
+            PaymentStatus::Included => (
+                "payment_included",
+                serde_json::json!({"confirmations": payment.confirmations}),
+            ),
+            _ => (
+                "payment_confirmed",
+                serde_json::json!({
+                    "confirmations": payment.confirmations, "required": self.confirmations_required(),
+                }),
+            ),
+        };
+        let (block_number, block_hash) = if next == PaymentStatus::Submitted {
+            (None, None)
+        } else {
+            (payment.block_number, payment.block_hash.clone())
+        };
+        audit::append(
+            tx,
+            now,
+            self.event(
+                payment,
+                kind,
+                detail,
+                payment.tx_hash.clone(),
+                block_number,
+                block_hash,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `reverted: <the node's reason>` for a transaction that failed on chain.
+    async fn revert_reason(
+        &self,
+        transaction: &TransactionRow,
+        block_number: u64,
+    ) -> Result<String> {
+        let wallet = wallets::get(self.ledger.pool(), &transaction.wallet_id).await?;
+        let reason = match crate::chain::Chain::decode_eip1559(&transaction.raw) {
+            Some(unsigned) => {
+                self.chain
+                    .revert_reason(wallet.address()?, &unsigned, block_number)
+                    .await
+            }
+            None => None,
+        };
+        Ok(match reason {
+            Some(reason) => format!("reverted: {reason}"),
+            None => "reverted".into(),
+        })
+    }
+}

@@ -1,0 +1,312 @@
+//! Settlement: takes `queued` payments to `confirmed`, and never leaves one stuck or lying. One
+//! pass (`settle_once`):
+//!
+//! 1. **Sign** (`sign`). Every queued payment leg without a transaction: checked against the
+//!    chain (token paused, blacklists, USDC balance, ETH for gas counting what the wallet already
+//!    has in flight), then in one database transaction a nonce is reserved, custody signs and the
+//!    raw bytes are stored with an audit event. Nothing is broadcast before it is stored.
+//! 2. **Resolve every open nonce slot** (`watch` reads the chain, `slot` decides, `apply` and
+//!    `replace` act). Whichever of the slot's transactions a canonical block includes counts; a
+//!    nonce used by none of them was taken by a foreign transaction (alarm, re-sign); a
+//!    transaction the node refuses is diagnosed from the chain (no gas: wait and top up;
+//!    underpriced: re-sign; anything else: fill the slot after a bound); one stuck in the pool is
+//!    replaced with higher fees. Confirmed (or failed) only at the required depth.
+//! 3. **Finality** (`finality`). Confirmed transactions are re-checked over a window; a block
+//!    reorganized away is an alarm and the same signed bytes are sent again.
+//!
+//! A payment or wallet that cannot be processed is parked with an alarm; the others go on. Every
+//! wait has a named reason on the payment, an audit event and a gauge. The worker runs passes on
+//! a timer and whenever a payment is queued; tests run single passes.
+
+mod apply;
+pub mod fees;
+mod finality;
+mod replace;
+pub mod rollup;
+mod sign;
+pub mod slot;
+mod watch;
+
+use super::{Payments, PaymentsError, Result};
+use crate::domain::{Address, WaitingReason};
+use crate::ledger::audit::{self, NewEvent};
+use crate::ledger::payments::{self as payment_rows, PaymentRow};
+use crate::ledger::{LedgerError, wallets};
+use alloy::primitives::U256;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Payments signed per pass, so one pass stays short under a burst.
+const SIGN_BATCH: i64 = 100;
+/// The longest the worker backs off after consecutive failing passes.
+const MAX_BACKOFF_MS: u64 = 30_000;
+/// How often the worker checks agent wallets' ETH for the gas float and reconciles new blocks.
+const GAS_FLOAT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What one pass did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub signed: usize,
+    pub broadcast: usize,
+    pub updated: usize,
+    pub failed: usize,
+    pub expired: usize,
+    pub alarms: usize,
+    /// Payments set aside this pass because they could not be processed.
+    pub parked: usize,
+}
+
+/// What one pass reads once and shares: the head, and per wallet its on-chain nonce, its ETH
+/// and the worst-case cost of what it has in flight.
+struct Pass {
+    head: u64,
+    report: PassReport,
+    chain_nonces: HashMap<String, u64>,
+    in_flight_wei: HashMap<String, U256>,
+}
+
+impl Pass {
+    fn new(head: u64, expired: usize) -> Pass {
+        Pass {
+            head,
+            report: PassReport {
+                expired,
+                ..PassReport::default()
+            },
+            chain_nonces: HashMap::new(),
+            in_flight_wei: HashMap::new(),
+        }
+    }
+}
+
+/// What to do with an error met while settling one payment or slot.
+enum Disposition {
+    /// Stop the pass (the node or the database is down, or a test's fail point): nothing that
+    /// follows could work either, and the worker backs off.
+    Halt,
+    /// Try again next pass (a passing error, or a state change that raced this pass).
+    Skip,
+    /// Set the payment aside with an alarm; every other payment keeps settling.
+    Park(WaitingReason),
+}
+
+fn disposition(error: &PaymentsError) -> Disposition {
+    match error {
+        PaymentsError::FailPoint(_) => Disposition::Halt,
+        PaymentsError::Ledger(LedgerError::Database(_) | LedgerError::Migration(_)) => {
+            Disposition::Halt
+        }
+        PaymentsError::Chain(crate::chain::ChainError::WrongChain { .. }) => Disposition::Halt,
+        PaymentsError::Chain(e) if e.is_retryable() => Disposition::Skip,
+        PaymentsError::Conflict(_) | PaymentsError::NotFound => Disposition::Skip,
+        PaymentsError::Ledger(LedgerError::Conflict(_) | LedgerError::NotFound) => {
+            Disposition::Skip
+        }
+        PaymentsError::Custody(_) => Disposition::Park(WaitingReason::WalletKeyUnavailable),
+        _ => Disposition::Park(WaitingReason::Unprocessable),
+    }
+}
+
+impl Payments {
+    /// Runs settlement passes until `shutdown` resolves: after each queued payment and at least
+    /// every `poll_interval`. Failing passes back off exponentially up to `MAX_BACKOFF_MS`.
+    pub async fn run_settlement(
+        &self,
+        poll_interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let wake = self.wake();
+        let mut failures: u32 = 0;
+        let mut gas_float_due = tokio::time::Instant::now();
+        loop {
+            let wait = if failures == 0 {
+                poll_interval
+            } else {
+                Duration::from_millis(
+                    (poll_interval.as_millis() as u64)
+                        .saturating_mul(1 << failures.min(8))
+                        .min(MAX_BACKOFF_MS),
+                )
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if tokio::time::Instant::now() >= gas_float_due {
+                gas_float_due = tokio::time::Instant::now() + GAS_FLOAT_INTERVAL;
+                self.background_checks().await;
+            }
+            match self.settle_once().await {
+                Ok(report) => {
+                    failures = 0;
+                    if report != PassReport::default() {
+                        tracing::debug!(?report, "settlement pass");
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, failures, "settlement pass failed; backing off");
+                }
+            }
+        }
+    }
+
+    async fn background_checks(&self) {
+        match self.top_up_gas().await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "gas float: topping up agent wallets"),
+            Err(error) => tracing::warn!(%error, "gas float check failed"),
+        }
+        if let Err(error) = self.reconcile_new_blocks().await {
+            tracing::warn!(%error, "background reconciliation failed");
+        }
+    }
+
+    /// One settlement pass: sign, resolve every open nonce slot, re-check finality.
+    pub async fn settle_once(&self) -> Result<PassReport> {
+        let expired = self.expire_stale().await?;
+        let head = self.chain.head().await?;
+        let mut pass = Pass::new(head, expired);
+        self.sign_queued(&mut pass).await?;
+        self.fail_point("after_sign")?;
+        self.resolve_slots(&mut pass).await?;
+        pass.report.alarms += self.check_finality(head).await?;
+        self.publish_waiting().await?;
+        Ok(pass.report)
+    }
+
+    /// Decides what an error met on one payment means for the pass: halt it, skip the payment
+    /// this time, or park the payment with an alarm.
+    async fn isolate(&self, pass: &mut Pass, payment_id: &str, error: PaymentsError) -> Result<()> {
+        match disposition(&error) {
+            Disposition::Halt => Err(error),
+            Disposition::Skip => {
+                tracing::warn!(payment_id, %error, "cannot settle yet; will retry");
+                Ok(())
+            }
+            Disposition::Park(reason) => {
+                tracing::error!(payment_id, %error, %reason, "payment parked: it cannot be processed");
+                pass.report.parked += 1;
+                self.wait(
+                    payment_id,
+                    reason,
+                    serde_json::json!({"error": error.to_string()}),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Records why a payment waits. The reason is audited once, when it starts (as an alarm for
+    /// the waits a human must act on), and counted by reason.
+    async fn wait(
+        &self,
+        payment_id: &str,
+        reason: WaitingReason,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let payment = payment_rows::get(&mut *tx, payment_id).await?;
+        if payment_rows::set_waiting_reason(&mut tx, payment_id, Some(reason.as_str()), now).await?
+        {
+            let kind = if reason.is_alarm() {
+                "payment_stalled"
+            } else {
+                "payment_waiting"
+            };
+            let mut detail = detail;
+            detail["waiting_reason"] = reason.as_str().into();
+            audit::append(
+                &mut tx,
+                now,
+                self.event(&payment, kind, detail, payment.tx_hash.clone(), None, None),
+            )
+            .await?;
+            metrics::counter!("bursar_settlement_waits_total", "reason" => reason.as_str())
+                .increment(1);
+            tracing::warn!(payment_id, %reason, "payment waiting");
+        }
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(())
+    }
+
+    /// Sets the `bursar_payments_waiting{reason}` gauge for every reason, zero included.
+    async fn publish_waiting(&self) -> Result<()> {
+        let counts = payment_rows::waiting_counts(self.ledger.pool()).await?;
+        for reason in WaitingReason::ALL {
+            let count = counts
+                .iter()
+                .find(|(r, _)| r == reason.as_str())
+                .map_or(0, |(_, n)| *n);
+            metrics::gauge!("bursar_payments_waiting", "reason" => reason.as_str())
+                .set(count as f64);
+        }
+        Ok(())
+    }
+
+    /// The wallet's transaction count in the latest block, read once per pass.
+    async fn chain_nonce(&self, pass: &mut Pass, wallet_id: &str, address: Address) -> Result<u64> {
+        if let Some(nonce) = pass.chain_nonces.get(wallet_id) {
+            return Ok(*nonce);
+        }
+        let nonce = self.chain.latest_nonce(address).await?;
+        pass.chain_nonces.insert(wallet_id.to_string(), nonce);
+        Ok(nonce)
+    }
+
+    /// The most the wallet's signed transactions that no block holds yet can still take from its
+    /// ETH, read once per pass and raised as the pass signs more.
+    async fn in_flight_wei(&self, pass: &mut Pass, wallet_id: &str) -> Result<U256> {
+        if let Some(wei) = pass.in_flight_wei.get(wallet_id) {
+            return Ok(*wei);
+        }
+        let mut total = U256::ZERO;
+        for raw in payment_rows::in_flight_raw(self.ledger.pool(), wallet_id).await? {
+            let transaction = crate::chain::Chain::decode_eip1559(&raw).ok_or_else(|| {
+                LedgerError::Corrupt(format!("a transaction of wallet {wallet_id}"))
+            })?;
+            total = total.saturating_add(crate::chain::Chain::worst_case_cost(&transaction));
+        }
+        pass.in_flight_wei.insert(wallet_id.to_string(), total);
+        Ok(total)
+    }
+
+    fn event(
+        &self,
+        payment: &PaymentRow,
+        kind: &'static str,
+        detail: serde_json::Value,
+        tx_hash: Option<String>,
+        block_number: Option<i64>,
+        block_hash: Option<String>,
+    ) -> NewEvent {
+        NewEvent {
+            kind,
+            agent_id: payment.agent_id.clone(),
+            credential_id: payment.credential_id.clone(),
+            payment_id: Some(payment.id.clone()),
+            actor: "settlement".into(),
+            detail,
+            tx_hash,
+            block_number,
+            block_hash,
+        }
+    }
+
+    /// The sealed key of a wallet, for custody to sign with.
+    async fn wallet_key(
+        &self,
+        wallet_id: &str,
+    ) -> Result<(wallets::WalletRow, crate::custody::SealedKey)> {
+        let wallet = wallets::get(self.ledger.pool(), wallet_id).await?;
+        let key = super::sealed(&wallet)?;
+        Ok((wallet, key))
+    }
+}
+
+fn parse_hash(text: &str) -> Result<alloy::primitives::B256> {
+    text.parse()
+        .map_err(|_| LedgerError::Corrupt(format!("transaction hash {text}")).into())
+}

@@ -1,0 +1,157 @@
+//! Watching: the chain reads for each open nonce slot, turned into a typed observation, and the
+//! dispatch of what `slot::resolve` decides to the code that acts on it.
+
+use super::replace::Sent;
+use super::slot::{self, Action, Live, Observed};
+use super::{Pass, parse_hash};
+use crate::domain::{Address, PaymentStatus, TransactionStatus};
+use crate::ledger::payments::{self as payment_rows, TransactionRow};
+use crate::ledger::{LedgerError, wallets};
+use crate::payments::{Payments, Result};
+
+/// One wallet's nonce with every transaction Bursar signed for it, oldest first.
+pub(super) struct Slot {
+    pub transactions: Vec<TransactionRow>,
+    /// Index of the live transaction (the open slots query guarantees one).
+    pub live: usize,
+}
+
+impl Slot {
+    pub fn live(&self) -> &TransactionRow {
+        &self.transactions[self.live]
+    }
+}
+
+/// Groups the open slots' transactions by wallet and nonce.
+fn slots(rows: Vec<TransactionRow>) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut current: Vec<TransactionRow> = Vec::new();
+    let flush = |group: Vec<TransactionRow>, slots: &mut Vec<Slot>| {
+        let live = group
+            .iter()
+            .position(|t| t.status().is_ok_and(TransactionStatus::is_live));
+        if let Some(live) = live {
+            slots.push(Slot {
+                transactions: group,
+                live,
+            });
+        }
+    };
+    for row in rows {
+        if current
+            .last()
+            .is_some_and(|last| last.wallet_id != row.wallet_id || last.nonce != row.nonce)
+        {
+            flush(std::mem::take(&mut current), &mut slots);
+        }
+        current.push(row);
+    }
+    if !current.is_empty() {
+        flush(current, &mut slots);
+    }
+    slots
+}
+
+impl Payments {
+    pub(super) async fn resolve_slots(&self, pass: &mut Pass) -> Result<()> {
+        let rows = payment_rows::open_slots(self.ledger.pool()).await?;
+        for slot in slots(rows) {
+            let payment_id = slot.live().payment_id.clone();
+            match self.settle_slot(pass, &slot).await {
+                Ok(true) => pass.report.updated += 1,
+                Ok(false) => {}
+                Err(error) => self.isolate(pass, &payment_id, error).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the chain for one slot, decides, acts. `true` if anything changed.
+    async fn settle_slot(&self, pass: &mut Pass, slot: &Slot) -> Result<bool> {
+        let live = slot.live();
+        let wallet = wallets::get(self.ledger.pool(), &live.wallet_id).await?;
+        let address = wallet.address()?;
+        let observed = self.observe(pass, slot, address).await?;
+        let payment = payment_rows::get(self.ledger.pool(), &live.payment_id).await?;
+        let status = live.status()?;
+        let view = Live {
+            accepted: status != TransactionStatus::Signed,
+            included: status == TransactionStatus::Included,
+            filler: live.is_filler(),
+            payment_cancelled: payment.status()? == PaymentStatus::Cancelled
+                && status == TransactionStatus::Signed,
+            blocks_waiting: live
+                .broadcast_block
+                .and_then(|b| u64::try_from(b).ok())
+                .map(|b| pass.head.saturating_sub(b)),
+        };
+        let action = slot::resolve(view, &observed, self.settings().stuck_after_blocks);
+        match action {
+            Action::Record { index, receipt } => self.record(pass, slot, index, &receipt).await,
+            Action::ConsumedElsewhere => {
+                self.consumed_elsewhere(slot, address).await.map(|()| true)
+            }
+            Action::Recheck | Action::Wait => Ok(false),
+            Action::Unincluded => self.unincluded(live, pass.head).await.map(|()| true),
+            Action::Fill => self.fill(pass, live, address, "payment_cancelled").await,
+            Action::Send => {
+                let sent = self.send(pass, live, address).await?;
+                // A pool that dropped a transaction waiting this long is a sign it is stuck.
+                let stuck = view.accepted
+                    && view
+                        .blocks_waiting
+                        .is_some_and(|b| b >= self.settings().stuck_after_blocks);
+                if sent == Sent::Arrived && stuck {
+                    self.replace_stuck(pass, live, address).await?;
+                }
+                Ok(true)
+            }
+            Action::Replace => self.replace_stuck(pass, live, address).await,
+        }
+    }
+
+    /// What the chain says of a slot. The wallet's nonce is read first (once per pass), so a
+    /// nonce seen as used has its receipt by the time the receipts are read.
+    async fn observe(&self, pass: &mut Pass, slot: &Slot, address: Address) -> Result<Observed> {
+        let live = slot.live();
+        let chain_nonce = self.chain_nonce(pass, &live.wallet_id, address).await?;
+        let nonce = u64::try_from(live.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
+        let nonce_used = chain_nonce > nonce;
+        let mut mined = None;
+        for (index, candidate) in slot.transactions.iter().enumerate() {
+            if let Some(receipt) = self.chain.receipt(parse_hash(&candidate.tx_hash)?).await?
+                && self.chain.block_hash(receipt.block_number).await? == receipt.block_hash
+            {
+                mined = Some((index, receipt));
+                break;
+            }
+        }
+        let mut observed = Observed {
+            nonce_used,
+            mined,
+            any_known: false,
+            live_known: false,
+        };
+        if observed.mined.is_some() {
+            return Ok(observed);
+        }
+        if nonce_used {
+            for candidate in &slot.transactions {
+                if self
+                    .chain
+                    .knows_transaction(parse_hash(&candidate.tx_hash)?)
+                    .await?
+                {
+                    observed.any_known = true;
+                    break;
+                }
+            }
+        } else {
+            observed.live_known = self
+                .chain
+                .knows_transaction(parse_hash(&live.tx_hash)?)
+                .await?;
+        }
+        Ok(observed)
+    }
+}
