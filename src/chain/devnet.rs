@@ -268,6 +268,18 @@ impl Devnet {
         .await
     }
 
+    /// Lifts the blacklisting of `account`, as the token's blacklister.
+    pub async fn unblacklist(&self, account: Address) -> anyhow::Result<()> {
+        self.owner_call(
+            IFiatTokenAdmin::unBlacklistCall {
+                account: account.into_inner(),
+            }
+            .abi_encode()
+            .into(),
+        )
+        .await
+    }
+
     pub async fn set_eth_balance(&self, to: Address, ether: &str) -> anyhow::Result<()> {
         self.provider
             .anvil_set_balance(to.into_inner(), parse_ether(ether)?)

@@ -61,8 +61,11 @@ impl Payments {
             payment_rows::set_failure_reason(&mut tx, &winner.payment_id, reason).await?;
         }
         let payment = payment_rows::get(&mut *tx, &winner.payment_id).await?;
-        let waiting =
-            (!receipt.success && !final_depth).then_some(WaitingReason::RevertAwaitingDepth);
+        let waiting = match (final_depth, winner.is_filler(), receipt.success) {
+            (true, _, _) | (false, false, true) => None,
+            (false, true, _) => Some(WaitingReason::NonceFillerPending),
+            (false, false, false) => Some(WaitingReason::RevertAwaitingDepth),
+        };
         if payment.waiting_reason.as_deref() != waiting.map(|w| w.as_str())
             && !payment.status()?.is_terminal()
         {

@@ -168,7 +168,14 @@ impl Payments {
         let expired = self.expire_stale().await?;
         let head = self.chain.head().await?;
         let mut pass = Pass::new(head, expired);
-        self.sign_queued(&mut pass).await?;
+        // Signing reads the token's state first; if the node cannot answer that now, the open
+        // slots are still resolved: nothing already signed waits on a new payment's checks.
+        if let Err(error) = self.sign_queued(&mut pass).await {
+            match disposition(&error) {
+                Disposition::Skip => tracing::warn!(%error, "cannot sign this pass; will retry"),
+                _ => return Err(error),
+            }
+        }
         self.fail_point("after_sign")?;
         self.resolve_slots(&mut pass).await?;
         pass.report.alarms += self.check_finality(head).await?;

@@ -108,7 +108,8 @@ impl Payments {
             .await?;
         }
         payment_rows::set_unsendable_since(&mut tx, live.id, None).await?;
-        if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() {
+        if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() && !live.is_filler()
+        {
             payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
         }
         self.advance_payment(&mut tx, &live.payment_id, now).await?;
