@@ -68,11 +68,9 @@ impl Payments {
             )
             .await?;
             tx.commit().await.map_err(LedgerError::from)?;
+            // The slot is open again: the rest of this pass (or the next) sends the same bytes
+            // through the slot's own path, which diagnoses a refusal like any other.
             tracing::error!(tx_hash = %transaction.tx_hash, "finality violation: a confirmed transaction's block was reorganized away; sending it again");
-            // The slot is open again; if the node refuses now, the next pass resolves it.
-            if let Err(error) = self.chain.broadcast(&transaction.raw).await {
-                tracing::warn!(tx_hash = %transaction.tx_hash, %error, "rebroadcast after a deep reorg not accepted yet");
-            }
             alarms += 1;
         }
         Ok(alarms)

@@ -11,8 +11,9 @@
 //!    transaction the node refuses is diagnosed from the chain (no gas: wait and top up;
 //!    underpriced: re-sign; anything else: fill the slot after a bound); one stuck in the pool is
 //!    replaced with higher fees. Confirmed (or failed) only at the required depth.
-//! 3. **Finality** (`finality`). Confirmed transactions are re-checked over a window; a block
-//!    reorganized away is an alarm and the same signed bytes are sent again.
+//! 3. **Finality** (`finality`, run before step 2 so a repair is sent in the same pass).
+//!    Confirmed transactions are re-checked over a window; a block reorganized away is an alarm,
+//!    and the slot is reopened so the same signed bytes are sent again.
 //!
 //! A payment or wallet that cannot be processed is parked with an alarm; the others go on. Every
 //! wait has a named reason on the payment, an audit event and a gauge. The worker runs passes on
@@ -163,7 +164,8 @@ impl Payments {
         }
     }
 
-    /// One settlement pass: sign, resolve every open nonce slot, re-check finality.
+    /// One settlement pass: sign, re-check finality (reopening a slot whose block a deep reorg
+    /// took), resolve every open nonce slot.
     pub async fn settle_once(&self) -> Result<PassReport> {
         let expired = self.expire_stale().await?;
         let head = self.chain.head().await?;
@@ -177,8 +179,8 @@ impl Payments {
             }
         }
         self.fail_point("after_sign")?;
-        self.resolve_slots(&mut pass).await?;
         pass.report.alarms += self.check_finality(head).await?;
+        self.resolve_slots(&mut pass).await?;
         self.publish_waiting().await?;
         Ok(pass.report)
     }
