@@ -1,5 +1,7 @@
 //! Bursar: custody and settlement that lets AI agents pay in USDC on Base without holding a key.
-//! The module map and the imports each module may use are in `../shared/ARCHITECTURE.md`.
+//! Each module's `//!` header says what it owns and which modules it may import: `domain` none;
+//! `policy` only `domain`; `custody`, `chain`, `ledger` only `domain` (and `config`); `payments`
+//! all of those; `api` only `payments`, `domain` and ledger reads; `app` everything.
 
 pub mod api;
 pub mod app;

@@ -1,4 +1,4 @@
-//! The HTTP API of `../shared/API.md`: one axum router per resource, the bearer-auth and JSON
+//! The HTTP API (served as OpenAPI at `/openapi.json`): one axum router per resource, the bearer-auth and JSON
 //! extractors, response types and `ApiError`. Handlers call the `payments` use cases and, for
 //! reads, `ledger` queries; they never touch keys or the RPC node directly. The OpenAPI document
 //! is generated from the handlers' annotations.

@@ -597,6 +597,18 @@ pub async fn unbroadcast_of_agent(
     .await?)
 }
 
+/// Puts a transaction back to `submitted` as of `head`, with no block: what a first broadcast
+/// records, and what a reorg (shallow or past the required depth) leaves behind.
+pub async fn reopen_transaction(
+    tx: &mut Tx,
+    id: i64,
+    head: u64,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    update_transaction(tx, id, TransactionStatus::Submitted, None, None, 0, now).await?;
+    set_broadcast_block(tx, id, head).await
+}
+
 /// Records the head at which a transaction was (re)broadcast.
 pub async fn set_broadcast_block(tx: &mut Tx, id: i64, head: u64) -> Result<(), LedgerError> {
     let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;

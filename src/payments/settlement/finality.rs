@@ -4,7 +4,6 @@
 //! transaction goes back to `submitted` and the same signed bytes (same nonce) are sent again,
 //! so the payment is paid once and the wallet's later nonces are not blocked.
 
-use crate::domain::TransactionStatus;
 use crate::ledger::LedgerError;
 use crate::ledger::audit;
 use crate::ledger::payments as payment_rows;
@@ -28,17 +27,7 @@ impl Payments {
             }
             let now = self.now();
             let mut tx = self.ledger.begin().await?;
-            payment_rows::update_transaction(
-                &mut tx,
-                transaction.id,
-                TransactionStatus::Submitted,
-                None,
-                None,
-                0,
-                now,
-            )
-            .await?;
-            payment_rows::set_broadcast_block(&mut tx, transaction.id, head).await?;
+            payment_rows::reopen_transaction(&mut tx, transaction.id, head, now).await?;
             let block_number = transaction.block_number.unwrap_or_default();
             payment_rows::add_orphaned_block(
                 &mut tx,

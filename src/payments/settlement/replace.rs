@@ -79,17 +79,7 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
         if live.status == TransactionStatus::Signed.as_str() {
-            payment_rows::update_transaction(
-                &mut tx,
-                live.id,
-                TransactionStatus::Submitted,
-                None,
-                None,
-                0,
-                now,
-            )
-            .await?;
-            payment_rows::set_broadcast_block(&mut tx, live.id, head).await?;
+            payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
         } else {
             // The broadcast block stays: a pool that dropped the transaction is a sign that it
             // is stuck, not a reason to wait anew.
