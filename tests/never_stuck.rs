@@ -585,3 +585,78 @@ async fn gas_already_in_flight_is_counted_before_signing_more() {
     );
     assert_eq!(waiting["waiting_reason"], "insufficient_gas");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_dropped_under_a_base_fee_spike_is_re_signed_to_clear_it() {
+    let app = TestApp::spawn().await;
+    let (_, _, token) = funded_agent(&app, "spike").await;
+    let to = recipient(0xae);
+    let id = app.pay_id(&token, to, "8", "spike").await;
+    app.settle().await;
+    let original = payment(&app, &id).await;
+    let t1 = hash(&original["tx_hash"]);
+    let signed = events(&app, &id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "transaction_signed")
+        .unwrap();
+    let max_fee: u128 = signed["detail"]["max_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The base fee jumps far above the fee cap and stays there; the node drops the transaction
+    // and refuses its stored bytes. Waiting would not help (the default stuck bound is 5 blocks).
+    app.devnet
+        .provider
+        .anvil_set_next_block_base_fee_per_gas(max_fee * 4)
+        .await
+        .unwrap();
+    let raw_t1 = app
+        .devnet
+        .provider
+        .get_raw_transaction_by_hash(t1)
+        .await
+        .unwrap()
+        .unwrap();
+    app.mine(1).await;
+    app.devnet
+        .provider
+        .anvil_drop_transaction(t1)
+        .await
+        .unwrap();
+    assert!(
+        app.devnet
+            .provider
+            .send_raw_transaction(&raw_t1)
+            .await
+            .is_err(),
+        "the node refuses the stored bytes"
+    );
+
+    app.settle().await;
+    let replacement = events(&app, &id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "transaction_replaced")
+        .expect("re-signed in the first pass");
+    assert_eq!(replacement["detail"]["why"], "underpriced");
+    let new_fee: u128 = replacement["detail"]["max_fee_per_gas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(new_fee > max_fee * 4, "clears the next base fee: {new_fee}");
+    let resigned = payment(&app, &id).await;
+    assert_eq!(resigned["nonce"], original["nonce"], "same nonce");
+    assert_eq!(resigned["status"], "submitted");
+
+    let confirmed = settle_until(&app, &id, "confirmed", 8).await;
+    assert_ne!(hash(&confirmed["tx_hash"]), t1);
+    assert_eq!(
+        app.usdc_balance(to).await,
+        usdc("8"),
+        "exactly one transfer"
+    );
+}
