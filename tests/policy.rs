@@ -583,3 +583,259 @@ async fn expiry_revocation_and_freeze_refuse_the_next_request() {
             && kinds.contains(&"agent_unfrozen".to_string())
     );
 }
+
+/// `POST /v1/payments` with a manual capture and extra fields.
+async fn pay_with(app: &TestApp, token: &str, key: &str, fields: Value) -> support::Response {
+    let mut body = json!({"to": recipient(0xc1).to_string(), "amount": "10", "currency": "USDC"});
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    app.request(
+        Method::POST,
+        "/v1/payments",
+        Some(token),
+        Some(body),
+        Some(key),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_manual_capture_becomes_a_hold_timed_from_the_approval() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("approve-hold").await;
+    app.fund(&agent, "100", "1").await;
+    let token = app
+        .credential(&agent, json!({"require_approval_above": "5"}))
+        .await;
+    let approver = app.staff_token("approver").await;
+    let created = pay_with(&app, &token, "m1", json!({"capture": "manual"})).await;
+    assert_eq!(
+        created.body["status"], "pending_approval",
+        "{}",
+        created.body
+    );
+    let id = id(&created);
+
+    // Approved 50 minutes later; the hold lives an hour from the approval, not from creation.
+    app.clock.advance_ms(50 * 60 * 1000);
+    let approved = app
+        .post(
+            &format!("/v1/payments/{id}/approve"),
+            &approver,
+            json!({"note": "ok"}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["status"], "authorized");
+    app.clock.advance_ms(30 * 60 * 1000);
+    let captured = app
+        .post(
+            &format!("/v1/payments/{id}/capture"),
+            &token,
+            json!({"amount": "8"}),
+        )
+        .await;
+    assert_eq!(captured.status, StatusCode::OK, "{}", captured.body);
+    assert_eq!(captured.body["status"], "queued");
+    app.settle_to_confirmed(std::slice::from_ref(&id)).await;
+
+    // A second approval of the same payment is a conflict, never a 500.
+    let again = app
+        .post(
+            &format!("/v1/payments/{id}/approve"),
+            &app.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_window_counts_money_from_when_it_was_committed() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("window").await;
+    let token = app.credential(&agent, json!({"daily_limit": "10"})).await;
+
+    // A full daily limit held at T0 and captured at T0+59m counts until T0+24h59m.
+    let held = pay_with(&app, &token, "w1", json!({"capture": "manual"})).await;
+    assert_eq!(held.body["status"], "authorized", "{}", held.body);
+    app.clock.advance_ms(59 * 60 * 1000);
+    let captured = app
+        .post(
+            &format!("/v1/payments/{}/capture", id(&held)),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(captured.status, StatusCode::OK, "{}", captured.body);
+    app.clock
+        .advance_ms(24 * HOUR_MS - 59 * 60 * 1000 + 60 * 1000); // T0+24h01m
+    let early = pay_with(&app, &token, "w2", json!({"amount": "1"})).await;
+    assert_eq!(early.status, StatusCode::FORBIDDEN, "{}", early.body);
+    assert_eq!(early.body["error"]["rule"], "daily_limit");
+    app.clock.advance_ms(HOUR_MS);
+    let later = pay_with(&app, &token, "w3", json!({"amount": "1"})).await;
+    assert_eq!(later.status, StatusCode::ACCEPTED, "{}", later.body);
+
+    // An approval that lands 20 hours late counts from the approval.
+    let approvals = app
+        .credential(
+            &agent,
+            json!({"daily_limit": "10", "require_approval_above": "5"}),
+        )
+        .await;
+    let waiting = pay_with(&app, &approvals, "w4", json!({"amount": "9"})).await;
+    assert_eq!(waiting.body["status"], "pending_approval");
+    app.clock.advance_ms(20 * HOUR_MS);
+    let approved = app
+        .post(
+            &format!("/v1/payments/{}/approve", id(&waiting)),
+            &app.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    app.clock.advance_ms(5 * HOUR_MS);
+    let over = pay_with(&app, &approvals, "w5", json!({"amount": "2"})).await;
+    assert_eq!(over.status, StatusCode::FORBIDDEN, "{}", over.body);
+    assert_eq!(over.body["error"]["rule"], "daily_limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_rechecks_the_hard_rules_and_a_revocation_cancels_holds() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("recheck").await;
+    let token = app
+        .credential(
+            &agent,
+            json!({"max_payments_per_minute": 2, "require_approval_above": "5"}),
+        )
+        .await;
+    let waiting = pay_with(&app, &token, "r1", json!({"amount": "10"})).await;
+    assert_eq!(waiting.body["status"], "pending_approval");
+    // Two minutes later the agent makes two payments in one minute: the rate the approval
+    // would exceed if it sent the held payment now.
+    app.clock.advance_ms(2 * 60 * 1000);
+    for key in ["r2", "r3"] {
+        let small = pay_with(&app, &token, key, json!({"amount": "1"})).await;
+        assert_eq!(small.status, StatusCode::ACCEPTED, "{}", small.body);
+    }
+    let refused = app
+        .post(
+            &format!("/v1/payments/{}/approve", id(&waiting)),
+            &app.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "policy_denied");
+    assert_eq!(refused.body["error"]["rule"], "max_payments_per_minute");
+    let still = app
+        .get(&format!("/v1/payments/{}", id(&waiting)), &app.admin_token)
+        .await;
+    assert_eq!(still.body["status"], "pending_approval");
+
+    // Revoking the credential cancels its live holds at once, releasing their budget.
+    app.clock.advance_ms(2 * 60 * 1000);
+    let hold = pay_with(
+        &app,
+        &token,
+        "r4",
+        json!({"amount": "0.5", "capture": "manual"}),
+    )
+    .await;
+    assert_eq!(hold.body["status"], "authorized", "{}", hold.body);
+    let credential_id = hold.body["credential_id"].as_str().unwrap().to_string();
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/credentials/{credential_id}"),
+            Some(&app.admin_token),
+            None,
+            None,
+        )
+        .await;
+    assert!(revoked.status.is_success(), "{}", revoked.body);
+    for cancelled in [id(&waiting), id(&hold)] {
+        let body = app
+            .get(&format!("/v1/payments/{cancelled}"), &app.admin_token)
+            .await
+            .body;
+        assert_eq!(body["status"], "cancelled", "{body}");
+        assert_eq!(body["failure_reason"], "credential_revoked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_credential_releases_its_holds_and_keys_are_scoped_to_the_credential() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("expiry").await;
+    let expires = chrono::DateTime::from_timestamp_millis(app.clock.now_ms() + HOUR_MS / 2)
+        .unwrap()
+        .to_rfc3339();
+    let created = app
+        .post(
+            &format!("/v1/agents/{agent}/credentials"),
+            &app.admin_token,
+            json!({"name": "short", "policy": {}, "expires_at": expires}),
+        )
+        .await;
+    let token = created.body["token"].as_str().unwrap().to_string();
+    let other = app.credential(&agent, json!({})).await;
+    let hold = pay_with(&app, &token, "same-key", json!({"capture": "manual"})).await;
+    assert_eq!(hold.body["status"], "authorized");
+    // The same key under another credential of the same agent is a different payment.
+    let separate = pay_with(&app, &other, "same-key", json!({"amount": "3"})).await;
+    assert_eq!(separate.status, StatusCode::ACCEPTED, "{}", separate.body);
+    assert_ne!(id(&separate), id(&hold));
+
+    // Still before the hold timeout (1 h), but after the credential's expiry (30 min).
+    app.clock.advance_ms(HOUR_MS / 2 + 60 * 1000);
+    app.settle().await;
+    let body = app
+        .get(&format!("/v1/payments/{}", id(&hold)), &app.admin_token)
+        .await
+        .body;
+    assert_eq!(body["status"], "cancelled", "{body}");
+    assert_eq!(body["failure_reason"], "credential_expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_and_treasury_read_only_their_rows() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("rows").await;
+    app.fund(&agent, "50", "0.1").await;
+    let token = app
+        .credential(&agent, json!({"require_approval_above": "5"}))
+        .await;
+    let plain = pay_with(&app, &token, "p1", json!({"amount": "1"})).await;
+    let waiting = pay_with(&app, &token, "p2", json!({"amount": "9"})).await;
+    let approver = app.staff_token("approver").await;
+    let treasury = app.staff_token("treasury").await;
+
+    let get = |token: String, id: String| {
+        let app = &app;
+        async move { app.get(&format!("/v1/payments/{id}"), &token).await.status }
+    };
+    assert_eq!(get(approver.clone(), id(&waiting)).await, StatusCode::OK);
+    assert_eq!(
+        get(approver.clone(), id(&plain)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(treasury.clone(), id(&plain)).await,
+        StatusCode::NOT_FOUND
+    );
+    let listed = app.get("/v1/payments", &treasury).await.body;
+    let kinds: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| *k == "funding" || *k == "sweep"),
+        "{kinds:?}"
+    );
+}

@@ -20,6 +20,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     PayloadTooLarge,
     Conflict(String),
+    PolicyDenied {
+        rule: String,
+        message: String,
+    },
     Unavailable(String),
     Internal(String),
 }
@@ -45,6 +49,9 @@ impl From<PaymentsError> for ApiError {
                 message,
             },
             PaymentsError::Conflict(message) => ApiError::Conflict(message),
+            PaymentsError::PolicyDenied { rule, message } => {
+                ApiError::PolicyDenied { rule, message }
+            }
             PaymentsError::Chain(error) if error.is_retryable() => {
                 tracing::warn!(%error, "chain unavailable");
                 ApiError::Unavailable("the blockchain node is not answering; try again".into())
@@ -97,6 +104,11 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message, None),
+            ApiError::PolicyDenied { rule, message } => {
+                let body =
+                    json!({"error": {"code": "policy_denied", "rule": rule, "message": message}});
+                return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
             ApiError::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -4,7 +4,7 @@
 use super::agents::bad_cursor;
 use super::extract::{Auth, JsonBody, idempotency_key};
 use super::{ApiError, AppState, list_response, page, parse_time, time};
-use crate::domain::{Address, Amount, PaymentStatus, Role};
+use crate::domain::{Address, Amount, PaymentKind, PaymentStatus, Role};
 use crate::ledger::payments::{self as payment_rows, PaymentFilter, PaymentRow, cursor_of};
 use crate::payments::{Capture, NewPayment, Principal};
 use crate::policy::Decision;
@@ -252,13 +252,23 @@ pub async fn create(
     created_response(&created.payment, created.replayed)
 }
 
-/// Whether `auth` may read `payment`; agents see only their own (others are `404`).
+/// Whether `auth` may read `payment`, each role to its row of the role table: agents see only
+/// their own (others are `404`, so ids do not leak), approvers what they may approve (payments
+/// waiting for a human), treasury its fundings and sweeps, auditors and admins everything.
 fn may_read(auth: &Auth, payment: &PaymentRow) -> Result<(), ApiError> {
     match &auth.0 {
         Principal::Agent { agent_id, .. } if payment.agent_id.as_deref() == Some(agent_id) => {
             Ok(())
         }
         Principal::Agent { .. } => Err(ApiError::NotFound),
+        Principal::Staff {
+            role: Role::Approver,
+            ..
+        } if payment.status != PaymentStatus::PendingApproval.as_str() => Err(ApiError::NotFound),
+        Principal::Staff {
+            role: Role::Treasury,
+            ..
+        } if payment.kind == PaymentKind::Payment.as_str() => Err(ApiError::NotFound),
         Principal::Staff { .. } => auth.require(&[Role::Auditor, Role::Approver, Role::Treasury]),
     }
 }
@@ -276,8 +286,8 @@ pub async fn get_payment(
     Ok(Json(payment_response(&payment)?))
 }
 
-/// Payments newest first. Agents see their own; approvers see `pending_approval` ones; admin,
-/// auditor and treasury (to follow its fundings) see all.
+/// Payments newest first. Agents see their own; approvers see `pending_approval` ones; treasury
+/// sees fundings and sweeps; admin and auditor see all.
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(("agent_id" = Option<String>, Query), ("status" = Option<String>, Query), ("from" = Option<String>, Query),
         ("to" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
@@ -299,6 +309,7 @@ pub async fn list(
         status: status.map(|s| s.as_str().to_string()),
         from: get("from").map(|t| parse_time("from", t)).transpose()?,
         to: get("to").map(|t| parse_time("to", t)).transpose()?,
+        treasury_only: false,
     };
     match &auth.0 {
         Principal::Agent { agent_id, .. } => {
@@ -320,7 +331,11 @@ pub async fn list(
             }
             filter.status = Some(PaymentStatus::PendingApproval.as_str().into());
         }
-        Principal::Staff { .. } => auth.require(&[Role::Auditor, Role::Treasury])?,
+        Principal::Staff {
+            role: Role::Treasury,
+            ..
+        } => filter.treasury_only = true,
+        Principal::Staff { .. } => auth.require(&[Role::Auditor])?,
     }
     let page = page(get("limit"), get("cursor"))?;
     let rows = payment_rows::list(state.payments.ledger.pool(), &filter, &page)

@@ -71,7 +71,8 @@ impl PaymentStatus {
     pub fn can_become(self, next: PaymentStatus) -> bool {
         use PaymentStatus::*;
         match (self, next) {
-            (PendingApproval, Queued | Cancelled | Expired) => true,
+            // An approved manual-capture payment becomes a hold, not a transfer.
+            (PendingApproval, Queued | Authorized | Cancelled | Expired) => true,
             (Authorized, Queued | Cancelled | Expired) => true,
             (Queued, Submitted | Failed | Cancelled) => true,
             (Submitted, Included | Failed) => true,

@@ -32,6 +32,8 @@ pub struct PaymentRow {
     pub confirmations: i64,
     pub waiting_reason: Option<String>,
     pub orphaned_blocks: Option<String>,
+    pub committed_at: Option<Millis>,
+    pub held_since: Option<Millis>,
     pub idempotency_scope: String,
     pub idempotency_key: String,
     pub request_hash: String,
@@ -50,8 +52,8 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
          currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
-         idempotency_scope, idempotency_key, request_hash, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(&row.kind)
@@ -75,6 +77,7 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(&row.request_hash)
     .bind(row.created_at)
     .bind(row.updated_at)
+    .bind(row.committed_at)
     .execute(&mut **tx)
     .await?;
     super::webhooks::enqueue(
@@ -115,25 +118,81 @@ pub async fn find_by_idempotency_key(
 }
 
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
-/// minute. Read inside the write transaction that records the decision.
+/// minute, leaving out `exclude` (a payment being approved is not counted against itself). The
+/// window is keyed on when the money was committed (creation, approval or capture), and a live
+/// hold (`pending_approval`, `authorized`) always counts. Read inside the write transaction that
+/// records the decision.
 pub async fn spend_snapshot(
     tx: &mut Tx,
     credential_id: &str,
     now: Millis,
+    exclude: Option<&str>,
 ) -> Result<(i64, i64, i64), LedgerError> {
     let row: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT COALESCE(SUM(CASE WHEN created_at > ?2 THEN amount END), 0),
+        "SELECT COALESCE(SUM(CASE WHEN status IN ('pending_approval', 'authorized')
+                    OR COALESCE(committed_at, created_at) > ?2 THEN amount END), 0),
                 COALESCE(SUM(amount), 0),
                 COUNT(CASE WHEN created_at > ?3 THEN 1 END)
-         FROM payments WHERE credential_id = ?1 AND status IN {}",
+         FROM payments WHERE credential_id = ?1 AND status IN {} AND id IS NOT ?4",
         PaymentStatus::HOLDING_SQL
     )))
     .bind(credential_id)
     .bind(now - 24 * 60 * 60 * 1000)
     .bind(now - 60 * 1000)
+    .bind(exclude)
     .fetch_one(&mut **tx)
     .await?;
     Ok(row)
+}
+
+/// Records when a payment's money was committed (an approval or a capture).
+pub async fn set_committed(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE payments SET committed_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Restarts a hold's clock (an approval that leaves a manual-capture payment `authorized`).
+pub async fn set_held_since(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE payments SET held_since = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The live holds (`pending_approval`, `authorized`) of a credential: what revoking or expiring
+/// it cancels.
+pub async fn live_holds_of_credential(
+    tx: &mut Tx,
+    credential_id: &str,
+) -> Result<Vec<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM payments WHERE credential_id = ? AND status IN ('pending_approval', 'authorized') ORDER BY rowid",
+    )
+    .bind(credential_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Live holds of credentials that expired at or before `now`.
+pub async fn live_holds_of_expired_credentials(
+    tx: &mut Tx,
+    now: Millis,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT p.* FROM payments p JOIN credentials c ON c.id = p.credential_id
+         WHERE c.expires_at <= ? AND p.status IN ('pending_approval', 'authorized') ORDER BY p.rowid LIMIT ?",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
@@ -229,6 +288,8 @@ pub struct PaymentFilter {
     pub status: Option<String>,
     pub from: Option<Millis>,
     pub to: Option<Millis>,
+    /// Only fundings and sweeps (what the treasury role may read).
+    pub treasury_only: bool,
 }
 
 /// Cursors are `created_at:id` of the last row of the previous page.
@@ -262,6 +323,7 @@ pub async fn list(
          WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR status = ?2)
            AND (?3 IS NULL OR created_at >= ?3) AND (?4 IS NULL OR created_at < ?4)
            AND (?5 IS NULL OR (created_at, id) < (?5, ?6))
+           AND (?8 = 0 OR kind IN ('funding', 'sweep'))
          ORDER BY created_at DESC, id DESC LIMIT ?7",
     )
     .bind(&filter.agent_id)
@@ -271,6 +333,7 @@ pub async fn list(
     .bind(before_at)
     .bind(before_id)
     .bind(page.limit())
+    .bind(filter.treasury_only)
     .fetch_all(pool)
     .await?)
 }
@@ -564,7 +627,8 @@ pub async fn lower_amount(
     Ok(())
 }
 
-/// Payments of `status` created at or before `cutoff`, oldest first.
+/// Payments of `status` whose wait began (creation, or the approval that left them held) at or
+/// before `cutoff`, oldest first.
 pub async fn stale(
     tx: &mut Tx,
     status: PaymentStatus,
@@ -572,7 +636,7 @@ pub async fn stale(
     limit: i64,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE status = ? AND created_at <= ? ORDER BY rowid LIMIT ?",
+        "SELECT * FROM payments WHERE status = ? AND COALESCE(held_since, created_at) <= ? ORDER BY rowid LIMIT ?",
     )
     .bind(status.as_str())
     .bind(cutoff)

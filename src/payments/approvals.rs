@@ -7,7 +7,8 @@ use super::{Payments, PaymentsError, Principal, Result};
 use crate::domain::{Amount, PaymentStatus};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
-use crate::ledger::{LedgerError, Millis, Tx, agents};
+use crate::ledger::{LedgerError, Millis, Tx, agents, tokens};
+use crate::policy::{Decision, Outcome};
 
 /// Payments expired per table per pass, so one pass stays short.
 const EXPIRE_BATCH: i64 = 500;
@@ -37,7 +38,11 @@ impl Payments {
         Ok(payment)
     }
 
-    /// An approver (or admin) lets a `pending_approval` payment go: it is queued for settlement.
+    /// An approver (or admin) lets a `pending_approval` payment go: it is queued for settlement,
+    /// or, for a manual-capture payment, becomes an `authorized` hold whose timeout starts now.
+    /// The credential must still be usable and the hard policy rules are evaluated again, now:
+    /// a human overrides the approval threshold or the confidence floor, never a cap that other
+    /// payments have used up since the request.
     pub async fn approve(
         &self,
         actor: &Principal,
@@ -50,9 +55,42 @@ impl Payments {
         let payment = self
             .load_for(&mut tx, actor, id, PaymentStatus::PendingApproval)
             .await?;
+        let decision = self.recheck_for_approval(&mut tx, &payment, now).await?;
+        if decision.outcome == Outcome::Deny {
+            let check = decision.checks.iter().find(|c| !c.passed);
+            audit::append(
+                &mut tx,
+                now,
+                NewEvent {
+                    kind: "approval_refused_by_policy",
+                    agent_id: payment.agent_id.clone(),
+                    credential_id: payment.credential_id.clone(),
+                    payment_id: Some(payment.id.clone()),
+                    actor: actor.actor(),
+                    detail: serde_json::json!({"decision": decision}),
+                    ..NewEvent::default()
+                },
+            )
+            .await?;
+            tx.commit().await.map_err(LedgerError::from)?;
+            return Err(PaymentsError::PolicyDenied {
+                rule: decision.rule.clone(),
+                message: check.map_or_else(
+                    || "denied by policy".into(),
+                    |c| {
+                        format!(
+                            "denied by {} at approval time: the check \"{}\" failed",
+                            c.rule, c.detail
+                        )
+                    },
+                ),
+            });
+        }
         let next = if payment.capture == "manual" {
+            payment_rows::set_held_since(&mut tx, id, now).await?;
             PaymentStatus::Authorized
         } else {
+            payment_rows::set_committed(&mut tx, id, now).await?;
             PaymentStatus::Queued
         };
         transition(
@@ -61,13 +99,43 @@ impl Payments {
             next,
             "payment_approved",
             actor.actor(),
-            serde_json::json!({"note": note, "status": next}),
+            serde_json::json!({"note": note, "status": next, "recheck": decision}),
             now,
         )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
         self.wake.notify_one();
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+
+    /// The payment's policy decision evaluated again at approval time, against what its
+    /// credential holds now (itself left out). A payment without a credential has no policy.
+    async fn recheck_for_approval(
+        &self,
+        tx: &mut Tx,
+        payment: &PaymentRow,
+        now: Millis,
+    ) -> Result<Decision> {
+        let Some(credential_id) = &payment.credential_id else {
+            return Ok(Decision {
+                outcome: Outcome::Allow,
+                rule: "policy".into(),
+                checks: Vec::new(),
+            });
+        };
+        let credential = tokens::get_credential(&mut **tx, credential_id).await?;
+        self.check_credential(&credential).map_err(|_| {
+            PaymentsError::Conflict("the payment's credential is revoked or expired".into())
+        })?;
+        let to = crate::domain::Address::parse(&payment.to_address)
+            .map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
+        let request = crate::policy::PaymentRequest {
+            to,
+            amount: Amount::from_sql(payment.amount),
+            confidence: payment.confidence,
+        };
+        self.decide(tx, &credential, &request, Some(&payment.id), now)
+            .await
     }
 
     /// An approver (or admin) refuses a `pending_approval` payment: it is cancelled.
@@ -118,6 +186,7 @@ impl Payments {
             });
         }
         payment_rows::lower_amount(&mut tx, id, captured.to_sql(), now).await?;
+        payment_rows::set_committed(&mut tx, id, now).await?;
         transition(&mut tx, &payment, PaymentStatus::Queued, "payment_captured", actor.actor(),
             serde_json::json!({"authorized": authorized.to_string(), "captured": captured.to_string()}), now).await?;
         tx.commit().await.map_err(LedgerError::from)?;
@@ -160,20 +229,8 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         agents::get(&mut *tx, agent_id).await?;
         agents::set_status(&mut tx, agent_id, "frozen", now).await?;
-        let cancelled = payment_rows::unbroadcast_of_agent(&mut tx, agent_id).await?;
-        for payment in &cancelled {
-            transition(
-                &mut tx,
-                payment,
-                PaymentStatus::Cancelled,
-                "payment_cancelled",
-                actor.actor(),
-                serde_json::json!({"reason": "agent_frozen"}),
-                now,
-            )
-            .await?;
-        }
-        let ids: Vec<String> = cancelled.into_iter().map(|p| p.id).collect();
+        let unbroadcast = payment_rows::unbroadcast_of_agent(&mut tx, agent_id).await?;
+        let ids = cancel_all(&mut tx, &unbroadcast, "agent_frozen", &actor.actor(), now).await?;
         audit::append(
             &mut tx,
             now,
@@ -239,9 +296,39 @@ impl Payments {
                 expired += 1;
             }
         }
+        let orphaned =
+            payment_rows::live_holds_of_expired_credentials(&mut tx, now, EXPIRE_BATCH).await?;
+        expired += cancel_all(&mut tx, &orphaned, "credential_expired", "system", now)
+            .await?
+            .len();
         tx.commit().await.map_err(LedgerError::from)?;
         Ok(expired)
     }
+}
+
+/// Cancels `payments` (each in a status that may become `cancelled`) with `reason` as their
+/// `failure_reason`, releasing their budget; returns their ids.
+pub(super) async fn cancel_all(
+    tx: &mut Tx,
+    payments: &[PaymentRow],
+    reason: &str,
+    actor: &str,
+    now: Millis,
+) -> Result<Vec<String>> {
+    for payment in payments {
+        payment_rows::set_failure_reason(tx, &payment.id, reason).await?;
+        transition(
+            tx,
+            payment,
+            PaymentStatus::Cancelled,
+            "payment_cancelled",
+            actor.to_string(),
+            serde_json::json!({"reason": reason}),
+            now,
+        )
+        .await?;
+    }
+    Ok(payments.iter().map(|p| p.id.clone()).collect())
 }
 
 /// Moves `payment` along one legal edge and appends the audit event that explains it.

@@ -43,6 +43,9 @@ pub enum PaymentsError {
     Invalid { field: String, message: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A hard policy rule refuses the action (an approval re-checks them at approval time).
+    #[error("denied by policy rule {rule}: {message}")]
+    PolicyDenied { rule: String, message: String },
     #[error("injected failure at fail point {0}")]
     FailPoint(&'static str),
     #[error(transparent)]
@@ -57,6 +60,9 @@ impl From<LedgerError> for PaymentsError {
     fn from(error: LedgerError) -> Self {
         match error {
             LedgerError::NotFound => PaymentsError::NotFound,
+            // Someone else moved the row first, or the move is not an edge: the caller's request
+            // conflicts with the current state (409), never an internal error.
+            LedgerError::Conflict(message) => PaymentsError::Conflict(message),
             other => PaymentsError::Ledger(other),
         }
     }
@@ -553,11 +559,17 @@ impl Payments {
         Ok((row, secret))
     }
 
+    /// Revokes a credential at once; its live holds (`pending_approval`, `authorized`) are
+    /// cancelled in the same transaction, releasing their budget.
     pub async fn revoke_credential(&self, actor: &Principal, id: &str) -> Result<()> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let credential = tokens::get_credential(&mut *tx, id).await?;
         tokens::revoke_credential(&mut tx, id, now).await?;
+        let holds = payment_rows::live_holds_of_credential(&mut tx, id).await?;
+        let cancelled =
+            approvals::cancel_all(&mut tx, &holds, "credential_revoked", &actor.actor(), now)
+                .await?;
         audit::append(
             &mut tx,
             now,
@@ -566,7 +578,7 @@ impl Payments {
                 agent_id: Some(credential.agent_id),
                 credential_id: Some(id.into()),
                 actor: actor.actor(),
-                detail: serde_json::json!({}),
+                detail: serde_json::json!({"cancelled_payments": cancelled}),
                 ..NewEvent::default()
             },
         )
@@ -591,7 +603,7 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         if let Some(existing) =
-            payment_rows::find_by_idempotency_key(&mut tx, agent_id, key.as_str()).await?
+            payment_rows::find_by_idempotency_key(&mut tx, credential_id, key.as_str()).await?
         {
             return replay(existing, &hash);
         }
@@ -601,24 +613,19 @@ impl Payments {
         if agent.status != "active" {
             return Err(PaymentsError::AgentFrozen);
         }
-        let policy: Policy = serde_json::from_str(&credential.policy)
-            .map_err(|_| LedgerError::Corrupt(format!("credential {credential_id} policy")))?;
-        let (day, total, minute) =
-            payment_rows::spend_snapshot(&mut tx, credential_id, now).await?;
-        let snapshot = SpendSnapshot {
-            held_last_24h: Amount::from_sql(day),
-            held_total: Amount::from_sql(total),
-            payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
-        };
-        let decision = policy::evaluate(
-            &policy,
-            &policy::PaymentRequest {
-                to: request.to,
-                amount: request.amount,
-                confidence: request.confidence,
-            },
-            &snapshot,
-        );
+        let decision = self
+            .decide(
+                &mut tx,
+                &credential,
+                &policy::PaymentRequest {
+                    to: request.to,
+                    amount: request.amount,
+                    confidence: request.confidence,
+                },
+                None,
+                now,
+            )
+            .await?;
         let status = match (decision.outcome, request.capture) {
             (Outcome::Deny, _) => PaymentStatus::Rejected,
             (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
@@ -633,7 +640,9 @@ impl Payments {
             request,
             status,
             Some(&decision),
-            agent_id,
+            // Keys are scoped to the credential: another credential of the same agent can neither
+            // replay nor read a payment made under this one's policy.
+            credential_id,
             key,
             hash,
             now,
@@ -666,6 +675,29 @@ impl Payments {
             payment: row,
             replayed: false,
         })
+    }
+
+    /// The policy decision for `request` under the credential's current policy and what the
+    /// credential holds now (leaving out `exclude`), read in the caller's write transaction so
+    /// that the check is atomic with the write it guards.
+    async fn decide(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        credential: &CredentialRow,
+        request: &policy::PaymentRequest,
+        exclude: Option<&str>,
+        now: Millis,
+    ) -> Result<Decision> {
+        let policy: Policy = serde_json::from_str(&credential.policy)
+            .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
+        let (day, total, minute) =
+            payment_rows::spend_snapshot(tx, &credential.id, now, exclude).await?;
+        let snapshot = SpendSnapshot {
+            held_last_24h: Amount::from_sql(day),
+            held_total: Amount::from_sql(total),
+            payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
+        };
+        Ok(policy::evaluate(&policy, request, &snapshot))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -711,6 +743,8 @@ impl Payments {
             confirmations: 0,
             waiting_reason: None,
             orphaned_blocks: None,
+            committed_at: (status == PaymentStatus::Queued).then_some(now),
+            held_since: None,
             idempotency_scope: scope.into(),
             idempotency_key: key.as_str().into(),
             request_hash,
