@@ -583,3 +583,116 @@ async fn role_matrix_follows_the_roles_table() {
         .await;
     assert_eq!(listed.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_no_payment_may_go_to_are_refused_before_anything_is_stored() {
+    let app = TestApp::spawn().await;
+    let (agent, own) = app.create_agent("screened").await;
+    let token = app.credential(&agent, json!({})).await;
+    let sanctioned = recipient(0x5a);
+    let added = app
+        .post(
+            "/v1/deny-list",
+            &app.admin_token,
+            json!({"address": sanctioned.to_string(), "reason": "sanctions list 2026-11"}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let auditor = app.staff_token("auditor").await;
+    let listed = app.get("/v1/deny-list", &auditor).await;
+    assert_eq!(listed.body["data"][0]["address"], sanctioned.to_string());
+    let forged = app
+        .post(
+            "/v1/deny-list",
+            &auditor,
+            json!({"address": recipient(0x5b).to_string(), "reason": "x"}),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let refused = [
+        "0x0000000000000000000000000000000000000000".to_string(),
+        app.devnet.usdc.to_string(),
+        own.to_string(),
+        sanctioned.to_string(),
+    ];
+    for (i, to) in refused.iter().enumerate() {
+        let response = app
+            .request(
+                Method::POST,
+                "/v1/payments",
+                Some(&token),
+                Some(json!({"to": to, "amount": "1", "currency": "USDC"})),
+                Some(&format!("screen-{i}")),
+            )
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{to}: {}",
+            response.body
+        );
+        assert_eq!(response.body["error"]["field"], "to", "{to}");
+    }
+    let stored = app
+        .get(&format!("/v1/payments?agent_id={agent}"), &app.admin_token)
+        .await;
+    assert_eq!(
+        stored.body["data"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
+
+    let removed = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/deny-list/{sanctioned}"),
+            Some(&app.admin_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let allowed = app.pay(&token, sanctioned, "1", "after-removal").await;
+    assert_eq!(allowed.status, StatusCode::ACCEPTED, "{}", allowed.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_are_judged_by_their_own_digits_and_zero_limits_mean_nothing() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("digits").await;
+    let token = app.credential(&agent, json!({})).await;
+    let long_zeros = format!("1.{}", "0".repeat(10_000));
+    for (i, amount) in [
+        "1.00000000000000000000000000001",
+        "0.0100000",
+        long_zeros.as_str(),
+        "10000000000",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let response = app
+            .pay(&token, recipient(0x61), amount, &format!("digits-{i}"))
+            .await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{amount:.40}");
+        assert_eq!(response.body["error"]["field"], "amount");
+    }
+
+    // A limit of zero is a real limit: nothing may be spent.
+    let nothing = app.credential(&agent, json!({"daily_limit": "0"})).await;
+    let denied = app.pay(&nothing, recipient(0x62), "0.000001", "zero").await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.body);
+    assert_eq!(denied.body["error"]["rule"], "daily_limit");
+    let all_approved = app
+        .credential(&agent, json!({"require_approval_above": "0"}))
+        .await;
+    let waiting = app
+        .pay(&all_approved, recipient(0x62), "0.000001", "zero-2")
+        .await;
+    assert_eq!(
+        waiting.body["status"], "pending_approval",
+        "{}",
+        waiting.body
+    );
+}

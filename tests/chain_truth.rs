@@ -437,7 +437,7 @@ async fn an_outflow_behind_bursars_back_is_an_unknown_outflow_and_an_alarm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
+async fn a_transfer_that_reverts_on_chain_fails_with_a_named_reason_and_the_node_text_audited() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
     let to = recipient(0x9a);
@@ -471,11 +471,21 @@ async fn a_transfer_that_reverts_on_chain_fails_with_the_revert_reason() {
     let failed = payment(&app, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["waiting_reason"].is_null());
-    let reason = failed["failure_reason"].as_str().unwrap();
-    assert!(
-        reason.starts_with("reverted: ") && reason.contains("blacklisted"),
-        "{reason}"
-    );
+    // The agent sees a named reason; the node's sentence is in the audit log only.
+    assert_eq!(failed["failure_reason"], "reverted");
+    let events = app
+        .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
+        .await
+        .body;
+    let reverted = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "transaction_reverted")
+        .unwrap()
+        .clone();
+    let node_reason = reverted["detail"]["revert_reason"].as_str().unwrap();
+    assert!(node_reason.contains("blacklisted"), "{node_reason}");
     assert_eq!(app.usdc_balance(to).await, Amount::ZERO);
     // The budget is released, and the nonce was used on chain: the next payment takes the next one.
     let next = app.pay_id(&token, recipient(0x9b), "1", "after").await;

@@ -5,6 +5,7 @@
 
 mod agents;
 mod audit;
+mod deny_list;
 mod error;
 mod extract;
 mod payments;
@@ -48,6 +49,7 @@ pub struct AppState {
         treasury::view, treasury::fund, treasury::sweep,
         audit::list, audit::verify, audit::export, reports::spend, reports::balances, reports::reconciliation,
         webhooks::create, webhooks::list, webhooks::disable, webhooks::deliveries, webhooks::replay,
+        deny_list::add, deny_list::list, deny_list::remove,
     ),
     components(schemas(
         crate::domain::PaymentStatus, crate::policy::Policy, crate::policy::Decision, crate::policy::Check,
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::router())
         .merge(reports::router())
         .merge(webhooks::router())
+        .merge(deny_list::router())
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(

@@ -33,6 +33,9 @@ impl Address {
         Ok(address)
     }
 
+    /// The zero address, to which no payment may go.
+    pub const ZERO: Address = Address(alloy::primitives::Address::ZERO);
+
     pub const fn into_inner(self) -> alloy::primitives::Address {
         self.0
     }

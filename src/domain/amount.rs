@@ -1,9 +1,7 @@
 //! `Amount`: an exact count of micro-USDC (10^-6 USDC), parsed only from decimal strings.
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::str::FromStr;
 
 /// USDC has six decimals on every chain Bursar supports.
 pub const DECIMALS: u32 = 6;
@@ -53,36 +51,48 @@ impl Amount {
     }
 
     /// Like `parse_positive` but accepts zero (limits may be zero: "no spending allowed").
+    /// Judged by the text's own digits, never by a rounding parser: more than six decimals is
+    /// refused even when they are zeros, and the whole part may have at most ten significant
+    /// digits (1,000,000,000 USDC), so no text is rounded or truncated into an amount.
     pub fn parse_non_negative(text: &str) -> Result<Amount, AmountError> {
         if text.starts_with('-') && text.len() > 1 {
             return Err(AmountError::NotPositive);
         }
         let (whole, fraction) = match text.split_once('.') {
-            Some((whole, fraction)) => (whole, Some(fraction)),
-            None => (text, None),
+            Some((whole, fraction)) => (whole, fraction),
+            None => (text, ""),
         };
-        let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-        if !digits(whole) || fraction.is_some_and(|f| !digits(f)) {
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty()
+            || !digits(whole)
+            || !digits(fraction)
+            || (text.contains('.') && fraction.is_empty())
+        {
             return Err(AmountError::NotDecimal);
         }
-        // The grammar is checked above; rust_decimal does the exact conversion.
-        let decimal = Decimal::from_str(text).map_err(|_| AmountError::TooLarge)?;
-        if decimal.scale() > DECIMALS {
-            // "1.500000000" is still an exact micro amount; only refuse real extra precision.
-            let normalized = decimal.normalize();
-            if normalized.scale() > DECIMALS {
-                return Err(AmountError::TooPrecise);
-            }
+        if fraction.len() > DECIMALS as usize {
+            return Err(AmountError::TooPrecise);
         }
-        let micros = decimal
-            .checked_mul(Decimal::from(MICROS_PER_USDC))
-            .ok_or(AmountError::TooLarge)?
-            .normalize();
-        if micros > Decimal::from(MAX_MICROS) {
+        let significant = whole.trim_start_matches('0');
+        if significant.len() > 10 {
             return Err(AmountError::TooLarge);
         }
-        let micros: u64 = micros.try_into().map_err(|_| AmountError::TooLarge)?;
+        let number = |part: &str| part.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        let scale = 10u64.pow(DECIMALS - fraction.len() as u32);
+        let micros = number(significant) * MICROS_PER_USDC + number(fraction) * scale;
+        if micros > MAX_MICROS {
+            return Err(AmountError::TooLarge);
+        }
         Ok(Amount(micros))
+    }
+
+    /// Serde helper for limits, where zero means "nothing": a JSON string, zero allowed.
+    pub fn deserialize_non_negative<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Amount>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|t| Amount::parse_non_negative(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
@@ -166,8 +176,8 @@ mod tests {
             ("99.999999", 99_999_999),
             ("1000000000", MAX_MICROS),
             ("1", 1_000_000),
-            ("1.500000000", 1_500_000),
             ("007", 7_000_000),
+            ("0001000000000", MAX_MICROS),
         ];
         for (text, micros) in cases {
             assert_eq!(Amount::parse_positive(text), Ok(Amount(micros)), "{text}");
@@ -184,6 +194,11 @@ mod tests {
             ("0.0000001", TooPrecise),
             ("1000000000.000001", TooLarge),
             ("99999999999999999999999999999", TooLarge),
+            // Precision is judged by the text: zeros count, nothing is rounded.
+            ("1.500000000", TooPrecise),
+            ("0.0100000", TooPrecise),
+            ("1.00000000000000000000000000001", TooPrecise),
+            ("10000000000", TooLarge),
             ("1e3", NotDecimal),
             ("1E3", NotDecimal),
             ("", NotDecimal),
@@ -199,6 +214,9 @@ mod tests {
         for (text, error) in cases {
             assert_eq!(Amount::parse_positive(text), Err(error), "{text:?}");
         }
+        let long = format!("1.{}", "0".repeat(10_000));
+        assert_eq!(Amount::parse_positive(&long), Err(TooPrecise));
+        assert_eq!(Amount::parse_non_negative("0"), Ok(Amount::ZERO));
     }
 
     #[test]

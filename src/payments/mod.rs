@@ -6,6 +6,7 @@
 
 pub mod approvals;
 pub mod reconcile;
+pub mod screening;
 pub mod settlement;
 pub mod treasury;
 pub mod webhooks;
@@ -613,6 +614,9 @@ impl Payments {
         if agent.status != "active" {
             return Err(PaymentsError::AgentFrozen);
         }
+        let from = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        self.screen_recipient(&mut tx, from, request.to).await?;
         let decision = self
             .decide(
                 &mut tx,

@@ -10,21 +10,37 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Amount::deserialize_non_negative"
+    )]
     #[schema(value_type = Option<String>, example = "50")]
     pub max_per_payment: Option<Amount>,
     /// Rolling 24-hour window.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Amount::deserialize_non_negative"
+    )]
     #[schema(value_type = Option<String>, example = "500")]
     pub daily_limit: Option<Amount>,
     /// Lifetime budget of the credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Amount::deserialize_non_negative"
+    )]
     #[schema(value_type = Option<String>, example = "5000")]
     pub total_limit: Option<Amount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
     pub allowed_recipients: Option<Vec<Address>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "Amount::deserialize_non_negative"
+    )]
     #[schema(value_type = Option<String>, example = "200")]
     pub require_approval_above: Option<Amount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,10 +57,24 @@ impl Payments {
                 .await?;
             }
         }
-        if let Some(reason) = &reason {
-            payment_rows::set_failure_reason(&mut tx, &winner.payment_id, reason).await?;
-        }
         let payment = payment_rows::get(&mut *tx, &winner.payment_id).await?;
+        if let Some(node_reason) = &reason {
+            // The agent sees `reverted`; the node's sentence is kept in the audit log.
+            payment_rows::set_failure_reason(&mut tx, &winner.payment_id, "reverted").await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    &payment,
+                    "transaction_reverted",
+                    serde_json::json!({"revert_reason": node_reason}),
+                    Some(winner.tx_hash.clone()),
+                    i64::try_from(receipt.block_number).ok(),
+                    Some(receipt.block_hash.to_string()),
+                ),
+            )
+            .await?;
+        }
         let waiting = match (final_depth, winner.is_filler(), receipt.success) {
             (true, _, _) | (false, false, true) => None,
             (false, true, _) => Some(WaitingReason::NonceFillerPending),
@@ -402,7 +416,7 @@ impl Payments {
         Ok(())
     }
 
-    /// `reverted: <the node's reason>` for a transaction that failed on chain.
+    /// The node's reason for a transaction that failed on chain (its call replayed), if it gives one.
     async fn revert_reason(
         &self,
         transaction: &TransactionRow,
@@ -417,9 +431,6 @@ impl Payments {
             }
             None => None,
         };
-        Ok(match reason {
-            Some(reason) => format!("reverted: {reason}"),
-            None => "reverted".into(),
-        })
+        Ok(reason.unwrap_or_else(|| "no reason given".into()))
     }
 }

@@ -74,8 +74,9 @@ impl Payments {
     ) -> Result<bool> {
         let plan = match self.plan(payment, fees, paused).await? {
             Ok(plan) => plan,
-            Err(reason) => {
-                self.fail_before_signing(payment, &reason).await?;
+            Err((reason, node_error)) => {
+                self.fail_before_signing(payment, &reason, node_error.as_deref())
+                    .await?;
                 pass.report.failed += 1;
                 return Ok(false);
             }
@@ -86,7 +87,7 @@ impl Payments {
         if let Some(hold) = self.check_gas(pass, payment, &plan).await? {
             match hold {
                 Hold::Fail(reason) => {
-                    self.fail_before_signing(payment, &reason).await?;
+                    self.fail_before_signing(payment, &reason, None).await?;
                     pass.report.failed += 1;
                 }
                 Hold::Wait(reason, detail) => self.wait(&payment.id, reason, detail).await?,
@@ -109,13 +110,13 @@ impl Payments {
     }
 
     /// The legs a payment needs and the token's own checks, read before a nonce is used: a
-    /// transfer they forbid would only revert on chain. `Err(reason)`: fail it now.
+    /// transfer they forbid would only revert on chain. `Err((reason, node_error))`: fail it now.
     async fn plan(
         &self,
         payment: &PaymentRow,
         fees: Fees,
         paused: bool,
-    ) -> Result<std::result::Result<Plan, String>> {
+    ) -> Result<std::result::Result<Plan, (String, Option<String>)>> {
         let wallet = wallets::get(self.ledger.pool(), &payment.from_wallet_id).await?;
         let from = wallet.address()?;
         let to = Address::parse(&payment.to_address)
@@ -153,17 +154,19 @@ impl Payments {
         .into_iter()
         .find_map(|(refused, reason)| refused.then_some(reason));
         if let Some(reason) = refused {
-            return Ok(Err(reason.into()));
+            return Ok(Err((reason.into(), None)));
         }
         match self.chain.estimate_usdc_transfer(from, to, amount).await {
             Ok(gas) => plan.usdc_gas = Some(gas),
             Err(ChainError::Reverted { message, .. }) => {
                 let balance = self.chain.usdc_balance(from).await?;
-                return Ok(Err(if balance < amount {
-                    "insufficient_usdc".to_string()
+                // The agent sees a named reason; the node's words stay in the audit log.
+                let reason = if balance < amount {
+                    "insufficient_usdc"
                 } else {
-                    format!("transfer_would_revert: {message}")
-                }));
+                    "transfer_would_revert"
+                };
+                return Ok(Err((reason.into(), Some(message))));
             }
             Err(other) => return Err(other.into()),
         }
@@ -299,6 +302,7 @@ impl Payments {
         &self,
         payment: &PaymentRow,
         reason: &str,
+        node_error: Option<&str>,
     ) -> Result<()> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
@@ -311,7 +315,7 @@ impl Payments {
             self.event(
                 payment,
                 "payment_failed",
-                serde_json::json!({"failure_reason": reason}),
+                serde_json::json!({"failure_reason": reason, "node_error": node_error}),
                 None,
                 None,
                 None,
