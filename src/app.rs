@@ -67,6 +67,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             stuck_after_blocks: config.stuck_after_blocks,
             max_fee_per_gas_wei: u128::from(config.max_fee_per_gas_gwei) * 1_000_000_000,
             unsendable_after_blocks: config.unsendable_after_blocks,
+            write_rate_per_second: config.write_rate_per_second,
+            write_rate_burst: config.write_rate_burst,
             finality_watch_blocks: config.finality_watch_blocks,
         },
     );
@@ -151,7 +153,12 @@ pub async fn start(
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     let (shutdown, receiver) = watch::channel(false);
+    let settings = payments.settings();
     let state = AppState {
+        write_limiter: api::WriteLimiter::new(
+            settings.write_rate_per_second,
+            settings.write_rate_burst,
+        ),
         payments: payments.clone(),
         metrics: metrics_handle(),
     };

@@ -41,6 +41,10 @@ pub struct Config {
     pub unsendable_after_blocks: u64,
     /// Blocks over which confirmed transactions are re-checked for deep reorgs.
     pub finality_watch_blocks: u64,
+    /// Write requests a second per credential or staff token.
+    pub write_rate_per_second: std::num::NonZeroU32,
+    /// Write requests at once per credential or staff token before the rate applies.
+    pub write_rate_burst: std::num::NonZeroU32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,8 @@ struct FileConfig {
     max_fee_per_gas_gwei: Option<u64>,
     unsendable_after_blocks: Option<u64>,
     finality_watch_blocks: Option<u64>,
+    write_rate_per_second: Option<u64>,
+    write_rate_burst: Option<u64>,
 }
 
 impl Config {
@@ -246,6 +252,27 @@ impl Config {
                 message: "must be at least BURSAR_CONFIRMATIONS".into(),
             });
         }
+        let rate = |key: &'static str, value: Option<u64>, default: u32| {
+            let value = value.unwrap_or(u64::from(default));
+            u32::try_from(value)
+                .ok()
+                .and_then(std::num::NonZeroU32::new)
+                .filter(|n| n.get() <= 1_000_000)
+                .ok_or(ConfigError {
+                    key,
+                    message: "must be between 1 and 1000000".into(),
+                })
+        };
+        let write_rate_per_second = rate(
+            "BURSAR_WRITE_RATE_PER_SECOND",
+            number("BURSAR_WRITE_RATE_PER_SECOND", file.write_rate_per_second)?,
+            50,
+        )?;
+        let write_rate_burst = rate(
+            "BURSAR_WRITE_RATE_BURST",
+            number("BURSAR_WRITE_RATE_BURST", file.write_rate_burst)?,
+            100,
+        )?;
         Ok(Config {
             listen,
             database_url,
@@ -265,6 +292,8 @@ impl Config {
             max_fee_per_gas_gwei,
             unsendable_after_blocks,
             finality_watch_blocks,
+            write_rate_per_second,
+            write_rate_burst,
         })
     }
 }

@@ -839,3 +839,48 @@ async fn approvers_and_treasury_read_only_their_rows() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_denied_writes_is_rate_limited_per_credential() {
+    let app = TestApp::spawn_with(&[
+        ("BURSAR_WRITE_RATE_PER_SECOND", "1"),
+        ("BURSAR_WRITE_RATE_BURST", "3"),
+    ])
+    .await;
+    let (agent, _) = app.create_agent("flood").await;
+    let flooder = app
+        .credential(&agent, json!({"max_per_payment": "1"}))
+        .await;
+    let other = app.credential(&agent, json!({})).await;
+    for i in 0..3 {
+        let denied = pay_with(&app, &flooder, &format!("f{i}"), json!({"amount": "5"})).await;
+        assert_eq!(denied.status, StatusCode::FORBIDDEN, "{}", denied.body);
+    }
+    let limited = pay_with(&app, &flooder, "f3", json!({"amount": "5"})).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
+    // The limited request stored nothing; the denials before it are audited.
+    let stored = app
+        .get(
+            &format!("/v1/payments?agent_id={agent}&status=rejected"),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(stored.body["data"].as_array().unwrap().len(), 3);
+    // Reads are not limited, and another credential has its own budget of requests.
+    let read = app.get("/v1/payments", &flooder).await;
+    assert_eq!(read.status, StatusCode::OK);
+    let fine = pay_with(&app, &other, "o1", json!({"amount": "1"})).await;
+    assert_eq!(fine.status, StatusCode::ACCEPTED, "{}", fine.body);
+}

@@ -25,6 +25,9 @@ pub enum ApiError {
         message: String,
     },
     Unavailable(String),
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -108,6 +111,16 @@ impl IntoResponse for ApiError {
                 let body =
                     json!({"error": {"code": "policy_denied", "rule": rule, "message": message}});
                 return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                let body = json!({"error": {"code": "rate_limited",
+                    "message": format!("too many requests; retry after {retry_after_secs} s")}});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(retry_after_secs),
+                );
+                return response;
             }
             ApiError::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,

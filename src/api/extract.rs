@@ -30,7 +30,15 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|secret| !secret.is_empty() && secret.len() <= 512)
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Auth(state.payments.authenticate(secret).await?))
+        let principal = state.payments.authenticate(secret).await?;
+        // Writes are rate limited per caller before any use case runs, denials included.
+        if !matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) {
+            state.write_limiter.check(&principal)?;
+        }
+        Ok(Auth(principal))
     }
 }
 

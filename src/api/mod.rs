@@ -9,6 +9,7 @@ mod deny_list;
 mod error;
 mod extract;
 mod payments;
+mod rate_limit;
 mod reports;
 mod service;
 mod tokens;
@@ -16,6 +17,7 @@ mod treasury;
 mod webhooks;
 
 pub use error::ApiError;
+pub use rate_limit::WriteLimiter;
 
 use crate::payments::Payments;
 use axum::Router;
@@ -33,6 +35,7 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub payments: Payments,
+    pub write_limiter: WriteLimiter,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 

@@ -221,6 +221,10 @@ pub struct Settings {
     pub unsendable_after_blocks: u64,
     /// Blocks over which confirmed transactions are re-checked against the canonical chain.
     pub finality_watch_blocks: u64,
+    /// Write requests a second each credential or staff token may make (the API's limit).
+    pub write_rate_per_second: std::num::NonZeroU32,
+    /// Write requests a credential or token may make at once before the rate applies.
+    pub write_rate_burst: std::num::NonZeroU32,
 }
 
 impl std::fmt::Debug for Payments {
