@@ -220,8 +220,9 @@ impl Custody {
     }
 
     /// Test support: the private key bytes of a sealed wallet, so tests can prove they never
-    /// appear in logs, responses or the database. Not reachable from any route.
-    #[doc(hidden)]
+    /// appear in logs, responses or the database. Not reachable from any route, and compiled only
+    /// with the `test-support` feature: the release binary has no key-reveal function.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn reveal_for_tests(&self, sealed: &SealedKey) -> Result<Zeroizing<Vec<u8>>, CustodyError> {
         Ok(Zeroizing::new(self.open(sealed)?.to_bytes().to_vec()))
     }

@@ -27,6 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+#[cfg(any(test, feature = "test-support"))]
 use std::sync::atomic::{AtomicI64, Ordering};
 use tokio::sync::Notify;
 
@@ -85,10 +86,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at the system time and moves only when told to.
+/// A clock that starts at the system time and moves only when told to (tests only).
+#[cfg(any(test, feature = "test-support"))]
 #[derive(Debug)]
 pub struct ManualClock(AtomicI64);
 
+#[cfg(any(test, feature = "test-support"))]
 impl ManualClock {
     pub fn new() -> ManualClock {
         ManualClock(AtomicI64::new(SystemClock.now_ms()))
@@ -98,12 +101,14 @@ impl ManualClock {
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Default for ManualClock {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(any(test, feature = "test-support"))]
 impl Clock for ManualClock {
     fn now_ms(&self) -> Millis {
         self.0.load(Ordering::SeqCst)
@@ -268,8 +273,8 @@ impl Payments {
     }
 
     /// Test support: makes settlement fail at `name` (one of `FAIL_POINTS`) from now on, as if
-    /// the process died there. Never armed outside tests.
-    #[doc(hidden)]
+    /// the process died there. Compiled only with the `test-support` feature.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn arm_fail_point(&self, name: &'static str) {
         assert!(FAIL_POINTS.contains(&name), "unknown fail point {name}");
         self.fail_points
@@ -311,8 +316,9 @@ impl Payments {
         self.wake.clone()
     }
 
-    /// The custody-held sealed key of a wallet, for tests that prove keys never leak.
-    #[doc(hidden)]
+    /// The custody-held sealed key of a wallet, for tests that prove keys never leak. Compiled
+    /// only with the `test-support` feature.
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn reveal_key_for_tests(&self, wallet_id: &str) -> Result<Vec<u8>> {
         let wallet = wallets::get(self.ledger.pool(), wallet_id).await?;
         Ok(self.custody.reveal_for_tests(&sealed(&wallet)?)?.to_vec())
