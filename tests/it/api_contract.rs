@@ -1,11 +1,9 @@
 //! The HTTP contract: bad input is a precise `400` naming the field, auth is enforced, service
 //! routes answer, and the OpenAPI document lists every route.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestApp, recipient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payment_input_names_the_field() {

@@ -1,8 +1,7 @@
 //! Finance and treasury: spend reports that match the chain, audit exports and tamper detection,
 //! sweeps, the gas float, and signed webhooks delivered at least once.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use bursar::domain::Amount;
@@ -10,7 +9,6 @@ use bursar::webhooks::Deliverer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use support::{TestApp, recipient};
 
 /// `first_bad_seq` of `GET /v1/audit/verify`, checking that `ok` agrees with it.
 async fn first_bad(app: &TestApp) -> Option<i64> {

@@ -2,8 +2,7 @@
 //! settlement, dropped and stuck transactions, the token's pause and blacklist, and a node that
 //! stops mining. Every payment ends paid exactly once.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
@@ -11,7 +10,6 @@ use alloy::sol_types::SolCall;
 use bursar::domain::Amount;
 use bursar::payments::PaymentsError;
 use serde_json::{Value, json};
-use support::{TestApp, recipient};
 
 fn usdc(text: &str) -> Amount {
     Amount::parse_positive(text).unwrap()

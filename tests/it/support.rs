@@ -3,8 +3,6 @@
 //! worker is not started: tests drive the chain step by step (`settle` runs one pass, `mine`
 //! mines blocks) so nothing waits on a timer.
 
-#![allow(dead_code)]
-
 use alloy::providers::Provider;
 use bursar::app::{self, Running};
 use bursar::chain::devnet::{self, Devnet};

@@ -2,17 +2,15 @@
 //! concurrency, exact idempotency, human approval, manual capture, expiry, revocation and the
 //! kill switch, end to end through HTTP against anvil with Circle's USDC.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use bursar::domain::Amount;
 use bursar::payments::Clock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestApp, recipient};
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
 
-fn id(response: &support::Response) -> String {
+fn id(response: &crate::support::Response) -> String {
     response.body["id"]
         .as_str()
         .or(response.body["payment"]["id"].as_str())
@@ -585,7 +583,12 @@ async fn expiry_revocation_and_freeze_refuse_the_next_request() {
 }
 
 /// `POST /v1/payments` with a manual capture and extra fields.
-async fn pay_with(app: &TestApp, token: &str, key: &str, fields: Value) -> support::Response {
+async fn pay_with(
+    app: &TestApp,
+    token: &str,
+    key: &str,
+    fields: Value,
+) -> crate::support::Response {
     let mut body = json!({"to": recipient(0xc1).to_string(), "amount": "10", "currency": "USDC"});
     for (k, v) in fields.as_object().unwrap() {
         body[k] = v.clone();

@@ -2,8 +2,6 @@
 //! debug log level through a whole payment, then its logs, every response and the database files
 //! are searched for every custodied private key (as hex, with and without 0x, and as raw bytes).
 
-mod support;
-
 use bursar::chain::devnet::{self, Devnet};
 use bursar::custody::MasterKey;
 use bursar::domain::Address;
@@ -136,7 +134,7 @@ async fn keys_never_appear_in_logs_responses_or_the_database() {
         reqwest::Method::POST,
         "/v1/payments",
         &agent_token,
-        json!({"to": support::recipient(0x33).to_string(), "amount": "12.50", "currency": "USDC"}),
+        json!({"to": crate::support::recipient(0x33).to_string(), "amount": "12.50", "currency": "USDC"}),
         Some("p-1"),
     )
     .await;

@@ -1,12 +1,10 @@
 //! End to end through HTTP against anvil running Circle's real USDC: an agent is funded, pays,
 //! and every payment ends `confirmed` with the chain's own block number and hash.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use bursar::domain::Amount;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{TestApp, recipient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn funded_agent_pays_three_amounts_to_confirmation() {

@@ -2,8 +2,7 @@
 //! every refused transaction is diagnosed from the chain's state, and every moved dollar ends
 //! confirmed exactly once. Each test drives anvil (with Circle's USDC) step by step.
 
-mod support;
-
+use crate::support::{TestApp, recipient};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
@@ -11,7 +10,6 @@ use alloy::providers::ext::AnvilApi;
 use bursar::domain::{Address, Amount};
 use bursar::payments::PaymentsError;
 use serde_json::{Value, json};
-use support::{TestApp, recipient};
 
 fn usdc(text: &str) -> Amount {
     Amount::parse_positive(text).unwrap()

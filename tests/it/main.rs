@@ -1,0 +1,14 @@
+//! Bursar's end-to-end tests: one binary with a module per capability, so the support code
+//! (anvil with Circle's USDC, a Bursar on a temp SQLite file) compiles once.
+
+#![allow(dead_code)]
+
+mod support;
+
+mod api_contract;
+mod chain_truth;
+mod finance;
+mod never_stuck;
+mod policy;
+mod secrets;
+mod settlement;
