@@ -17,6 +17,7 @@ pub enum ApiError {
     Forbidden,
     AgentFrozen,
     NotFound,
+    MethodNotAllowed,
     IdempotencyKeyReused,
     PayloadTooLarge,
     Conflict(String),
@@ -94,6 +95,12 @@ impl IntoResponse for ApiError {
                 "no such resource".into(),
                 None,
             ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take this method".into(),
+                None,
+            ),
             ApiError::IdempotencyKeyReused => (
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -144,4 +151,48 @@ impl IntoResponse for ApiError {
         }
         (status, Json(json!({ "error": error }))).into_response()
     }
+}
+
+/// Gives an error response that something other than `ApiError` produced (an extractor's
+/// rejection of a path or query that is not valid UTF-8, the timeout layer, the body limit) the
+/// one JSON error envelope. Responses that already are JSON pass through untouched.
+pub async fn envelope_for_bare_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (code, message, field) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such resource", None),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not take this method",
+            None,
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long", None),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request body exceeds 1 MiB", None),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("invalid_request", "the body must be JSON", Some("body"))
+        }
+        status if status.is_client_error() => (
+            "invalid_request",
+            "the path or query is not valid (UTF-8, a known parameter, a valid value)",
+            Some("path"),
+        ),
+        _ => ("internal_error", "internal error", None),
+    };
+    let mut error = json!({"code": code, "message": message});
+    if let Some(field) = field {
+        error["field"] = json!(field);
+    }
+    let mut rebuilt = (status, Json(json!({ "error": error }))).into_response();
+    if let Some(retry) = response.headers().get(axum::http::header::RETRY_AFTER) {
+        rebuilt
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, retry.clone());
+    }
+    rebuilt
 }

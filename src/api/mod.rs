@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod payments;
 mod rate_limit;
+mod reference;
 mod reports;
 mod service;
 mod tokens;
@@ -18,6 +19,7 @@ mod webhooks;
 
 pub use error::ApiError;
 pub use rate_limit::WriteLimiter;
+use reference::Complete;
 
 use crate::payments::Payments;
 use axum::Router;
@@ -41,7 +43,7 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Bursar", description = "Custody and settlement of USDC payments for AI agents on Base."),
+    info(title = "Bursar", description = include_str!("reference_description.txt")),
     paths(
         service::healthz, service::readyz, service::metrics, service::openapi,
         tokens::create, tokens::revoke,
@@ -58,7 +60,7 @@ pub struct AppState {
         crate::domain::PaymentStatus, crate::policy::Policy, crate::policy::Decision, crate::policy::Check,
         crate::policy::Outcome, payments::PaymentResponse, payments::CreatePaymentRequest,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Complete),
 )]
 pub struct ApiDoc;
 
@@ -90,11 +92,16 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::router())
         .merge(webhooks::router())
         .merge(deny_list::router())
+        .route("/docs", axum::routing::get(reference::docs))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(REQUEST_TIMEOUT_MS),
+        ))
+        .layer(axum::middleware::map_response(
+            error::envelope_for_bare_errors,
         ))
         .layer(axum::middleware::from_fn(service::count_requests))
         .with_state(state)

@@ -181,5 +181,17 @@ pub async fn replay(tx: &mut Tx, id: &str, now: Millis) -> Result<DeliveryRow, L
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    row.ok_or_else(|| LedgerError::Conflict(format!("delivery {id} is not a failed delivery")))
+    if let Some(row) = row {
+        return Ok(row);
+    }
+    let exists = sqlx::query_scalar::<_, i64>("SELECT 1 FROM webhook_deliveries WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .is_some();
+    Err(if exists {
+        LedgerError::Conflict(format!("delivery {id} is not a failed delivery"))
+    } else {
+        LedgerError::NotFound
+    })
 }

@@ -694,3 +694,108 @@ async fn amounts_are_judged_by_their_own_digits_and_zero_limits_mean_nothing() {
         waiting.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_is_complete_and_every_error_has_the_envelope() {
+    let app = TestApp::spawn().await;
+    let doc = app
+        .request(Method::GET, "/openapi.json", None, None, None)
+        .await
+        .body;
+    let mut ids = std::collections::HashSet::new();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let names: Vec<&str> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let id = operation["operationId"].as_str().unwrap().to_string();
+            assert!(ids.insert(id.clone()), "operationId {id} repeats");
+            for name in &names {
+                let declared = operation["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == *name && p["in"] == "path"));
+                assert!(declared, "{method} {path} does not declare {name}");
+            }
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(!description.trim().is_empty(), "{method} {path} {status}");
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        response["content"]["application/json"].is_object(),
+                        "{method} {path} {status} has no error envelope"
+                    );
+                }
+            }
+            // The router serves what the document lists: no 404 or 405 for a listed route.
+            let concrete = path
+                .replace("{id}", "unknown")
+                .replace("{address}", "0x0000000000000000000000000000000000000001");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let answer = app
+                .request(method.clone(), &concrete, None, None, None)
+                .await;
+            assert_ne!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            if !["/healthz", "/readyz", "/metrics", "/openapi.json"].contains(&path.as_str()) {
+                assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+        }
+    }
+    assert!(operations >= 35, "{operations}");
+
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(
+        docs.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("/v1/payments/{id}/approve") && !page.contains("<script"));
+
+    let envelope = |response: &crate::support::Response, code: &str| {
+        assert_eq!(response.body["error"]["code"], code, "{}", response.body);
+    };
+    let wrong_method = app
+        .request(
+            Method::DELETE,
+            "/v1/payments",
+            Some(&app.admin_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    envelope(&wrong_method, "method_not_allowed");
+    let nowhere = app.get("/v9/nowhere", &app.admin_token).await;
+    envelope(&nowhere, "not_found");
+    let not_utf8 = app.get("/v1/payments/%FF%FE", &app.admin_token).await;
+    assert_eq!(
+        not_utf8.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        not_utf8.body
+    );
+    envelope(&not_utf8, "invalid_request");
+    let replay = app
+        .post(
+            "/v1/webhook-deliveries/whd_unknown/replay",
+            &app.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(replay.status, StatusCode::NOT_FOUND, "{}", replay.body);
+    envelope(&replay, "not_found");
+}
