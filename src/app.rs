@@ -173,12 +173,16 @@ pub async fn start(
     });
     let worker = run_worker.then(|| {
         let settlement = payments.clone();
+        let background = payments.clone();
         let settlement_stop = receiver.clone();
+        let background_stop = receiver.clone();
         let deliverer = crate::webhooks::Deliverer::new(payments.ledger.clone(), payments.clock());
         tokio::spawn(async move {
-            // Two independent loops: a slow webhook receiver never delays settlement.
+            // Independent loops: a slow webhook receiver or a long reconciliation scan never
+            // delays settlement.
             tokio::join!(
                 settlement.run_settlement(poll_interval, settlement_stop),
+                background.run_background(background_stop),
                 deliverer.run(poll_interval, receiver),
             );
         })

@@ -89,10 +89,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
     let (rows, page, cursor) = agents_page(&state, &query).await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        data.push(view_json(&state.payments.agent_view(row).await?));
-    }
+    let views = state.payments.agent_views(rows).await?;
+    let data = views.iter().map(view_json).collect();
     Ok(Json(list_response(data, page.limit, cursor)))
 }
 
@@ -132,7 +130,9 @@ pub async fn get_agent(
     let row = agents::get(state.payments.ledger.pool(), &id)
         .await
         .map_err(crate::payments::PaymentsError::from)?;
-    Ok(Json(view_json(&state.payments.agent_view(row).await?)))
+    let views = state.payments.agent_views(vec![row]).await?;
+    let view = views.first().ok_or(ApiError::NotFound)?;
+    Ok(Json(view_json(view)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

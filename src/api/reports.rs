@@ -73,11 +73,10 @@ pub async fn balances(
     auth.require(&[Role::Auditor, Role::Treasury])?;
     let (rows, page, cursor) = super::agents::agents_page(&state, &query).await?;
     let mut data = Vec::with_capacity(rows.len());
-    for row in rows {
-        let held = reports::held_by_wallet(state.payments.ledger.pool(), &row.wallet_id)
+    for view in state.payments.agent_views(rows).await? {
+        let held = reports::held_by_wallet(state.payments.ledger.pool(), &view.agent.wallet_id)
             .await
             .map_err(PaymentsError::from)?;
-        let view = state.payments.agent_view(row).await?;
         data.push(json!({
             "agent_id": view.agent.id, "name": view.agent.name, "address": view.agent.address, "status": view.agent.status,
             "usdc": view.usdc.map(|a| a.to_string()), "eth": view.eth_wei.map(super::format_eth),
@@ -109,29 +108,7 @@ pub async fn reconciliation(
             .transpose()
     };
     let (from, to) = (block("from_block")?, block("to_block")?);
-    let to = match to {
-        Some(to) => to,
-        None => state
-            .payments
-            .chain
-            .head()
-            .await
-            .map_err(PaymentsError::from)?,
-    };
-    let from = from.unwrap_or_else(|| to.saturating_sub(9_999));
-    if from > to {
-        return Err(ApiError::invalid(
-            "from_block",
-            "must not be after to_block",
-        ));
-    }
-    if to - from >= crate::payments::reconcile::MAX_RECONCILE_BLOCKS {
-        return Err(ApiError::invalid(
-            "to_block",
-            "a reconciliation covers at most 100000 blocks",
-        ));
-    }
-    let report = state.payments.reconcile(from, to).await?;
+    let report = state.payments.reconciliation(from, to).await?;
     Ok(Json(
         serde_json::to_value(report).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))

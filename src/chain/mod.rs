@@ -13,7 +13,7 @@ use alloy::network::TransactionBuilder;
 use alloy::primitives::{B256, Bytes, TxKind, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::TransactionRequest;
-use alloy::sol_types::SolCall;
+use alloy::sol_types::{SolCall, SolValue};
 use alloy::transports::TransportError;
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -288,6 +288,54 @@ impl Chain {
             method: "balanceOf",
             message: "balance out of range".into(),
         })
+    }
+
+    /// The USDC and ETH balances of `owners` in one round trip: one JSON-RPC batch of a
+    /// `balanceOf` call and an `eth_getBalance` per owner, read at the same latest block.
+    /// `None` for a balance the node did not answer.
+    pub async fn balances(
+        &self,
+        owners: &[Address],
+    ) -> Result<Vec<(Option<Amount>, Option<U256>)>, ChainError> {
+        const METHOD: &str = "balances batch";
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let block = self.head().await?;
+        let tag = BlockNumberOrTag::Number(block);
+        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+        let mut waiters = Vec::with_capacity(owners.len());
+        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
+        for owner in owners {
+            let call = TransactionRequest::default()
+                .with_to(self.usdc.into_inner())
+                .with_input(
+                    usdc::IUSDC::balanceOfCall {
+                        account: owner.into_inner(),
+                    }
+                    .abi_encode(),
+                );
+            let usdc = batch
+                .add_call::<_, Bytes>("eth_call", &(call, tag))
+                .map_err(failed)?;
+            let eth = batch
+                .add_call::<_, U256>("eth_getBalance", &(owner.into_inner(), tag))
+                .map_err(failed)?;
+            waiters.push((usdc, eth));
+        }
+        match tokio::time::timeout(self.timeout, batch.send()).await {
+            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
+            Ok(result) => result.map_err(failed)?,
+        }
+        let mut balances = Vec::with_capacity(owners.len());
+        for (usdc, eth) in waiters {
+            let usdc = usdc.await.ok().and_then(|bytes: Bytes| {
+                let units = U256::abi_decode(&bytes[..]).ok()?;
+                Amount::from_base_units(u128::try_from(units).ok()?).ok()
+            });
+            balances.push((usdc, eth.await.ok()));
+        }
+        Ok(balances)
     }
 
     /// USDC `Transfer` logs in `[from_block, to_block]` sent from or to any of `accounts`, in

@@ -67,3 +67,14 @@ pub async fn held_by_wallet(
     .fetch_one(executor)
     .await?)
 }
+
+/// Whether a wallet has payments that still need to send a transaction (queued or submitted).
+pub async fn has_unsent_payments(pool: &SqlitePool, wallet_id: &str) -> Result<bool, LedgerError> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT 1 FROM payments WHERE from_wallet_id = ? AND status IN ('queued', 'submitted') LIMIT 1",
+    )
+    .bind(wallet_id)
+    .fetch_optional(pool)
+    .await?
+    .is_some())
+}

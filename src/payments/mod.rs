@@ -331,6 +331,19 @@ impl Payments {
         if let Some(wallet) = wallets::treasury(self.ledger.pool()).await? {
             return Ok(wallet);
         }
+        // Nothing of custody's can be on chain before its first wallet: the background
+        // reconciler starts here. A node that does not answer now leaves it at block 0.
+        if let Ok(head) = self.chain.head().await
+            && self
+                .ledger
+                .meta(reconcile::CUSTODY_START_META_KEY)
+                .await?
+                .is_none()
+        {
+            self.ledger
+                .set_meta(reconcile::CUSTODY_START_META_KEY, &head.to_string())
+                .await?;
+        }
         let key = self.custody.generate_wallet()?;
         let id = new_id("wal");
         let now = self.now();
@@ -502,23 +515,34 @@ impl Payments {
         Ok(agents::get(self.ledger.pool(), &agent_id).await?)
     }
 
-    /// The agent with its on-chain balances. A node that does not answer leaves the balances
-    /// out (`None`) rather than failing the read.
-    pub async fn agent_view(&self, agent: agents::AgentRow) -> Result<AgentView> {
-        let address = Address::parse(&agent.address)
-            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
-        let (usdc, eth) = tokio::join!(
-            self.chain.usdc_balance(address),
-            self.chain.eth_balance(address)
-        );
+    /// Agents with their on-chain balances, read for the whole page in one round trip to the
+    /// node. A node that does not answer leaves the balances out (`None`) rather than failing
+    /// the read.
+    pub async fn agent_views(&self, agents: Vec<agents::AgentRow>) -> Result<Vec<AgentView>> {
+        let mut addresses = Vec::with_capacity(agents.len());
+        for agent in &agents {
+            addresses.push(
+                Address::parse(&agent.address)
+                    .map_err(|_| LedgerError::Corrupt("agent address".into()))?,
+            );
+        }
+        let balances = self
+            .chain
+            .balances(&addresses)
+            .await
+            .unwrap_or_else(|_| vec![(None, None); addresses.len()]);
         let since = self.now() - 24 * 60 * 60 * 1000;
-        let spent = agents::spent_since(self.ledger.pool(), &agent.id, since).await?;
-        Ok(AgentView {
-            usdc: usdc.ok(),
-            eth_wei: eth.ok(),
-            spent_24h: Amount::from_sql(spent),
-            agent,
-        })
+        let mut views = Vec::with_capacity(agents.len());
+        for (agent, (usdc, eth_wei)) in agents.into_iter().zip(balances) {
+            let spent = agents::spent_since(self.ledger.pool(), &agent.id, since).await?;
+            views.push(AgentView {
+                usdc,
+                eth_wei,
+                spent_24h: Amount::from_sql(spent),
+                agent,
+            });
+        }
+        Ok(views)
     }
 
     pub async fn create_credential(
@@ -877,11 +901,14 @@ impl Payments {
     pub async fn treasury_view(&self) -> Result<(Address, Option<Amount>, Option<U256>)> {
         let treasury = self.ensure_treasury().await?;
         let address = treasury.address()?;
-        let (usdc, eth) = tokio::join!(
-            self.chain.usdc_balance(address),
-            self.chain.eth_balance(address)
-        );
-        Ok((address, usdc.ok(), eth.ok()))
+        let (usdc, eth) = self
+            .chain
+            .balances(&[address])
+            .await
+            .ok()
+            .and_then(|b| b.into_iter().next())
+            .unwrap_or((None, None));
+        Ok((address, usdc, eth))
     }
 }
 

@@ -3,7 +3,7 @@
 //! recipient and block hash. Money leaving a custodied wallet without a payment behind it is an
 //! `unknown_outflow`: a key or custody breach, raised as an audit alarm by the background pass.
 
-use super::{Payments, Result};
+use super::{Payments, PaymentsError, Result};
 use crate::domain::Address;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, LedgerTransfer};
@@ -16,6 +16,11 @@ use std::collections::{HashMap, HashSet};
 /// The widest block range one reconciliation covers.
 pub const MAX_RECONCILE_BLOCKS: u64 = 100_000;
 const CURSOR_META_KEY: &str = "reconciled_through_block";
+/// The head when the first custodied wallet (the treasury) was created: nothing of Bursar's can
+/// be on chain before it, so the background reconciler starts there, not at block 0.
+pub(super) const CUSTODY_START_META_KEY: &str = "custody_start_block";
+/// Blocks a reconciliation covers when the caller names no `from_block`.
+pub const DEFAULT_RECONCILE_BLOCKS: u64 = 10_000;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Reconciliation {
@@ -27,6 +32,39 @@ pub struct Reconciliation {
 }
 
 impl Payments {
+    /// A reconciliation over a range the caller chose, checked against the chain: `to_block`
+    /// defaults to the head and may not pass it, `from_block` to `DEFAULT_RECONCILE_BLOCKS`
+    /// before it; at most `MAX_RECONCILE_BLOCKS` blocks. A bad range is a `400` naming the field.
+    pub async fn reconciliation(
+        &self,
+        from_block: Option<u64>,
+        to_block: Option<u64>,
+    ) -> Result<Reconciliation> {
+        let head = self.chain.head().await?;
+        let to = to_block.unwrap_or(head);
+        let invalid = |field: &str, message: String| PaymentsError::Invalid {
+            field: field.into(),
+            message,
+        };
+        if to > head {
+            return Err(invalid(
+                "to_block",
+                format!("is past the chain head ({head})"),
+            ));
+        }
+        let from = from_block.unwrap_or_else(|| to.saturating_sub(DEFAULT_RECONCILE_BLOCKS - 1));
+        if from > to {
+            return Err(invalid("from_block", "must not be after to_block".into()));
+        }
+        if to - from >= MAX_RECONCILE_BLOCKS {
+            return Err(invalid(
+                "to_block",
+                format!("a reconciliation covers at most {MAX_RECONCILE_BLOCKS} blocks"),
+            ));
+        }
+        self.reconcile(from, to).await
+    }
+
     pub async fn reconcile(&self, from_block: u64, to_block: u64) -> Result<Reconciliation> {
         let addresses = wallets::all_addresses(self.ledger.pool()).await?;
         let custodied: HashSet<Address> = addresses
@@ -110,7 +148,12 @@ impl Payments {
                     .map_err(|_| LedgerError::Corrupt("reconcile cursor".into()))?
                     + 1
             }
-            None => 0,
+            None => match self.ledger.meta(CUSTODY_START_META_KEY).await? {
+                Some(text) => text
+                    .parse::<u64>()
+                    .map_err(|_| LedgerError::Corrupt("custody start block".into()))?,
+                None => 0,
+            },
         };
         if from > through {
             return Ok(0);

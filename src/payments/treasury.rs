@@ -11,6 +11,8 @@ use alloy::primitives::U256;
 /// At most this many gas top-ups per agent in 24 hours, so a wallet that burns gas without end
 /// (or a bug) cannot drain the treasury's ETH.
 pub const MAX_GAS_TOPUPS_PER_DAY: i64 = 5;
+/// Wallets whose balances are read in one round trip (one JSON-RPC batch).
+pub const BALANCE_BATCH: usize = 500;
 
 impl Payments {
     /// Moves the agent's free USDC back to the treasury: its on-chain balance less what its
@@ -72,20 +74,33 @@ impl Payments {
         self.commit_queued(tx, row).await
     }
 
-    /// The gas float: every active agent wallet with less ETH than the floor gets a top-up from
-    /// the treasury, unless one is already in flight or the day's top-ups are used up. Returns
-    /// how many top-ups it queued.
+    /// The gas float: every active agent wallet with less ETH than the floor that has a use for
+    /// gas (it holds USDC, or has payments waiting to be sent) gets a top-up from the treasury,
+    /// unless one is already in flight or the day's top-ups are used up. Balances are read
+    /// `BALANCE_BATCH` wallets per round trip. Returns how many top-ups it queued.
     pub async fn top_up_gas(&self) -> Result<usize> {
         if self.settings().gas_float_min_wei == 0 {
             return Ok(0);
         }
         let floor = U256::from(self.settings().gas_float_min_wei);
         let mut queued = 0;
-        for agent in agents::all_active(self.ledger.pool()).await? {
-            let address = Address::parse(&agent.address)
-                .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
-            if self.chain.eth_balance(address).await? < floor && self.top_up_agent(&agent).await? {
-                queued += 1;
+        let active = agents::all_active(self.ledger.pool()).await?;
+        for chunk in active.chunks(BALANCE_BATCH) {
+            let mut owners = Vec::with_capacity(chunk.len());
+            for agent in chunk {
+                owners.push(
+                    Address::parse(&agent.address)
+                        .map_err(|_| LedgerError::Corrupt("agent address".into()))?,
+                );
+            }
+            let balances = self.chain.balances(&owners).await?;
+            for (agent, (usdc, eth)) in chunk.iter().zip(balances) {
+                let low = eth.is_some_and(|wei| wei < floor);
+                let useful = usdc.is_some_and(|a| a > Amount::ZERO)
+                    || reports::has_unsent_payments(self.ledger.pool(), &agent.wallet_id).await?;
+                if low && useful && self.top_up_agent(agent).await? {
+                    queued += 1;
+                }
             }
         }
         Ok(queued)
@@ -124,16 +139,28 @@ impl Payments {
         Ok(true)
     }
 
-    /// The USDC held on chain by all agent wallets together.
+    /// The USDC held on chain by all agent wallets together, read `BALANCE_BATCH` wallets per
+    /// round trip to the node.
     pub async fn agents_usdc_total(&self) -> Result<Amount> {
         let mut total = Amount::ZERO;
-        for address in agents::all_addresses(self.ledger.pool()).await? {
-            let address = Address::parse(&address)
-                .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
-            let balance = self.chain.usdc_balance(address).await?;
-            total = total
-                .checked_add(balance)
-                .ok_or_else(|| LedgerError::Corrupt("total overflow".into()))?;
+        let addresses = agents::all_addresses(self.ledger.pool()).await?;
+        for chunk in addresses.chunks(BALANCE_BATCH) {
+            let mut owners = Vec::with_capacity(chunk.len());
+            for address in chunk {
+                owners.push(
+                    Address::parse(address)
+                        .map_err(|_| LedgerError::Corrupt("agent address".into()))?,
+                );
+            }
+            for (usdc, _) in self.chain.balances(&owners).await? {
+                let balance = usdc.ok_or(crate::chain::ChainError::Rpc {
+                    method: "balanceOf",
+                    message: "a balance was not answered".into(),
+                })?;
+                total = total
+                    .checked_add(balance)
+                    .ok_or_else(|| LedgerError::Corrupt("total overflow".into()))?;
+            }
         }
         Ok(total)
     }

@@ -799,3 +799,33 @@ async fn the_reference_is_complete_and_every_error_has_the_envelope() {
     assert_eq!(replay.status, StatusCode::NOT_FOUND, "{}", replay.body);
     envelope(&replay, "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_ranges_are_bounded_by_the_chain_head() {
+    let app = TestApp::spawn().await;
+    let head = app.head().await;
+    for (query, field) in [
+        (format!("to_block={}", u64::MAX), "to_block"),
+        (format!("from_block=0&to_block={}", head + 1), "to_block"),
+        (format!("from_block={}", u64::MAX), "from_block"),
+        ("to_block=-1".to_string(), "to_block"),
+    ] {
+        let response = app
+            .get(&format!("/v1/reconciliation?{query}"), &app.admin_token)
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            response.body
+        );
+        assert_eq!(response.body["error"]["field"], field, "{query}");
+    }
+    let fine = app
+        .get(
+            &format!("/v1/reconciliation?to_block={head}"),
+            &app.admin_token,
+        )
+        .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
+}

@@ -377,7 +377,12 @@ async fn sweeps_return_free_usdc_and_the_gas_float_refills() {
     )
     .await;
 
-    // The gas float: drain the agent's ETH; one top-up is queued (not two), audited, and lands.
+    // The gas float: the agent holds USDC again and its ETH is drained; one top-up is queued
+    // (not two), audited, and lands.
+    app.devnet
+        .mint(address, Amount::parse_positive("1").unwrap())
+        .await
+        .unwrap();
     app.devnet
         .provider
         .anvil_set_balance(address.into_inner(), alloy::primitives::U256::ZERO)
@@ -665,5 +670,29 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
     assert_eq!(
         (replayed.status, replayed.body["status"].as_str()),
         (StatusCode::OK, Some("pending"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gas_float_tops_up_only_wallets_that_have_a_use_for_gas() {
+    let app = TestApp::spawn().await;
+    let (idle, _) = app.create_agent("idle").await;
+    let (holder, address) = app.create_agent("holder").await;
+    let _ = idle;
+    // Both wallets have no ETH; only the one that holds USDC can use gas.
+    app.devnet
+        .mint(address, Amount::parse_positive("5").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(app.payments().top_up_gas().await.unwrap(), 1);
+    let fundings = app
+        .get(&format!("/v1/payments?agent_id={holder}"), &app.admin_token)
+        .await
+        .body;
+    assert_eq!(fundings["data"][0]["kind"], "funding");
+    assert_eq!(
+        app.payments().top_up_gas().await.unwrap(),
+        0,
+        "one in flight at a time"
     );
 }

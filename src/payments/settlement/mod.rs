@@ -41,8 +41,9 @@ use std::time::Duration;
 const SIGN_BATCH: i64 = 100;
 /// The longest the worker backs off after consecutive failing passes.
 const MAX_BACKOFF_MS: u64 = 30_000;
-/// How often the worker checks agent wallets' ETH for the gas float and reconciles new blocks.
-const GAS_FLOAT_INTERVAL: Duration = Duration::from_secs(30);
+/// How often the background loop checks agent wallets' ETH for the gas float and reconciles
+/// new blocks.
+const BACKGROUND_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What one pass did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,7 +119,6 @@ impl Payments {
     ) {
         let wake = self.wake();
         let mut failures: u32 = 0;
-        let mut gas_float_due = tokio::time::Instant::now();
         loop {
             let wait = if failures == 0 {
                 poll_interval
@@ -134,10 +134,6 @@ impl Payments {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            if tokio::time::Instant::now() >= gas_float_due {
-                gas_float_due = tokio::time::Instant::now() + GAS_FLOAT_INTERVAL;
-                self.background_checks().await;
-            }
             match self.settle_once().await {
                 Ok(report) => {
                     failures = 0;
@@ -149,6 +145,19 @@ impl Payments {
                     failures = failures.saturating_add(1);
                     tracing::warn!(%error, failures, "settlement pass failed; backing off");
                 }
+            }
+        }
+    }
+
+    /// The slow checks, on their own loop so that a long reconciliation scan never delays a
+    /// payment: the gas float and the background reconciliation of new blocks, every
+    /// `BACKGROUND_INTERVAL`, until `shutdown` resolves.
+    pub async fn run_background(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            self.background_checks().await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(BACKGROUND_INTERVAL) => {}
             }
         }
     }
