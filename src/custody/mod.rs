@@ -163,6 +163,17 @@ impl Custody {
         })
     }
 
+    /// The key that signs audit checkpoints: HMAC-SHA256 of a fixed label under the master key,
+    /// so it is never stored and changes with the master key.
+    pub fn audit_key(&self) -> crate::domain::AuditKey {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.master.0.expose_secret().as_slice())
+                .expect("HMAC takes keys of any length");
+        mac.update(b"bursar audit checkpoint key v1");
+        crate::domain::AuditKey::from_bytes(mac.finalize().into_bytes().into())
+    }
+
     fn open(&self, sealed: &SealedKey) -> Result<PrivateKeySigner, CustodyError> {
         let address = sealed.address;
         if sealed.nonce.len() != SEAL_NONCE_BYTES {

@@ -4,11 +4,13 @@
 
 mod address;
 mod amount;
+mod audit_key;
 mod ids;
 mod status;
 
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
+pub use audit_key::AuditKey;
 pub use ids::{IdempotencyKey, IdempotencyKeyError, new_id, new_secret_token};
 /// An API time: RFC 3339 UTC with milliseconds, from milliseconds since the Unix epoch.
 pub fn format_time(millis: i64) -> String {

@@ -4,6 +4,7 @@
 //! they describe.
 
 use super::{LedgerError, Millis, Tx};
+use crate::domain::AuditKey;
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -96,7 +97,8 @@ fn event_hash(
 }
 
 impl AuditEvent {
-    fn expected_hash(&self) -> String {
+    /// The hash this event should have: over its `prev_hash` and every field.
+    pub fn expected_hash(&self) -> String {
         event_hash(
             &self.prev_hash,
             self.seq,
@@ -207,6 +209,13 @@ pub struct VerifyReport {
     pub ok: bool,
     pub events: i64,
     pub head: String,
+    /// Signed checkpoints checked (absent when verified without the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<i64>,
+    /// The newest signed checkpoint's sequence number: events after it are covered by the hash
+    /// chain alone until the next checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_bad_seq: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -229,6 +238,8 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
         head: head.to_string(),
         first_bad_seq: Some(seq),
         reason: Some(reason.to_string()),
+        checkpoints: None,
+        last_checkpoint_seq: None,
     };
     while let Some(event) = rows.try_next().await? {
         if event.seq != expected_seq {
@@ -278,7 +289,104 @@ pub async fn verify(pool: &SqlitePool) -> Result<VerifyReport, LedgerError> {
         head: prev_hash,
         first_bad_seq: None,
         reason: None,
+        checkpoints: None,
+        last_checkpoint_seq: None,
     })
+}
+
+/// A signed checkpoint of the chain's head.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub prev_seq: i64,
+    pub at: Millis,
+    pub signature: String,
+}
+
+/// Signs the chain's current head as a checkpoint, unless the newest checkpoint is already it,
+/// or fewer than `min_new_events` events came since. Returns the new checkpoint's seq.
+pub async fn checkpoint(
+    tx: &mut Tx,
+    key: &AuditKey,
+    min_new_events: i64,
+    at: Millis,
+) -> Result<Option<i64>, LedgerError> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((seq, head_hash)) = head else {
+        return Ok(None);
+    };
+    let prev_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints")
+        .fetch_one(&mut **tx)
+        .await?;
+    if seq == prev_seq || seq - prev_seq < min_new_events {
+        return Ok(None);
+    }
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (seq, head_hash, prev_seq, at, signature) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(&head_hash)
+    .bind(prev_seq)
+    .bind(at)
+    .bind(key.sign(seq, &head_hash, prev_seq))
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(seq))
+}
+
+/// `verify`, and then every signed checkpoint: its signature under `key`, its link to the
+/// previous checkpoint, and that the event at its seq still has the hash it signed. A chain
+/// rewritten with database access alone fails here even though its hashes are consistent.
+pub async fn verify_with_checkpoints(
+    pool: &SqlitePool,
+    key: &AuditKey,
+) -> Result<VerifyReport, LedgerError> {
+    let mut report = verify(pool).await?;
+    let checkpoints: Vec<Checkpoint> =
+        sqlx::query_as("SELECT * FROM audit_checkpoints ORDER BY seq")
+            .fetch_all(pool)
+            .await?;
+    let mut prev = 0;
+    let mut checked = 0;
+    for checkpoint in &checkpoints {
+        let hash: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_events WHERE seq = ?")
+                .bind(checkpoint.seq)
+                .fetch_optional(pool)
+                .await?;
+        let problem = if checkpoint.prev_seq != prev {
+            Some("a signed checkpoint is missing before this one")
+        } else if !key.verify(
+            checkpoint.seq,
+            &checkpoint.head_hash,
+            checkpoint.prev_seq,
+            &checkpoint.signature,
+        ) {
+            Some("a checkpoint's signature does not verify under the master key")
+        } else if hash.as_deref() != Some(checkpoint.head_hash.as_str()) {
+            Some("the chain no longer matches a signed checkpoint: events up to it were rewritten")
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            report.ok = false;
+            let first_bad = report
+                .first_bad_seq
+                .map_or(checkpoint.seq, |s| s.min(checkpoint.seq));
+            report.first_bad_seq = Some(first_bad);
+            report.reason.get_or_insert_with(|| reason.to_string());
+            break;
+        }
+        prev = checkpoint.seq;
+        checked += 1;
+    }
+    report.checkpoints = Some(checked);
+    report.last_checkpoint_seq = (prev > 0).then_some(prev);
+    Ok(report)
 }
 
 /// Rows read per page while exporting, which bounds the memory an export uses.

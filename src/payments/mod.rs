@@ -187,6 +187,7 @@ pub struct AgentView {
 pub struct Payments {
     pub ledger: Ledger,
     custody: Arc<Custody>,
+    audit_key: Arc<crate::domain::AuditKey>,
     pub chain: Chain,
     clock: Arc<dyn Clock>,
     admin_token: Option<SecretString>,
@@ -194,6 +195,10 @@ pub struct Payments {
     wake: Arc<Notify>,
     fail_points: Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
 }
+
+/// Audit events between two signed checkpoints of the chain's head, at most (plus what one
+/// settlement pass appends).
+pub const AUDIT_CHECKPOINT_EVERY: i64 = 100;
 
 /// The named places where tests make settlement fail as if the process died there.
 /// `after_replace` is between storing a replacement (or a filler) and broadcasting it.
@@ -262,6 +267,7 @@ impl Payments {
     ) -> Payments {
         Payments {
             ledger,
+            audit_key: Arc::new(custody.audit_key()),
             custody,
             chain,
             clock,
@@ -322,6 +328,24 @@ impl Payments {
     pub async fn reveal_key_for_tests(&self, wallet_id: &str) -> Result<Vec<u8>> {
         let wallet = wallets::get(self.ledger.pool(), wallet_id).await?;
         Ok(self.custody.reveal_for_tests(&sealed(&wallet)?)?.to_vec())
+    }
+
+    // ---- audit checkpoints ----
+
+    /// Signs the audit chain's head as a checkpoint when `AUDIT_CHECKPOINT_EVERY` events came
+    /// since the last one (settlement does this every pass), or whenever `force` (every export).
+    pub async fn checkpoint_audit(&self, force: bool) -> Result<Option<i64>> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let every = if force { 1 } else { AUDIT_CHECKPOINT_EVERY };
+        let seq = audit::checkpoint(&mut tx, &self.audit_key, every, now).await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        Ok(seq)
+    }
+
+    /// Verifies the hash chain and every signed checkpoint against the master key.
+    pub async fn verify_audit(&self) -> Result<audit::VerifyReport> {
+        Ok(audit::verify_with_checkpoints(self.ledger.pool(), &self.audit_key).await?)
     }
 
     // ---- bootstrap ----

@@ -696,3 +696,71 @@ async fn the_gas_float_tops_up_only_wallets_that_have_a_use_for_gas() {
         "one in flight at a time"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_rewritten_with_database_access_alone_fails_the_signed_checkpoints() {
+    use bursar::ledger::audit::{self, AuditEvent};
+    let app = TestApp::spawn().await;
+    for name in ["a", "b", "c"] {
+        app.create_agent(name).await;
+    }
+    // An export signs the head it covers.
+    let export = app
+        .get("/v1/audit/export?format=jsonl", &app.admin_token)
+        .await;
+    assert_eq!(export.status, reqwest::StatusCode::OK);
+    let before = app.get("/v1/audit/verify", &app.admin_token).await.body;
+    assert_eq!(before["ok"], true, "{before}");
+    assert!(before["checkpoints"].as_i64().unwrap() >= 1, "{before}");
+
+    // Someone who can write the database file drops the triggers and rewrites an event, then
+    // recomputes every hash after it so that the chain is consistent again.
+    let pool = sqlx::SqlitePool::connect(&app.config.database_url)
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER audit_events_no_update")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut events: Vec<AuditEvent> = sqlx::query_as("SELECT * FROM audit_events ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    events[1].detail = r#"{"forged":true}"#.into();
+    let mut prev = events[0].hash.clone();
+    for event in events.iter_mut().skip(1) {
+        event.prev_hash = prev.clone();
+        event.hash = event.expected_hash();
+        prev = event.hash.clone();
+        sqlx::query("UPDATE audit_events SET detail = ?, prev_hash = ?, hash = ? WHERE seq = ?")
+            .bind(&event.detail)
+            .bind(&event.prev_hash)
+            .bind(&event.hash)
+            .bind(event.seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let chain_only = audit::verify(&pool).await.unwrap();
+    assert!(chain_only.ok, "the rewrite is consistent: {chain_only:?}");
+
+    let after = app.get("/v1/audit/verify", &app.admin_token).await.body;
+    assert_eq!(after["ok"], false, "{after}");
+    assert!(
+        after["reason"].as_str().unwrap().contains("checkpoint"),
+        "{after}"
+    );
+    // Offline, with the master key, the CLI says the same and exits 1.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_bursar"))
+        .args(["audit", "verify"])
+        .env("BURSAR_DATABASE_URL", &app.config.database_url)
+        .env("BURSAR_MASTER_KEY_FILE", app.dir.path().join("master.key"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        cli.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+}

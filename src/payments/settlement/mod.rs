@@ -191,6 +191,7 @@ impl Payments {
         pass.report.alarms += self.check_finality(head).await?;
         self.resolve_slots(&mut pass).await?;
         self.publish_waiting().await?;
+        self.checkpoint_audit(false).await?;
         Ok(pass.report)
     }
 
