@@ -150,7 +150,12 @@ pub async fn start(
 ) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {listen}"))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {listen} (is another Bursar running?); choose another address \
+                 with BURSAR_LISTEN (or `bursar dev --listen 127.0.0.1:8081`)"
+            )
+        })?;
     let address = listener.local_addr()?;
     let (shutdown, receiver) = watch::channel(false);
     let settings = payments.settings();

@@ -4,12 +4,17 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "bursar=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A terminal gets readable, coloured lines; anything else (a file, journald, a collector)
+    // gets one JSON object per line, with no ANSI escapes.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "bursar=info,warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder.init();
+    } else {
+        builder.json().with_ansi(false).flatten_event(true).init();
+    }
     bursar::cli::run(bursar::cli::Cli::parse()).await
 }

@@ -35,6 +35,12 @@ pub async fn spend(
     let from = get("from").map(|t| parse_time("from", t)).transpose()?;
     let to = get("to").map(|t| parse_time("to", t)).transpose()?;
     let agent_id = get("agent_id");
+    if let Some(id) = agent_id {
+        // A report for an agent that does not exist is a 404, not an empty report.
+        crate::ledger::agents::get(state.payments.ledger.pool(), id)
+            .await
+            .map_err(PaymentsError::from)?;
+    }
     let (total, count, rows) = reports::spend(state.payments.ledger.pool(), agent_id, from, to)
         .await
         .map_err(PaymentsError::from)?;

@@ -40,6 +40,9 @@ pub enum Command {
         /// Where the database, master key and devnet.json go.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Address to serve the API on (overrides BURSAR_LISTEN; default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -78,7 +81,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev {
             block_time_secs,
             data_dir,
-        } => dev(config, block_time_secs, &data_dir).await,
+            listen,
+        } => {
+            let mut config = config;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            dev(config, block_time_secs, &data_dir).await
+        }
         Command::Migrate => {
             Ledger::open(&config.database_url).await?;
             println!("migrations applied to {}", config.database_url);

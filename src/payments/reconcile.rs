@@ -182,7 +182,10 @@ impl Payments {
                 },
             )
             .await?;
-            tracing::error!(tx_hash = ?discrepancy["tx_hash"], "USDC left a custodied wallet without a payment");
+            tracing::error!(
+                tx_hash = discrepancy["tx_hash"].as_str().unwrap_or_default(),
+                "USDC left a custodied wallet without a payment"
+            );
             alarms += 1;
         }
         Ledger::set_meta_in(&mut tx, CURSOR_META_KEY, &to.to_string()).await?;

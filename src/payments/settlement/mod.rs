@@ -138,7 +138,15 @@ impl Payments {
                 Ok(report) => {
                     failures = 0;
                     if report != PassReport::default() {
-                        tracing::debug!(?report, "settlement pass");
+                        tracing::debug!(
+                            signed = report.signed,
+                            broadcast = report.broadcast,
+                            updated = report.updated,
+                            failed = report.failed,
+                            alarms = report.alarms,
+                            parked = report.parked,
+                            "settlement pass"
+                        );
                     }
                 }
                 Err(error) => {
