@@ -484,7 +484,9 @@ async fn freeze_cancels_a_signed_unsent_payment_and_the_wallet_works_after_unfre
         )
         .await;
     assert_eq!(frozen.status, 200, "{}", frozen.body);
-    assert_eq!(payment(&app, &id).await["status"], "cancelled");
+    let cancelled = payment(&app, &id).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["failure_reason"], "agent_frozen");
     for _ in 0..(app.config.confirmations_required + 2) {
         app.settle().await;
         app.mine(1).await;
