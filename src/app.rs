@@ -130,7 +130,7 @@ impl Running {
         if let Some(worker) = self.worker {
             worker.await?;
         }
-        self.payments.ledger.close().await;
+        self.payments.close().await;
         Ok(())
     }
 
@@ -164,6 +164,7 @@ pub async fn start(
             settings.write_rate_per_second,
             settings.write_rate_burst,
         ),
+        reader: payments.reader(),
         payments: payments.clone(),
         metrics: metrics_handle(),
     };
@@ -181,7 +182,7 @@ pub async fn start(
         let background = payments.clone();
         let settlement_stop = receiver.clone();
         let background_stop = receiver.clone();
-        let deliverer = crate::webhooks::Deliverer::new(payments.ledger.clone(), payments.clock());
+        let deliverer = payments.deliverer();
         tokio::spawn(async move {
             // Independent loops: a slow webhook receiver or a long reconciliation scan never
             // delays settlement.

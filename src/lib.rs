@@ -13,4 +13,3 @@ pub mod domain;
 pub mod ledger;
 pub mod payments;
 pub mod policy;
-pub mod webhooks;

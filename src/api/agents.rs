@@ -7,7 +7,7 @@ use crate::domain::Role;
 use crate::ledger::tokens::CredentialRow;
 use crate::ledger::{agents, payments::cursor_of, tokens};
 use crate::payments::AgentView;
-use crate::policy::Policy;
+use crate::payments::Policy;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -103,7 +103,7 @@ pub async fn agents_page(
         query.get("limit").map(String::as_str),
         query.get("cursor").map(String::as_str),
     )?;
-    let rows = agents::list(state.payments.ledger.pool(), &page)
+    let rows = agents::list(state.reader.pool(), &page)
         .await
         .map_err(bad_cursor)?;
     let cursor = rows.last().map(|a| cursor_of(a.created_at, &a.id));
@@ -127,7 +127,7 @@ pub async fn get_agent(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[Role::Auditor])?;
-    let row = agents::get(state.payments.ledger.pool(), &id)
+    let row = agents::get(state.reader.pool(), &id)
         .await
         .map_err(crate::payments::PaymentsError::from)?;
     let views = state.payments.agent_views(vec![row]).await?;
@@ -193,7 +193,7 @@ pub async fn get_credential(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[])?;
-    let row = tokens::get_credential(state.payments.ledger.pool(), &id)
+    let row = tokens::get_credential(state.reader.pool(), &id)
         .await
         .map_err(crate::payments::PaymentsError::from)?;
     Ok(Json(credential_json(&row)?))

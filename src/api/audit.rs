@@ -47,7 +47,7 @@ pub async fn list(
         to: get("to").map(|t| parse_time("to", t)).transpose()?,
         before_seq,
     };
-    let events = audit::list(state.payments.ledger.pool(), &filter, page.limit())
+    let events = audit::list(state.reader.pool(), &filter, page.limit())
         .await
         .map_err(crate::payments::PaymentsError::from)?;
     let cursor = events.last().map(|e| e.seq.to_string());
@@ -93,15 +93,14 @@ pub async fn export(
     } else {
         "jsonl"
     };
-    let stream =
-        audit::export_stream(state.payments.ledger.pool().clone(), from, to, format).map(|page| {
-            page.map(axum::body::Bytes::from).map_err(|error| {
-                // Headers are gone by now: cut the body short (the client sees a truncated transfer)
-                // and log why, rather than send a partial file that looks complete.
-                tracing::error!(%error, "audit export failed mid-stream");
-                std::io::Error::other("audit export failed")
-            })
-        });
+    let stream = audit::export_stream(state.reader.pool().clone(), from, to, format).map(|page| {
+        page.map(axum::body::Bytes::from).map_err(|error| {
+            // Headers are gone by now: cut the body short (the client sees a truncated transfer)
+            // and log why, rather than send a partial file that looks complete.
+            tracing::error!(%error, "audit export failed mid-stream");
+            std::io::Error::other("audit export failed")
+        })
+    });
     Ok((
         [
             (

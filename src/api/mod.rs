@@ -36,7 +36,10 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
+    /// The use cases: every state change goes through them.
     pub payments: Payments,
+    /// Read-only queries.
+    pub reader: crate::ledger::LedgerReader,
     pub write_limiter: WriteLimiter,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -57,8 +60,8 @@ pub struct AppState {
         deny_list::add, deny_list::list, deny_list::remove,
     ),
     components(schemas(
-        crate::domain::PaymentStatus, crate::policy::Policy, crate::policy::Decision, crate::policy::Check,
-        crate::policy::Outcome, payments::PaymentResponse, payments::CreatePaymentRequest,
+        crate::domain::PaymentStatus, crate::payments::Policy, crate::payments::Decision, crate::payments::Check,
+        crate::payments::Outcome, payments::PaymentResponse, payments::CreatePaymentRequest,
     )),
     modifiers(&BearerAuth, &Complete),
 )]

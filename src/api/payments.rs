@@ -6,8 +6,8 @@ use super::extract::{Auth, JsonBody, idempotency_key};
 use super::{ApiError, AppState, list_response, page, parse_time, time};
 use crate::domain::{Address, Amount, PaymentKind, PaymentStatus, Role};
 use crate::ledger::payments::{self as payment_rows, PaymentFilter, PaymentRow, cursor_of};
+use crate::payments::Decision;
 use crate::payments::{Capture, NewPayment, Principal};
-use crate::policy::Decision;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -338,7 +338,7 @@ pub async fn list(
         Principal::Staff { .. } => auth.require(&[Role::Auditor])?,
     }
     let page = page(get("limit"), get("cursor"))?;
-    let rows = payment_rows::list(state.payments.ledger.pool(), &filter, &page)
+    let rows = payment_rows::list(state.reader.pool(), &filter, &page)
         .await
         .map_err(bad_cursor)?;
     let cursor = rows.last().map(|p| cursor_of(p.created_at, &p.id));

@@ -37,11 +37,11 @@ pub async fn spend(
     let agent_id = get("agent_id");
     if let Some(id) = agent_id {
         // A report for an agent that does not exist is a 404, not an empty report.
-        crate::ledger::agents::get(state.payments.ledger.pool(), id)
+        crate::ledger::agents::get(state.reader.pool(), id)
             .await
             .map_err(PaymentsError::from)?;
     }
-    let (total, count, rows) = reports::spend(state.payments.ledger.pool(), agent_id, from, to)
+    let (total, count, rows) = reports::spend(state.reader.pool(), agent_id, from, to)
         .await
         .map_err(PaymentsError::from)?;
     let payments: Vec<Value> = rows
@@ -80,7 +80,7 @@ pub async fn balances(
     let (rows, page, cursor) = super::agents::agents_page(&state, &query).await?;
     let mut data = Vec::with_capacity(rows.len());
     for view in state.payments.agent_views(rows).await? {
-        let held = reports::held_by_wallet(state.payments.ledger.pool(), &view.agent.wallet_id)
+        let held = reports::held_by_wallet(state.reader.pool(), &view.agent.wallet_id)
             .await
             .map_err(PaymentsError::from)?;
         data.push(json!({

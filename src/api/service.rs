@@ -28,12 +28,12 @@ pub async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", tag = "service", security(()),
     responses((status = 200, description = "ready"), (status = 503, description = "names what is not answering")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (database, rpc) = tokio::join!(state.payments.ledger.ping(), state.payments.chain.head());
+    let (database, rpc) = state.payments.readiness().await;
     let mut failing = Vec::new();
-    if database.is_err() {
+    if !database {
         failing.push("database");
     }
-    if rpc.is_err() {
+    if !rpc {
         failing.push("rpc");
     }
     if failing.is_empty() {

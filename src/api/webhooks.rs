@@ -78,7 +78,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", responses((status = 200), (status = 403)))]
 pub async fn list(State(state): State<AppState>, auth: Auth) -> Result<Json<Value>, ApiError> {
     auth.require(&[])?;
-    let rows = webhooks::endpoints(state.payments.ledger.pool())
+    let rows = webhooks::endpoints(state.reader.pool())
         .await
         .map_err(PaymentsError::from)?;
     Ok(Json(
@@ -116,7 +116,7 @@ pub async fn deliveries(
         ));
     }
     let page = super::page(query.get("limit").map(String::as_str), None)?;
-    let pool = state.payments.ledger.pool();
+    let pool = state.reader.pool();
     webhooks::endpoint(pool, &id)
         .await
         .map_err(PaymentsError::from)?;

@@ -47,9 +47,26 @@ impl LedgerError {
 
 pub type Tx = Transaction<'static, Sqlite>;
 
+/// The write side of the database: only the `payments` use cases (and the CLI) hold one.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     pool: SqlitePool,
+    reader: LedgerReader,
+}
+
+/// A read-only handle on the database, for the API's queries. Its connections are opened with
+/// SQLite's read-only flag, so a write through it fails in SQLite itself: the API cannot change
+/// state except through a use case, by construction rather than by convention (reth's
+/// `provider()` against `provider_rw()`).
+#[derive(Clone, Debug)]
+pub struct LedgerReader {
+    pool: SqlitePool,
+}
+
+impl LedgerReader {
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 impl Ledger {
@@ -74,10 +91,22 @@ impl Ledger {
             .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Ledger { pool })
+        let reader = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options.read_only(true).create_if_missing(false))
+            .await?;
+        Ok(Ledger {
+            pool,
+            reader: LedgerReader { pool: reader },
+        })
+    }
+
+    /// The read-only handle on the same database.
+    pub fn reader(&self) -> LedgerReader {
+        self.reader.clone()
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -121,6 +150,7 @@ impl Ledger {
     }
 
     pub async fn close(&self) {
+        self.reader.pool.close().await;
         self.pool.close().await;
     }
 }
@@ -139,5 +169,26 @@ pub struct Page {
 impl Page {
     pub fn limit(&self) -> i64 {
         i64::from(self.limit.clamp(1, MAX_PAGE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_reader_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("reader.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let write = sqlx::query("INSERT INTO meta (key, value) VALUES ('k', 'v')");
+        let refused = write.execute(ledger.reader().pool()).await;
+        assert!(refused.is_err(), "a write through the reader must fail");
+        ledger.set_meta("k", "v").await.unwrap();
+        let read: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'k'")
+            .fetch_one(ledger.reader().pool())
+            .await
+            .unwrap();
+        assert_eq!(read, "v");
     }
 }

@@ -5,6 +5,7 @@
 //! `ledger`.
 
 pub mod approvals;
+pub mod delivery;
 pub mod reconcile;
 pub mod screening;
 pub mod settlement;
@@ -21,7 +22,10 @@ use crate::ledger::payments::PaymentRow;
 use crate::ledger::tokens::{self, CredentialRow, TokenRow};
 use crate::ledger::wallets::WalletRow;
 use crate::ledger::{Ledger, LedgerError, Millis, agents, payments as payment_rows, wallets};
-use crate::policy::{self, Decision, Outcome, Policy, SpendSnapshot};
+use crate::policy::{self, SpendSnapshot};
+/// The policy types callers see (a credential's policy, a decision with its checks), re-exported
+/// so that the API depends on the use cases, not on the engine.
+pub use crate::policy::{Check, Decision, Outcome, Policy};
 use alloy::primitives::U256;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -185,10 +189,10 @@ pub struct AgentView {
 
 #[derive(Clone)]
 pub struct Payments {
-    pub ledger: Ledger,
+    ledger: Ledger,
     custody: Arc<Custody>,
     audit_key: Arc<crate::domain::AuditKey>,
-    pub chain: Chain,
+    chain: Chain,
     clock: Arc<dyn Clock>,
     admin_token: Option<SecretString>,
     settings: Settings,
@@ -299,6 +303,27 @@ impl Payments {
             return Err(PaymentsError::FailPoint(name));
         }
         Ok(())
+    }
+
+    /// A read-only handle on the ledger, for queries (the API holds this, never the writer).
+    pub fn reader(&self) -> crate::ledger::LedgerReader {
+        self.ledger.reader()
+    }
+
+    /// The webhook delivery worker, on this ledger and clock.
+    pub fn deliverer(&self) -> delivery::Deliverer {
+        delivery::Deliverer::new(self.ledger.clone(), self.clock.clone())
+    }
+
+    /// Whether the database and the node answer: `(database, node)`.
+    pub async fn readiness(&self) -> (bool, bool) {
+        let (database, node) = tokio::join!(self.ledger.ping(), self.chain.head());
+        (database.is_ok(), node.is_ok())
+    }
+
+    /// Closes the database (at shutdown).
+    pub async fn close(&self) {
+        self.ledger.close().await;
     }
 
     pub fn clock(&self) -> Arc<dyn Clock> {

@@ -261,7 +261,7 @@ async fn auth_is_enforced_and_tokens_revoke_at_once() {
         StatusCode::FORBIDDEN
     );
     let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
-        .fetch_all(app.payments().ledger.pool())
+        .fetch_all(&app.database().await)
         .await
         .unwrap();
     assert!(!stored.contains(&auditor));

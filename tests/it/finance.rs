@@ -5,7 +5,6 @@ use crate::support::{TestApp, recipient};
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use bursar::domain::Amount;
-use bursar::webhooks::Deliverer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -191,7 +190,7 @@ async fn audit_exports_parse_and_tampering_is_caught() {
     assert_eq!(bad.body["error"]["field"], "format");
 
     // Tamper with the database directly (the triggers that forbid it go first) and verify.
-    let pool = app.payments().ledger.pool().clone();
+    let pool = app.database().await;
     sqlx::query("DROP TRIGGER audit_events_no_update")
         .execute(&pool)
         .await
@@ -515,7 +514,7 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
     app.settle_to_confirmed(std::slice::from_ref(&payment))
         .await;
 
-    let deliverer = Deliverer::new(app.payments().ledger.clone(), app.clock.clone());
+    let deliverer = app.payments().deliverer();
     assert_eq!(
         deliverer.deliver_once().await.unwrap(),
         0,
@@ -549,7 +548,8 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
         0,
         "not due before the backoff"
     );
-    app.clock.advance_ms(bursar::webhooks::FIRST_BACKOFF_MS);
+    app.clock
+        .advance_ms(bursar::payments::delivery::FIRST_BACKOFF_MS);
     let delivered = deliverer.deliver_once().await.unwrap();
     assert!(delivered >= 4);
 
@@ -643,9 +643,10 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
         json!({"url": format!("http://127.0.0.1:{dead_port}/hook"), "events": ["payment.status_changed"]})).await;
     let dead_id = dead.body["id"].as_str().unwrap().to_string();
     app.pay(&token, recipient(0x81), "1", "w3").await;
-    for attempt in 0..bursar::webhooks::MAX_ATTEMPTS {
+    for attempt in 0..bursar::payments::delivery::MAX_ATTEMPTS {
         deliverer.deliver_once().await.unwrap();
-        app.clock.advance_ms(bursar::webhooks::backoff_ms(attempt));
+        app.clock
+            .advance_ms(bursar::payments::delivery::backoff_ms(attempt));
     }
     let failed = app
         .get(
@@ -656,7 +657,10 @@ async fn webhooks_deliver_every_status_change_signed_even_after_downtime() {
         .body;
     let failed = failed["data"].as_array().unwrap().clone();
     assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["attempts"], bursar::webhooks::MAX_ATTEMPTS);
+    assert_eq!(
+        failed[0]["attempts"],
+        bursar::payments::delivery::MAX_ATTEMPTS
+    );
     let replayed = app
         .post(
             &format!(

@@ -563,7 +563,14 @@ async fn gas_already_in_flight_is_counted_before_signing_more() {
     // the next pass will sign with, not for two.
     let gas_limit = signed["detail"]["usdc_gas_limit"].as_u64().unwrap() as u128;
     let _ = cost;
-    let max_fee = app.payments().chain.fees().await.unwrap().max_fee_per_gas;
+    // The fee cap the next pass will sign with: the node's estimate, as settlement reads it.
+    let max_fee = app
+        .devnet
+        .provider
+        .estimate_eip1559_fees()
+        .await
+        .unwrap()
+        .max_fee_per_gas;
     app.devnet
         .provider
         .anvil_set_balance(

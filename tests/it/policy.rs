@@ -235,7 +235,7 @@ async fn concurrent_requests_with_one_key_make_one_payment() {
             .all(|r| r.headers["idempotent-replayed"] == "true")
     );
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments")
-        .fetch_one(app.payments().ledger.pool())
+        .fetch_one(&app.database().await)
         .await
         .unwrap();
     assert_eq!(count, 1);

@@ -304,8 +304,20 @@ impl TestApp {
         (receipt, transfers)
     }
 
+    /// The USDC balance of `address`, read from the node directly (not through Bursar).
     pub async fn usdc_balance(&self, address: Address) -> Amount {
-        self.payments().chain.usdc_balance(address).await.unwrap()
+        let token =
+            bursar::chain::usdc::IUSDC::new(self.devnet.usdc.into_inner(), &self.devnet.provider);
+        let units = token.balanceOf(address.into_inner()).call().await.unwrap();
+        Amount::from_base_units(u128::try_from(units).unwrap()).unwrap()
+    }
+
+    /// A connection pool of the test's own on the service's database file, for tests that
+    /// inspect or tamper with what is stored.
+    pub async fn database(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.config.database_url)
+            .await
+            .unwrap()
     }
 
     pub async fn head(&self) -> u64 {

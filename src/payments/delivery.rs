@@ -10,11 +10,12 @@
 //!
 //! Receivers recompute the HMAC with their secret, compare in constant time and refuse old
 //! timestamps. Delivery never blocks settlement: events are rows written with the state change,
-//! and this worker only reads and updates those rows. Imports `domain`, `ledger` and the clock.
+//! and this worker, a loop of its own, only reads and updates those rows. Built by
+//! `Payments::deliverer`, since it writes delivery state like every other use case.
 
+use super::Clock;
 use crate::ledger::webhooks::{self, DeliveryRow, EndpointRow};
 use crate::ledger::{Ledger, LedgerError};
-use crate::payments::Clock;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
@@ -69,7 +70,7 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    pub fn new(ledger: Ledger, clock: Arc<dyn Clock>) -> Deliverer {
+    pub(super) fn new(ledger: Ledger, clock: Arc<dyn Clock>) -> Deliverer {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
