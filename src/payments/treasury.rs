@@ -1,12 +1,15 @@
 //! The treasury side: sweeping an agent's USDC back, keeping agent wallets in gas (the gas
 //! float), and what the agent wallets hold in total.
 
+use super::{Capture, NewPayment, create::replay, request_hash};
 use super::{Created, Payments, PaymentsError, Principal, Result};
 use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, new_id};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments as payment_rows;
+use crate::ledger::payments::PaymentRow;
 use crate::ledger::{LedgerError, agents, reports};
 use alloy::primitives::U256;
+use serde::Serialize;
 
 /// At most this many gas top-ups per agent in 24 hours, so a wallet that burns gas without end
 /// (or a bug) cannot drain the treasury's ETH.
@@ -163,5 +166,126 @@ impl Payments {
             }
         }
         Ok(total)
+    }
+}
+
+/// Fundings from the treasury to agent wallets, and the treasury's own balances.
+impl Payments {
+    /// Funds an agent's wallet from the treasury: USDC, and ETH for gas when `gas_wei` is given.
+    pub async fn create_funding(
+        &self,
+        actor: &Principal,
+        key: &IdempotencyKey,
+        agent_id: &str,
+        amount: Amount,
+        gas_wei: Option<U256>,
+    ) -> Result<Created> {
+        self.insert_funding(actor.actor(), "treasury", key, agent_id, amount, gas_wei)
+            .await
+    }
+
+    /// A funding from the treasury to an agent wallet, idempotent within `scope`.
+    pub(super) async fn insert_funding(
+        &self,
+        actor: String,
+        scope: &str,
+        key: &IdempotencyKey,
+        agent_id: &str,
+        amount: Amount,
+        gas_wei: Option<U256>,
+    ) -> Result<Created> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            agent_id: &'a str,
+            amount: Amount,
+            gas_wei: Option<String>,
+        }
+        let gas_text = gas_wei.map(|w| w.to_string());
+        let hash = request_hash(&Body {
+            agent_id,
+            amount,
+            gas_wei: gas_text.clone(),
+        });
+        let treasury = self.ensure_treasury().await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        if let Some(existing) =
+            payment_rows::find_by_idempotency_key(&mut tx, scope, key.as_str()).await?
+        {
+            return replay(existing, &hash);
+        }
+        let agent = agents::get(&mut *tx, agent_id).await.map_err(|e| match e {
+            LedgerError::NotFound => PaymentsError::Invalid {
+                field: "agent_id".into(),
+                message: "no such agent".into(),
+            },
+            other => other.into(),
+        })?;
+        let to = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let request = NewPayment {
+            to,
+            amount,
+            currency: "USDC".into(),
+            memo: Some("treasury funding".into()),
+            reference: None,
+            confidence: None,
+            capture: Capture::Automatic,
+            metadata: None,
+        };
+        let mut row = self.payment_row(
+            PaymentKind::Funding,
+            Some(&agent),
+            None,
+            &treasury.id,
+            &request,
+            PaymentStatus::Queued,
+            None,
+            scope,
+            key,
+            hash,
+            now,
+        );
+        row.gas_wei = gas_text.clone();
+        payment_rows::insert(&mut tx, &row).await?;
+        audit::append(&mut tx, now, NewEvent {
+            kind: "funding_requested",
+            agent_id: Some(agent_id.into()),
+            payment_id: Some(row.id.clone()),
+            actor,
+            detail: serde_json::json!({
+                "amount": amount.to_string(), "gas_wei": gas_text, "to": to.to_string(), "scope": scope,
+            }),
+            ..NewEvent::default()
+        })
+        .await?;
+        self.commit_queued(tx, row).await
+    }
+
+    /// Commits the transaction that queued `row` and wakes the settlement worker for it.
+    pub(super) async fn commit_queued(
+        &self,
+        tx: crate::ledger::Tx,
+        row: PaymentRow,
+    ) -> Result<Created> {
+        tx.commit().await.map_err(LedgerError::from)?;
+        self.wake.notify_one();
+        Ok(Created {
+            payment: row,
+            replayed: false,
+        })
+    }
+
+    pub async fn treasury_view(&self) -> Result<(Address, Option<Amount>, Option<U256>)> {
+        let treasury = self.ensure_treasury().await?;
+        let address = treasury.address()?;
+        let (usdc, eth) = self
+            .chain
+            .balances(&[address])
+            .await
+            .ok()
+            .and_then(|b| b.into_iter().next())
+            .unwrap_or((None, None));
+        Ok((address, usdc, eth))
     }
 }

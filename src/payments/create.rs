@@ -1,0 +1,189 @@
+//! Payment creation: in one write transaction, idempotency, the credential and agent re-checked,
+//! recipient screening, the policy decision, the payment row (its amount is the budget hold) and
+//! the audit event that records the attempt before anything is signed.
+
+use super::*;
+
+impl Payments {
+    /// Creates an agent's payment. In one write transaction: the idempotency lookup, a re-check
+    /// of the credential and agent, the spend snapshot, the policy decision, the payment row (its
+    /// amount is the budget hold) and the audit event recording the attempt and the decision.
+    pub async fn create_payment(
+        &self,
+        agent_id: &str,
+        credential_id: &str,
+        key: &IdempotencyKey,
+        request: &NewPayment,
+    ) -> Result<Created> {
+        let hash = request_hash(request);
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        if let Some(existing) =
+            payment_rows::find_by_idempotency_key(&mut tx, credential_id, key.as_str()).await?
+        {
+            return replay(existing, &hash);
+        }
+        let credential = tokens::get_credential(&mut *tx, credential_id).await?;
+        self.check_credential(&credential)?;
+        let agent = agents::get(&mut *tx, agent_id).await?;
+        if agent.status != "active" {
+            return Err(PaymentsError::AgentFrozen);
+        }
+        let from = Address::parse(&agent.address)
+            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        self.screen_recipient(&mut tx, from, request.to).await?;
+        let decision = self
+            .decide(
+                &mut tx,
+                &credential,
+                &policy::PaymentRequest {
+                    to: request.to,
+                    amount: request.amount,
+                    confidence: request.confidence,
+                },
+                None,
+                now,
+            )
+            .await?;
+        let status = match (decision.outcome, request.capture) {
+            (Outcome::Deny, _) => PaymentStatus::Rejected,
+            (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
+            (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
+            (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
+        };
+        let row = self.payment_row(
+            PaymentKind::Payment,
+            Some(&agent),
+            Some(credential_id),
+            &agent.wallet_id,
+            request,
+            status,
+            Some(&decision),
+            // Keys are scoped to the credential: another credential of the same agent can neither
+            // replay nor read a payment made under this one's policy.
+            credential_id,
+            key,
+            hash,
+            now,
+        );
+        payment_rows::insert(&mut tx, &row).await?;
+        audit::append(
+            &mut tx,
+            now,
+            NewEvent {
+                kind: "payment_decided",
+                agent_id: Some(agent_id.into()),
+                credential_id: Some(credential_id.into()),
+                payment_id: Some(row.id.clone()),
+                actor: format!("agent:{credential_id}"),
+                detail: serde_json::json!({
+                    "to": request.to.to_string(),
+                    "amount": request.amount.to_string(),
+                    "status": status,
+                    "decision": decision,
+                }),
+                ..NewEvent::default()
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(LedgerError::from)?;
+        if status == PaymentStatus::Queued {
+            self.wake.notify_one();
+        }
+        Ok(Created {
+            payment: row,
+            replayed: false,
+        })
+    }
+
+    /// The policy decision for `request` under the credential's current policy and what the
+    /// credential holds now (leaving out `exclude`), read in the caller's write transaction so
+    /// that the check is atomic with the write it guards.
+    pub(super) async fn decide(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        credential: &CredentialRow,
+        request: &policy::PaymentRequest,
+        exclude: Option<&str>,
+        now: Millis,
+    ) -> Result<Decision> {
+        let policy: Policy = serde_json::from_str(&credential.policy)
+            .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
+        let (day, total, minute) =
+            payment_rows::spend_snapshot(tx, &credential.id, now, exclude).await?;
+        let snapshot = SpendSnapshot {
+            held_last_24h: Amount::from_sql(day),
+            held_total: Amount::from_sql(total),
+            payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
+        };
+        Ok(policy::evaluate(&policy, request, &snapshot))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn payment_row(
+        &self,
+        kind: PaymentKind,
+        agent: Option<&agents::AgentRow>,
+        credential_id: Option<&str>,
+        from_wallet_id: &str,
+        request: &NewPayment,
+        status: PaymentStatus,
+        decision: Option<&Decision>,
+        scope: &str,
+        key: &IdempotencyKey,
+        request_hash: String,
+        now: Millis,
+    ) -> PaymentRow {
+        PaymentRow {
+            id: new_id("pay"),
+            kind: kind.as_str().into(),
+            agent_id: agent.map(|a| a.id.clone()),
+            credential_id: credential_id.map(str::to_string),
+            from_wallet_id: from_wallet_id.into(),
+            to_address: request.to.to_string(),
+            amount: request.amount.to_sql(),
+            gas_wei: None,
+            currency: request.currency.clone(),
+            memo: request.memo.clone(),
+            reference: request.reference.clone(),
+            metadata: request.metadata.as_ref().map(|m| m.to_string()),
+            confidence: request.confidence,
+            capture: match request.capture {
+                Capture::Automatic => "automatic".into(),
+                Capture::Manual => "manual".into(),
+            },
+            status: status.as_str().into(),
+            decision: decision.map(|d| serde_json::to_string(d).expect("decisions serialize")),
+            failure_reason: None,
+            tx_hash: None,
+            nonce: None,
+            block_number: None,
+            block_hash: None,
+            confirmations: 0,
+            waiting_reason: None,
+            orphaned_blocks: None,
+            committed_at: (status == PaymentStatus::Queued).then_some(now),
+            held_since: None,
+            idempotency_scope: scope.into(),
+            idempotency_key: key.as_str().into(),
+            request_hash,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Result<PaymentRow> {
+        Ok(payment_rows::get(self.ledger.pool(), id).await?)
+    }
+}
+
+/// Same key: the same request replays the stored payment; a different one is a conflict.
+pub(super) fn replay(existing: PaymentRow, hash: &str) -> Result<Created> {
+    if existing.request_hash != hash {
+        return Err(PaymentsError::IdempotencyKeyReused);
+    }
+    Ok(Created {
+        payment: existing,
+        replayed: true,
+    })
+}
