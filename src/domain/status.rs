@@ -134,6 +134,73 @@ impl WaitingReason {
 }
 
 string_enum!(
+    /// The kind of an audit event: one word per state change or alarm, never a free string.
+    AuditKind {
+        AgentCreated => "agent_created",
+        AgentFrozen => "agent_frozen",
+        AgentUnfrozen => "agent_unfrozen",
+        TokenCreated => "token_created",
+        TokenRevoked => "token_revoked",
+        CredentialCreated => "credential_created",
+        CredentialRevoked => "credential_revoked",
+        TreasuryCreated => "treasury_created",
+        WebhookCreated => "webhook_created",
+        WebhookDisabled => "webhook_disabled",
+        WebhookReplayed => "webhook_replayed",
+        AddressDenied => "address_denied",
+        AddressAllowed => "address_allowed",
+        PaymentDecided => "payment_decided",
+        FundingRequested => "funding_requested",
+        SweepRequested => "sweep_requested",
+        PaymentApproved => "payment_approved",
+        ApprovalRefusedByPolicy => "approval_refused_by_policy",
+        PaymentRejected => "payment_rejected",
+        PaymentCaptured => "payment_captured",
+        PaymentVoided => "payment_voided",
+        PaymentCancelled => "payment_cancelled",
+        PaymentExpired => "payment_expired",
+        PaymentSubmitted => "payment_submitted",
+        PaymentIncluded => "payment_included",
+        PaymentConfirmed => "payment_confirmed",
+        PaymentFailed => "payment_failed",
+        PaymentUnincluded => "payment_unincluded",
+        PaymentWaiting => "payment_waiting",
+        PaymentStalled => "payment_stalled",
+        SettlementParked => "settlement_parked",
+        TransactionSigned => "transaction_signed",
+        TransactionReplaced => "transaction_replaced",
+        TransactionRebroadcast => "transaction_rebroadcast",
+        TransactionReverted => "transaction_reverted",
+        NonceFillerSigned => "nonce_filler_signed",
+        NonceResynced => "nonce_resynced",
+        NonceConsumedExternally => "nonce_consumed_externally",
+        Reorg => "reorg",
+        FinalityViolation => "finality_violation",
+        FinalityRestored => "finality_restored",
+        FinalityRepairFailed => "finality_repair_failed",
+        CancelledPaymentExecuted => "cancelled_payment_executed",
+        UnknownOutflow => "unknown_outflow",
+    }
+);
+
+impl AuditKind {
+    /// Alarms: a human should look now. They are also sent as `audit.alarm` webhooks.
+    pub const fn is_alarm(self) -> bool {
+        matches!(
+            self,
+            Self::Reorg
+                | Self::FinalityViolation
+                | Self::UnknownOutflow
+                | Self::NonceConsumedExternally
+                | Self::PaymentStalled
+                | Self::SettlementParked
+                | Self::CancelledPaymentExecuted
+                | Self::FinalityRepairFailed
+        )
+    }
+}
+
+string_enum!(
     /// What a payment is for: an agent's payment, a treasury funding, or a sweep back.
     PaymentKind {
         Payment => "payment",

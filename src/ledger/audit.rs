@@ -4,31 +4,18 @@
 //! they describe.
 
 use super::{LedgerError, Millis, Tx};
-use crate::domain::AuditKey;
+use crate::domain::{AuditKey, AuditKind};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
-/// Event kinds that are alarms: a human should look now. They are also sent as `audit.alarm`
-/// webhooks.
-pub const ALARM_KINDS: [&str; 8] = [
-    "reorg",
-    "finality_violation",
-    "unknown_outflow",
-    "nonce_consumed_externally",
-    "payment_stalled",
-    "settlement_parked",
-    "cancelled_payment_executed",
-    "finality_repair_failed",
-];
-
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// An event to append.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct NewEvent {
-    pub kind: &'static str,
+    pub kind: AuditKind,
     pub agent_id: Option<String>,
     pub credential_id: Option<String>,
     pub payment_id: Option<String>,
@@ -37,6 +24,23 @@ pub struct NewEvent {
     pub tx_hash: Option<String>,
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
+}
+
+impl NewEvent {
+    /// An event of `kind` with every other field empty, to fill in with `..NewEvent::of(kind)`.
+    pub fn of(kind: AuditKind) -> NewEvent {
+        NewEvent {
+            kind,
+            agent_id: None,
+            credential_id: None,
+            payment_id: None,
+            actor: String::new(),
+            detail: serde_json::Value::Null,
+            tx_hash: None,
+            block_number: None,
+            block_hash: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
@@ -124,7 +128,7 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
             .await?;
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
     let seq = prev_seq + 1;
-    let alarm = ALARM_KINDS.contains(&event.kind).then(|| {
+    let alarm = event.kind.is_alarm().then(|| {
         serde_json::json!({
             "kind": event.kind, "agent_id": event.agent_id, "payment_id": event.payment_id,
             "detail": event.detail, "tx_hash": event.tx_hash, "block_number": event.block_number,
@@ -136,7 +140,7 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
         &prev_hash,
         seq,
         at,
-        event.kind,
+        event.kind.as_str(),
         event.agent_id.as_deref(),
         event.credential_id.as_deref(),
         event.payment_id.as_deref(),
@@ -152,7 +156,7 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
     )
     .bind(seq)
     .bind(at)
-    .bind(event.kind)
+    .bind(event.kind.as_str())
     .bind(event.agent_id)
     .bind(event.credential_id)
     .bind(event.payment_id)

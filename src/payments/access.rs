@@ -2,6 +2,7 @@
 //! refused) and the staff API tokens admins create and revoke.
 
 use super::*;
+use crate::domain::AuditKind;
 
 impl Payments {
     /// Resolves a bearer secret to a principal. Unknown, revoked and expired secrets, and the
@@ -78,10 +79,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "token_created",
                 actor: actor.actor(),
                 detail: serde_json::json!({"token_id": row.id, "role": row.role, "name": row.name}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::TokenCreated)
             },
         )
         .await?;
@@ -97,10 +97,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "token_revoked",
                 actor: actor.actor(),
                 detail: serde_json::json!({"token_id": id}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::TokenRevoked)
             },
         )
         .await?;

@@ -2,6 +2,7 @@
 //! policy and is revoked (cancelling its live holds) at once.
 
 use super::*;
+use crate::domain::AuditKind;
 
 impl Payments {
     /// Creates an agent with a fresh custodied wallet.
@@ -26,11 +27,10 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "agent_created",
                 agent_id: Some(agent_id.clone()),
                 actor: actor.actor(),
                 detail: serde_json::json!({"name": name, "address": key.address.to_string()}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::AgentCreated)
             },
         )
         .await?;
@@ -105,12 +105,11 @@ impl Payments {
         agents::get(&mut *tx, agent_id).await?;
         tokens::insert_credential(&mut tx, &row).await?;
         audit::append(&mut tx, now, NewEvent {
-            kind: "credential_created",
             agent_id: Some(agent_id.into()),
             credential_id: Some(row.id.clone()),
             actor: actor.actor(),
             detail: serde_json::json!({"name": name, "policy": policy, "expires_at": expires_at}),
-            ..NewEvent::default()
+            ..NewEvent::of(AuditKind::CredentialCreated)
         })
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
@@ -132,12 +131,11 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "credential_revoked",
                 agent_id: Some(credential.agent_id),
                 credential_id: Some(id.into()),
                 actor: actor.actor(),
                 detail: serde_json::json!({"cancelled_payments": cancelled}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::CredentialRevoked)
             },
         )
         .await?;

@@ -4,6 +4,7 @@
 //! along a legal edge and appends the audit event that says who did it and why.
 
 use super::{Payments, PaymentsError, Principal, Result};
+use crate::domain::AuditKind;
 use crate::domain::{Amount, PaymentStatus};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
@@ -62,13 +63,12 @@ impl Payments {
                 &mut tx,
                 now,
                 NewEvent {
-                    kind: "approval_refused_by_policy",
                     agent_id: payment.agent_id.clone(),
                     credential_id: payment.credential_id.clone(),
                     payment_id: Some(payment.id.clone()),
                     actor: actor.actor(),
                     detail: serde_json::json!({"decision": decision}),
-                    ..NewEvent::default()
+                    ..NewEvent::of(AuditKind::ApprovalRefusedByPolicy)
                 },
             )
             .await?;
@@ -97,7 +97,7 @@ impl Payments {
             &mut tx,
             &payment,
             next,
-            "payment_approved",
+            AuditKind::PaymentApproved,
             actor.actor(),
             serde_json::json!({"note": note, "status": next, "recheck": decision}),
             now,
@@ -154,7 +154,7 @@ impl Payments {
             &mut tx,
             &payment,
             PaymentStatus::Cancelled,
-            "payment_rejected",
+            AuditKind::PaymentRejected,
             actor.actor(),
             serde_json::json!({"reason": reason}),
             now,
@@ -187,7 +187,7 @@ impl Payments {
         }
         payment_rows::lower_amount(&mut tx, id, captured.to_sql(), now).await?;
         payment_rows::set_committed(&mut tx, id, now).await?;
-        transition(&mut tx, &payment, PaymentStatus::Queued, "payment_captured", actor.actor(),
+        transition(&mut tx, &payment, PaymentStatus::Queued, AuditKind::PaymentCaptured, actor.actor(),
             serde_json::json!({"authorized": authorized.to_string(), "captured": captured.to_string()}), now).await?;
         tx.commit().await.map_err(LedgerError::from)?;
         self.wake.notify_one();
@@ -205,7 +205,7 @@ impl Payments {
             &mut tx,
             &payment,
             PaymentStatus::Cancelled,
-            "payment_voided",
+            AuditKind::PaymentVoided,
             actor.actor(),
             serde_json::json!({"released": Amount::from_sql(payment.amount).to_string()}),
             now,
@@ -235,11 +235,10 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "agent_frozen",
                 agent_id: Some(agent_id.into()),
                 actor: actor.actor(),
                 detail: serde_json::json!({"cancelled_payments": ids}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::AgentFrozen)
             },
         )
         .await?;
@@ -256,11 +255,10 @@ impl Payments {
                 &mut tx,
                 now,
                 NewEvent {
-                    kind: "agent_unfrozen",
                     agent_id: Some(agent_id.into()),
                     actor: actor.actor(),
                     detail: serde_json::json!({}),
-                    ..NewEvent::default()
+                    ..NewEvent::of(AuditKind::AgentUnfrozen)
                 },
             )
             .await?;
@@ -287,7 +285,7 @@ impl Payments {
                     &mut tx,
                     &payment,
                     PaymentStatus::Expired,
-                    "payment_expired",
+                    AuditKind::PaymentExpired,
                     "system".into(),
                     serde_json::json!({"was": status, "timeout_ms": timeout_ms}),
                     now,
@@ -321,7 +319,7 @@ pub(super) async fn cancel_all(
             tx,
             payment,
             PaymentStatus::Cancelled,
-            "payment_cancelled",
+            AuditKind::PaymentCancelled,
             actor.to_string(),
             serde_json::json!({"reason": reason}),
             now,
@@ -336,7 +334,7 @@ async fn transition(
     tx: &mut Tx,
     payment: &PaymentRow,
     to: PaymentStatus,
-    kind: &'static str,
+    kind: AuditKind,
     actor: String,
     detail: serde_json::Value,
     now: Millis,
@@ -346,13 +344,12 @@ async fn transition(
         tx,
         now,
         NewEvent {
-            kind,
             agent_id: payment.agent_id.clone(),
             credential_id: payment.credential_id.clone(),
             payment_id: Some(payment.id.clone()),
             actor,
             detail,
-            ..NewEvent::default()
+            ..NewEvent::of(kind)
         },
     )
     .await?;

@@ -3,6 +3,7 @@
 //! the audit event that records the attempt before anything is signed.
 
 use super::*;
+use crate::domain::AuditKind;
 
 impl Payments {
     /// Creates an agent's payment. In one write transaction: the idempotency lookup, a re-check
@@ -71,7 +72,6 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "payment_decided",
                 agent_id: Some(agent_id.into()),
                 credential_id: Some(credential_id.into()),
                 payment_id: Some(row.id.clone()),
@@ -82,7 +82,7 @@ impl Payments {
                     "status": status,
                     "decision": decision,
                 }),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::PaymentDecided)
             },
         )
         .await?;

@@ -17,6 +17,7 @@ pub mod webhooks;
 
 use crate::chain::{Chain, ChainError};
 use crate::custody::{Custody, CustodyError, SealedKey};
+use crate::domain::AuditKind;
 use crate::domain::{
     Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, Role, new_id, new_secret_token,
 };
@@ -414,10 +415,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "treasury_created",
                 actor: "system".into(),
                 detail: serde_json::json!({"address": key.address.to_string()}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::TreasuryCreated)
             },
         )
         .await?;

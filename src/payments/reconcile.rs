@@ -5,6 +5,7 @@
 
 use super::{Payments, PaymentsError, Result};
 use crate::domain::Address;
+use crate::domain::AuditKind;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, LedgerTransfer};
 use crate::ledger::{Ledger, LedgerError, wallets};
@@ -172,13 +173,12 @@ impl Payments {
                 &mut tx,
                 now,
                 NewEvent {
-                    kind: "unknown_outflow",
                     actor: "reconciler".into(),
                     detail: discrepancy.clone(),
                     tx_hash: discrepancy["tx_hash"].as_str().map(str::to_string),
                     block_number: discrepancy["block_number"].as_i64(),
                     block_hash: discrepancy["block_hash"].as_str().map(str::to_string),
-                    ..NewEvent::default()
+                    ..NewEvent::of(AuditKind::UnknownOutflow)
                 },
             )
             .await?;

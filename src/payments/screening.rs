@@ -4,6 +4,7 @@
 
 use super::{Payments, PaymentsError, Principal, Result};
 use crate::domain::Address;
+use crate::domain::AuditKind;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::deny_list::{self, DeniedAddress};
 use crate::ledger::{LedgerError, Page, Tx};
@@ -65,10 +66,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "address_denied",
                 actor: actor.actor(),
                 detail: serde_json::json!({"address": entry.address, "reason": reason}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::AddressDenied)
             },
         )
         .await?;
@@ -85,10 +85,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "address_allowed",
                 actor: actor.actor(),
                 detail: serde_json::json!({"address": address.to_string()}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::AddressAllowed)
             },
         )
         .await?;

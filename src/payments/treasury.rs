@@ -3,6 +3,7 @@
 
 use super::{Capture, NewPayment, create::replay, request_hash};
 use super::{Created, Payments, PaymentsError, Principal, Result};
+use crate::domain::AuditKind;
 use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, new_id};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments as payment_rows;
@@ -63,7 +64,6 @@ impl Payments {
         );
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(&mut tx, now, NewEvent {
-            kind: "sweep_requested",
             agent_id: Some(agent_id.into()),
             payment_id: Some(row.id.clone()),
             actor: actor.actor(),
@@ -71,7 +71,7 @@ impl Payments {
                 "balance": balance.to_string(), "held": held.to_string(), "amount": free.to_string(),
                 "to": treasury.to_string(),
             }),
-            ..NewEvent::default()
+            ..NewEvent::of(AuditKind::SweepRequested)
         })
         .await?;
         self.commit_queued(tx, row).await
@@ -249,14 +249,13 @@ impl Payments {
         row.gas_wei = gas_text.clone();
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(&mut tx, now, NewEvent {
-            kind: "funding_requested",
             agent_id: Some(agent_id.into()),
             payment_id: Some(row.id.clone()),
             actor,
             detail: serde_json::json!({
                 "amount": amount.to_string(), "gas_wei": gas_text, "to": to.to_string(), "scope": scope,
             }),
-            ..NewEvent::default()
+            ..NewEvent::of(AuditKind::FundingRequested)
         })
         .await?;
         self.commit_queued(tx, row).await

@@ -2,6 +2,7 @@
 //! `webhooks` worker's.
 
 use super::{Payments, PaymentsError, Principal, Result};
+use crate::domain::AuditKind;
 use crate::domain::{new_id, new_secret_token};
 use crate::ledger::LedgerError;
 use crate::ledger::audit::{self, NewEvent};
@@ -43,10 +44,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "webhook_created",
                 actor: actor.actor(),
                 detail: serde_json::json!({"webhook_id": row.id, "url": url, "events": events}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::WebhookCreated)
             },
         )
         .await?;
@@ -62,10 +62,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "webhook_disabled",
                 actor: actor.actor(),
                 detail: serde_json::json!({"webhook_id": id}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::WebhookDisabled)
             },
         )
         .await?;
@@ -82,10 +81,9 @@ impl Payments {
             &mut tx,
             now,
             NewEvent {
-                kind: "webhook_replayed",
                 actor: actor.actor(),
                 detail: serde_json::json!({"delivery_id": id, "webhook_id": row.endpoint_id}),
-                ..NewEvent::default()
+                ..NewEvent::of(AuditKind::WebhookReplayed)
             },
         )
         .await?;

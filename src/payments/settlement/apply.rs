@@ -6,6 +6,7 @@ use super::Pass;
 use super::rollup::{self, Leg, Target};
 use super::watch::Slot;
 use crate::chain::Receipt;
+use crate::domain::AuditKind;
 use crate::domain::{Address, PaymentStatus, TransactionStatus, WaitingReason};
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, PaymentRow, TransactionRow};
@@ -66,7 +67,7 @@ impl Payments {
                 now,
                 self.event(
                     &payment,
-                    "transaction_reverted",
+                    AuditKind::TransactionReverted,
                     serde_json::json!({"revert_reason": node_reason}),
                     Some(winner.tx_hash.clone()),
                     i64::try_from(receipt.block_number).ok(),
@@ -139,7 +140,7 @@ impl Payments {
                 now,
                 self.event(
                     payment,
-                    "reorg",
+                    AuditKind::Reorg,
                     serde_json::json!({
                         "old_block_number": transaction.block_number,
                         "old_block_hash": transaction.block_hash,
@@ -196,12 +197,16 @@ impl Payments {
         now: Millis,
     ) -> Result<()> {
         let kind = match (payment.status()?, status) {
-            (PaymentStatus::Cancelled, TransactionStatus::Included) => "cancelled_payment_executed",
-            (PaymentStatus::Confirmed, TransactionStatus::Confirmed) => "finality_restored",
-            (PaymentStatus::Confirmed, TransactionStatus::Failed) => "finality_repair_failed",
+            (PaymentStatus::Cancelled, TransactionStatus::Included) => {
+                AuditKind::CancelledPaymentExecuted
+            }
+            (PaymentStatus::Confirmed, TransactionStatus::Confirmed) => AuditKind::FinalityRestored,
+            (PaymentStatus::Confirmed, TransactionStatus::Failed) => {
+                AuditKind::FinalityRepairFailed
+            }
             _ => return Ok(()),
         };
-        if kind == "finality_restored" {
+        if kind == AuditKind::FinalityRestored {
             payment_rows::sync_chain_fields(tx, &payment.id, now).await?;
         }
         audit::append(
@@ -248,7 +253,7 @@ impl Payments {
             now,
             self.event(
                 &payment,
-                "nonce_consumed_externally",
+                AuditKind::NonceConsumedExternally,
                 serde_json::json!({
                     "wallet": address.to_string(), "nonce": live.nonce, "dropped_tx_hashes": hashes,
                     "action": if live.is_filler() { "payment_failed" } else { "re_sign" },
@@ -268,7 +273,7 @@ impl Payments {
                 now,
                 self.event(
                     &payment,
-                    "payment_failed",
+                    AuditKind::PaymentFailed,
                     serde_json::json!({"failure_reason": "unsendable"}),
                     None,
                     None,
@@ -289,7 +294,7 @@ impl Payments {
         let mut tx = self.ledger.begin().await?;
         payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
-        audit::append(&mut tx, now, self.event(&payment, "reorg", serde_json::json!({
+        audit::append(&mut tx, now, self.event(&payment, AuditKind::Reorg, serde_json::json!({
             "old_block_number": live.block_number, "old_block_hash": live.block_hash, "head": head,
         }), Some(live.tx_hash.clone()), None, None)).await?;
         self.advance_payment(&mut tx, &live.payment_id, now).await?;
@@ -374,22 +379,22 @@ impl Payments {
         }
         let (kind, detail) = match next {
             PaymentStatus::Failed => (
-                "payment_failed",
+                AuditKind::PaymentFailed,
                 serde_json::json!({"failure_reason": reason}),
             ),
             PaymentStatus::Submitted if current == PaymentStatus::Included => {
-                ("payment_unincluded", serde_json::json!({}))
+                (AuditKind::PaymentUnincluded, serde_json::json!({}))
             }
             PaymentStatus::Submitted => (
-                "payment_submitted",
+                AuditKind::PaymentSubmitted,
                 serde_json::json!({"nonce": payment.nonce}),
             ),
             PaymentStatus::Included => (
-                "payment_included",
+                AuditKind::PaymentIncluded,
                 serde_json::json!({"confirmations": payment.confirmations}),
             ),
             _ => (
-                "payment_confirmed",
+                AuditKind::PaymentConfirmed,
                 serde_json::json!({
                     "confirmations": payment.confirmations, "required": self.confirmations_required(),
                 }),

@@ -4,6 +4,7 @@
 //! transaction goes back to `submitted` and the same signed bytes (same nonce) are sent again,
 //! so the payment is paid once and the wallet's later nonces are not blocked.
 
+use crate::domain::AuditKind;
 use crate::ledger::LedgerError;
 use crate::ledger::audit;
 use crate::ledger::payments as payment_rows;
@@ -42,7 +43,7 @@ impl Payments {
                 now,
                 self.event(
                     &payment,
-                    "finality_violation",
+                    AuditKind::FinalityViolation,
                     serde_json::json!({
                         "block_number": number,
                         "recorded_block_hash": recorded,

@@ -29,7 +29,7 @@ pub mod slot;
 mod watch;
 
 use super::{Payments, PaymentsError, Result};
-use crate::domain::{Address, WaitingReason};
+use crate::domain::{Address, AuditKind, WaitingReason};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
 use crate::ledger::{LedgerError, wallets};
@@ -239,9 +239,9 @@ impl Payments {
         if payment_rows::set_waiting_reason(&mut tx, payment_id, Some(reason.as_str()), now).await?
         {
             let kind = if reason.is_alarm() {
-                "payment_stalled"
+                AuditKind::PaymentStalled
             } else {
-                "payment_waiting"
+                AuditKind::PaymentWaiting
             };
             let mut detail = detail;
             detail["waiting_reason"] = reason.as_str().into();
@@ -303,7 +303,7 @@ impl Payments {
     fn event(
         &self,
         payment: &PaymentRow,
-        kind: &'static str,
+        kind: AuditKind,
         detail: serde_json::Value,
         tx_hash: Option<String>,
         block_number: Option<i64>,

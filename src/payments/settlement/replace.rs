@@ -5,7 +5,7 @@
 use super::slot::{self, Refusal};
 use super::{Pass, fees, parse_hash};
 use crate::chain::{Chain, Fees};
-use crate::domain::{Address, TransactionStatus, WaitingReason};
+use crate::domain::{Address, AuditKind, TransactionStatus, WaitingReason};
 use crate::ledger::LedgerError;
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, FILLER, NewTransaction, TransactionRow};
@@ -88,7 +88,7 @@ impl Payments {
                 now,
                 self.event(
                     &payment,
-                    "transaction_rebroadcast",
+                    AuditKind::TransactionRebroadcast,
                     serde_json::json!({"nonce": live.nonce, "head": head}),
                     Some(live.tx_hash.clone()),
                     None,
@@ -259,7 +259,7 @@ impl Payments {
             address,
             unsigned,
             &purpose,
-            "transaction_replaced",
+            AuditKind::TransactionReplaced,
             detail,
         )
         .await
@@ -294,7 +294,7 @@ impl Payments {
             address,
             filler,
             FILLER,
-            "nonce_filler_signed",
+            AuditKind::NonceFillerSigned,
             detail,
         )
         .await
@@ -310,7 +310,7 @@ impl Payments {
         address: Address,
         unsigned: TxEip1559,
         purpose: &str,
-        kind: &'static str,
+        kind: AuditKind,
         detail: serde_json::Value,
     ) -> Result<bool> {
         let (_, key) = self.wallet_key(&live.wallet_id).await?;
@@ -353,7 +353,7 @@ impl Payments {
         )
         .await?;
         tx.commit().await.map_err(LedgerError::from)?;
-        tracing::info!(old = %live.tx_hash, new = %hash, kind, wallet = %address, "took a nonce slot with a new transaction");
+        tracing::info!(old = %live.tx_hash, new = %hash, kind = kind.as_str(), wallet = %address, "took a nonce slot with a new transaction");
         self.fail_point("after_replace")?;
         // Send now rather than a pass later; a refusal is diagnosed next pass.
         let slot = payment_rows::slot(self.ledger.pool(), &live.wallet_id, live.nonce).await?;

@@ -3,6 +3,7 @@
 
 use super::{Pass, fees};
 use crate::chain::{ChainError, ETH_TRANSFER_GAS, Fees};
+use crate::domain::AuditKind;
 use crate::domain::{Address, Amount, PaymentStatus, WaitingReason};
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, TRANSFER};
@@ -264,7 +265,7 @@ impl Payments {
         if let Some(before) = before.filter(|before| *before < chain_nonce) {
             // The wallet's key was used outside Bursar (or the database was restored): the chain
             // is ahead of the counter, which moves up to it.
-            audit::append(&mut tx, now, self.event(&current, "nonce_resynced", serde_json::json!({
+            audit::append(&mut tx, now, self.event(&current, AuditKind::NonceResynced, serde_json::json!({
                 "from": plan.from.to_string(), "counter": before, "chain_nonce": chain_nonce,
             }), None, None, None)).await?;
         }
@@ -279,7 +280,7 @@ impl Payments {
             now,
             self.event(
                 &current,
-                "transaction_signed",
+                AuditKind::TransactionSigned,
                 serde_json::json!({
                     "from": plan.from.to_string(),
                     "max_fee_per_gas": plan.fees.max_fee_per_gas.to_string(),
@@ -314,7 +315,7 @@ impl Payments {
             now,
             self.event(
                 payment,
-                "payment_failed",
+                AuditKind::PaymentFailed,
                 serde_json::json!({"failure_reason": reason, "node_error": node_error}),
                 None,
                 None,
