@@ -168,6 +168,7 @@ string_enum!(
         PaymentStalled => "payment_stalled",
         SettlementParked => "settlement_parked",
         TransactionSigned => "transaction_signed",
+        TransactionBroadcast => "transaction_broadcast",
         TransactionReplaced => "transaction_replaced",
         TransactionRebroadcast => "transaction_rebroadcast",
         TransactionReverted => "transaction_reverted",

@@ -122,6 +122,7 @@ impl AuditEvent {
 
 /// Appends `event` in the caller's transaction and returns its sequence number.
 pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
+    tx.mark_audited();
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut **tx)

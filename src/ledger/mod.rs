@@ -37,6 +37,9 @@ pub enum LedgerError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A write transaction tried to commit without its audit event: a bug, refused.
+    #[error("a state change tried to commit without an audit event")]
+    Unaudited,
 }
 
 impl LedgerError {
@@ -45,7 +48,62 @@ impl LedgerError {
     }
 }
 
-pub type Tx = Transaction<'static, Sqlite>;
+/// A write transaction: SQLite's write lock from its first statement, and a commit that fails
+/// closed unless an audit event was appended in it (`audit::append` marks it). Every state change
+/// of Bursar therefore carries its audit event by construction; the few writes that are
+/// bookkeeping rather than a state change (a scan cursor, a delivery attempt, a checkpoint) say so
+/// with `commit_unaudited`. Derefs to the connection, so queries run on `&mut **tx`.
+pub struct Tx {
+    inner: Transaction<'static, Sqlite>,
+    audited: bool,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    /// Records that an audit event was appended in this transaction.
+    pub(crate) fn mark_audited(&mut self) {
+        self.audited = true;
+    }
+
+    /// Commits; refuses (and rolls back) a transaction that appended no audit event.
+    pub async fn commit(self) -> Result<(), LedgerError> {
+        if !self.audited {
+            return Err(LedgerError::Unaudited);
+        }
+        Ok(self.inner.commit().await?)
+    }
+
+    /// Commits a write that may or may not have changed state: with an audit event it is a state
+    /// change, without one it must be the bookkeeping named by `what` (a confirmation count, a
+    /// wait that did not change, a cursor with nothing found).
+    pub async fn finish(self, what: &'static str) -> Result<(), LedgerError> {
+        if self.audited {
+            self.commit().await
+        } else {
+            self.commit_unaudited(what).await
+        }
+    }
+
+    /// Commits a write that is bookkeeping, not a state change of Bursar's (named by `what`, for
+    /// the reader of the code: a scan cursor, a delivery attempt, a checkpoint, a wait that did
+    /// not change).
+    pub async fn commit_unaudited(self, what: &'static str) -> Result<(), LedgerError> {
+        let _ = what;
+        Ok(self.inner.commit().await?)
+    }
+}
 
 /// The write side of the database: only the `payments` use cases (and the CLI) hold one.
 #[derive(Clone, Debug)]
@@ -115,7 +173,10 @@ impl Ledger {
 
     /// Starts a write transaction holding SQLite's write lock from its first statement.
     pub async fn begin(&self) -> Result<Tx, LedgerError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(Tx {
+            inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            audited: false,
+        })
     }
 
     pub async fn ping(&self) -> Result<(), LedgerError> {
@@ -190,5 +251,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read, "v");
+    }
+}
+
+#[cfg(test)]
+mod write_path_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_without_an_audit_event_does_not_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("write.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let mut tx = ledger.begin().await.unwrap();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('forgotten', 'x')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert!(matches!(tx.commit().await, Err(LedgerError::Unaudited)));
+        assert_eq!(ledger.meta("forgotten").await.unwrap(), None, "rolled back");
+
+        let mut tx = ledger.begin().await.unwrap();
+        sqlx::query("INSERT INTO meta (key, value) VALUES ('audited', 'x')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        audit::append(
+            &mut tx,
+            0,
+            audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(ledger.meta("audited").await.unwrap().as_deref(), Some("x"));
     }
 }

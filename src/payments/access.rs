@@ -85,7 +85,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok((row, secret))
     }
 
@@ -103,7 +103,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(agents::get(self.ledger.pool(), &agent_id).await?)
     }
 
@@ -112,7 +112,7 @@ impl Payments {
             ..NewEvent::of(AuditKind::CredentialCreated)
         })
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok((row, secret))
     }
 
@@ -139,7 +139,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ impl Payments {
                 },
             )
             .await?;
-            tx.commit().await.map_err(LedgerError::from)?;
+            tx.commit().await?;
             return Err(PaymentsError::PolicyDenied {
                 rule: decision.rule.clone(),
                 message: check.map_or_else(
@@ -103,7 +103,7 @@ impl Payments {
             now,
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         self.wake.notify_one();
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
     }
@@ -160,7 +160,7 @@ impl Payments {
             now,
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
     }
 
@@ -189,7 +189,7 @@ impl Payments {
         payment_rows::set_committed(&mut tx, id, now).await?;
         transition(&mut tx, &payment, PaymentStatus::Queued, AuditKind::PaymentCaptured, actor.actor(),
             serde_json::json!({"authorized": authorized.to_string(), "captured": captured.to_string()}), now).await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         self.wake.notify_one();
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
     }
@@ -211,7 +211,7 @@ impl Payments {
             now,
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
     }
 
@@ -242,7 +242,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok((agents::get(self.ledger.pool(), agent_id).await?, ids))
     }
 
@@ -263,7 +263,8 @@ impl Payments {
             )
             .await?;
         }
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.finish("an unfreeze of an agent that was not frozen")
+            .await?;
         Ok(agents::get(self.ledger.pool(), agent_id).await?)
     }
 
@@ -299,7 +300,8 @@ impl Payments {
         expired += cancel_all(&mut tx, &orphaned, "credential_expired", "system", now)
             .await?
             .len();
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.finish("an expiry pass that found nothing to expire")
+            .await?;
         Ok(expired)
     }
 }

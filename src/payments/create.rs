@@ -86,7 +86,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         if status == PaymentStatus::Queued {
             self.wake.notify_one();
         }

@@ -189,7 +189,8 @@ impl Payments {
             alarms += 1;
         }
         Ledger::set_meta_in(&mut tx, CURSOR_META_KEY, &to.to_string()).await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.finish("the reconciliation cursor over blocks with nothing unknown")
+            .await?;
         Ok(alarms)
     }
 }

@@ -7,7 +7,7 @@ use crate::domain::Address;
 use crate::domain::AuditKind;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::deny_list::{self, DeniedAddress};
-use crate::ledger::{LedgerError, Page, Tx};
+use crate::ledger::{Page, Tx};
 
 /// Longest reason kept for a deny-list entry.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -72,7 +72,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(new)
     }
 
@@ -91,7 +91,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 

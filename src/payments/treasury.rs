@@ -267,7 +267,7 @@ impl Payments {
         tx: crate::ledger::Tx,
         row: PaymentRow,
     ) -> Result<Created> {
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         self.wake.notify_one();
         Ok(Created {
             payment: row,

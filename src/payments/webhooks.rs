@@ -4,7 +4,6 @@
 use super::{Payments, PaymentsError, Principal, Result};
 use crate::domain::AuditKind;
 use crate::domain::{new_id, new_secret_token};
-use crate::ledger::LedgerError;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::webhooks::{self, DeliveryRow, EndpointRow};
 
@@ -50,7 +49,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(row)
     }
 
@@ -68,7 +67,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -87,7 +86,7 @@ impl Payments {
             },
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(row)
     }
 }

@@ -112,6 +112,7 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
             [
                 "payment_decided",
                 "transaction_signed",
+                "transaction_broadcast",
                 "payment_submitted",
                 "payment_included",
                 "payment_confirmed"

@@ -96,7 +96,8 @@ impl Payments {
             .record_receipt(&mut tx, &payment, winner, receipt, pass.head, now)
             .await?
             || switched;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.finish("the confirmation count of an included transaction")
+            .await?;
         Ok(changed)
     }
 
@@ -282,7 +283,7 @@ impl Payments {
             )
             .await?;
         }
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         tracing::error!(wallet = %address, nonce = live.nonce, "a transaction Bursar did not sign used this wallet's nonce");
         Ok(())
     }
@@ -298,7 +299,7 @@ impl Payments {
             "old_block_number": live.block_number, "old_block_hash": live.block_hash, "head": head,
         }), Some(live.tx_hash.clone()), None, None)).await?;
         self.advance_payment(&mut tx, &live.payment_id, now).await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -5,7 +5,6 @@
 //! so the payment is paid once and the wallet's later nonces are not blocked.
 
 use crate::domain::AuditKind;
-use crate::ledger::LedgerError;
 use crate::ledger::audit;
 use crate::ledger::payments as payment_rows;
 use crate::payments::{Payments, Result};
@@ -57,7 +56,7 @@ impl Payments {
                 ),
             )
             .await?;
-            tx.commit().await.map_err(LedgerError::from)?;
+            tx.commit().await?;
             // The slot is open again: the rest of this pass (or the next) sends the same bytes
             // through the slot's own path, which diagnoses a refusal like any other.
             tracing::error!(tx_hash = %transaction.tx_hash, "finality violation: a confirmed transaction's block was reorganized away; sending it again");

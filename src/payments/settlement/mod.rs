@@ -255,7 +255,7 @@ impl Payments {
                 .increment(1);
             tracing::warn!(payment_id, %reason, "payment waiting");
         }
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.finish("a wait whose reason did not change").await?;
         Ok(())
     }
 

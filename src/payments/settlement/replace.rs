@@ -80,6 +80,19 @@ impl Payments {
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
         if live.status == TransactionStatus::Signed.as_str() {
             payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    &payment,
+                    AuditKind::TransactionBroadcast,
+                    serde_json::json!({"nonce": live.nonce, "head": head, "purpose": live.purpose}),
+                    Some(live.tx_hash.clone()),
+                    None,
+                    None,
+                ),
+            )
+            .await?;
         } else {
             // The broadcast block stays: a pool that dropped the transaction is a sign that it
             // is stuck, not a reason to wait anew.
@@ -103,7 +116,7 @@ impl Payments {
             payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
         }
         self.advance_payment(&mut tx, &live.payment_id, now).await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -178,7 +191,8 @@ impl Payments {
         let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;
         let mut tx = self.ledger.begin().await?;
         payment_rows::set_unsendable_since(&mut tx, live.id, Some(head)).await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit_unaudited("the block at which the node first refused a transaction")
+            .await?;
         Ok(())
     }
 
@@ -352,7 +366,7 @@ impl Payments {
             self.event(&payment, kind, detail, Some(hash.clone()), None, None),
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         tracing::info!(old = %live.tx_hash, new = %hash, kind = kind.as_str(), wallet = %address, "took a nonce slot with a new transaction");
         self.fail_point("after_replace")?;
         // Send now rather than a pass later; a refusal is diagnosed next pass.

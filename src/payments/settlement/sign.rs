@@ -294,7 +294,7 @@ impl Payments {
             ),
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         tracing::info!(payment_id = %payment.id, tx_hash = primary.as_deref().unwrap_or_default(), "signed");
         Ok(true)
     }
@@ -323,7 +323,7 @@ impl Payments {
             ),
         )
         .await?;
-        tx.commit().await.map_err(LedgerError::from)?;
+        tx.commit().await?;
         tracing::warn!(payment_id = %payment.id, reason, "payment failed before signing");
         Ok(())
     }
