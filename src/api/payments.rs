@@ -96,7 +96,7 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
     let corrupt = || ApiError::Internal(format!("stored payment {} is unreadable", row.id));
     Ok(PaymentResponse {
         id: row.id.clone(),
-        kind: row.kind.clone(),
+        kind: row.kind.to_string(),
         agent_id: row.agent_id.clone(),
         credential_id: row.credential_id.clone(),
         to: row.to_address.clone(),
@@ -111,7 +111,7 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
             .transpose()
             .map_err(|_| corrupt())?,
         confidence: row.confidence,
-        capture: row.capture.clone(),
+        capture: row.capture.to_string(),
         status: row.status().map_err(|_| corrupt())?,
         decision: row
             .decision
@@ -187,7 +187,7 @@ impl CreatePaymentRequest {
 /// a replay, `403 policy_denied` (with the payment) for a denial, replayed alike.
 pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response, ApiError> {
     let body = payment_response(payment)?;
-    let mut response = if payment.status == PaymentStatus::Rejected.as_str() {
+    let mut response = if payment.status == PaymentStatus::Rejected {
         let rule = body
             .decision
             .as_ref()
@@ -247,7 +247,7 @@ pub async fn create(
         .create_payment(agent_id, credential_id, &key, &request)
         .await?;
     if !created.replayed {
-        metrics::counter!("bursar_payments_created_total", "status" => created.payment.status.clone()).increment(1);
+        metrics::counter!("bursar_payments_created_total", "status" => created.payment.status.as_str()).increment(1);
     }
     created_response(&created.payment, created.replayed)
 }
@@ -264,11 +264,11 @@ fn may_read(auth: &Auth, payment: &PaymentRow) -> Result<(), ApiError> {
         Principal::Staff {
             role: Role::Approver,
             ..
-        } if payment.status != PaymentStatus::PendingApproval.as_str() => Err(ApiError::NotFound),
+        } if payment.status != PaymentStatus::PendingApproval => Err(ApiError::NotFound),
         Principal::Staff {
             role: Role::Treasury,
             ..
-        } if payment.kind == PaymentKind::Payment.as_str() => Err(ApiError::NotFound),
+        } if payment.kind == PaymentKind::Payment => Err(ApiError::NotFound),
         Principal::Staff { .. } => auth.require(&[Role::Auditor, Role::Approver, Role::Treasury]),
     }
 }

@@ -19,4 +19,7 @@ pub fn format_time(millis: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub use status::{AuditKind, PaymentKind, PaymentStatus, Role, TransactionStatus, WaitingReason};
+pub use status::{
+    Asset, AuditKind, CaptureMode, PaymentKind, PaymentStatus, Role, TransactionStatus,
+    WaitingReason,
+};

@@ -26,6 +26,34 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        // Stored as its text, so rows read from the database are typed, and a value the enum
+        // does not know fails the read instead of travelling on as a string.
+        impl sqlx::Type<sqlx::Sqlite> for $name {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Sqlite> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+            fn decode(
+                value: sqlx::sqlite::SqliteValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+                $name::parse(text).ok_or_else(|| {
+                    format!("unknown {} {text:?}", stringify!($name)).into()
+                })
+            }
+        }
     };
 }
 
@@ -200,6 +228,22 @@ impl AuditKind {
         )
     }
 }
+
+string_enum!(
+    /// How an allowed payment moves money: at once, or as a hold the agent captures or voids.
+    CaptureMode {
+        Automatic => "automatic",
+        Manual => "manual",
+    }
+);
+
+string_enum!(
+    /// What a transaction moves: the USDC leg or an ETH leg (gas money, or a nonce filler).
+    Asset {
+        Usdc => "usdc",
+        Eth => "eth",
+    }
+);
 
 string_enum!(
     /// What a payment is for: an agent's payment, a treasury funding, or a sweep back.

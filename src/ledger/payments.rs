@@ -3,13 +3,13 @@
 //! state machine does not allow.
 
 use super::{LedgerError, Millis, Page, Tx};
-use crate::domain::{PaymentStatus, TransactionStatus};
+use crate::domain::{Asset, CaptureMode, PaymentKind, PaymentStatus, TransactionStatus};
 use sqlx::SqlitePool;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PaymentRow {
     pub id: String,
-    pub kind: String,
+    pub kind: PaymentKind,
     pub agent_id: Option<String>,
     pub credential_id: Option<String>,
     pub from_wallet_id: String,
@@ -21,8 +21,8 @@ pub struct PaymentRow {
     pub reference: Option<String>,
     pub metadata: Option<String>,
     pub confidence: Option<f64>,
-    pub capture: String,
-    pub status: String,
+    pub capture: CaptureMode,
+    pub status: PaymentStatus,
     pub decision: Option<String>,
     pub failure_reason: Option<String>,
     pub tx_hash: Option<String>,
@@ -42,9 +42,9 @@ pub struct PaymentRow {
 }
 
 impl PaymentRow {
+    /// The status (typed when read: an unknown value fails the read itself).
     pub fn status(&self) -> Result<PaymentStatus, LedgerError> {
-        PaymentStatus::parse(&self.status)
-            .ok_or_else(|| LedgerError::Corrupt(format!("payment {} status", self.id)))
+        Ok(self.status)
     }
 }
 
@@ -56,7 +56,7 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
-    .bind(&row.kind)
+    .bind(row.kind)
     .bind(&row.agent_id)
     .bind(&row.credential_id)
     .bind(&row.from_wallet_id)
@@ -68,8 +68,8 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(&row.reference)
     .bind(&row.metadata)
     .bind(row.confidence)
-    .bind(&row.capture)
-    .bind(&row.status)
+    .bind(row.capture)
+    .bind(row.status)
     .bind(&row.decision)
     .bind(&row.failure_reason)
     .bind(&row.idempotency_scope)
@@ -381,13 +381,13 @@ pub async fn missing_legs(
 pub struct TransactionRow {
     pub id: i64,
     pub payment_id: String,
-    pub asset: String,
+    pub asset: Asset,
     pub purpose: String,
     pub wallet_id: String,
     pub nonce: i64,
     pub tx_hash: String,
     pub raw: Vec<u8>,
-    pub status: String,
+    pub status: TransactionStatus,
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
     pub confirmations: i64,
@@ -399,9 +399,9 @@ pub struct TransactionRow {
 }
 
 impl TransactionRow {
+    /// The status (typed when read: an unknown value fails the read itself).
     pub fn status(&self) -> Result<TransactionStatus, LedgerError> {
-        TransactionStatus::parse(&self.status)
-            .ok_or_else(|| LedgerError::Corrupt(format!("transaction {} status", self.id)))
+        Ok(self.status)
     }
 
     pub fn is_filler(&self) -> bool {
@@ -418,7 +418,7 @@ pub const FILLER: &str = "filler";
 #[derive(Clone, Copy, Debug)]
 pub struct NewTransaction<'a> {
     pub payment_id: &'a str,
-    pub asset: &'a str,
+    pub asset: Asset,
     pub purpose: &'a str,
     pub wallet_id: &'a str,
     pub nonce: i64,

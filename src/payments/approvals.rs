@@ -5,7 +5,7 @@
 
 use super::{Payments, PaymentsError, Principal, Result};
 use crate::domain::AuditKind;
-use crate::domain::{Amount, PaymentStatus};
+use crate::domain::{Amount, CaptureMode, PaymentStatus};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
 use crate::ledger::{LedgerError, Millis, Tx, agents, tokens};
@@ -86,7 +86,7 @@ impl Payments {
                 ),
             });
         }
-        let next = if payment.capture == "manual" {
+        let next = if payment.capture == CaptureMode::Manual {
             payment_rows::set_held_since(&mut tx, id, now).await?;
             PaymentStatus::Authorized
         } else {

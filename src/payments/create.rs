@@ -136,7 +136,7 @@ impl Payments {
     ) -> PaymentRow {
         PaymentRow {
             id: new_id("pay"),
-            kind: kind.as_str().into(),
+            kind,
             agent_id: agent.map(|a| a.id.clone()),
             credential_id: credential_id.map(str::to_string),
             from_wallet_id: from_wallet_id.into(),
@@ -148,11 +148,8 @@ impl Payments {
             reference: request.reference.clone(),
             metadata: request.metadata.as_ref().map(|m| m.to_string()),
             confidence: request.confidence,
-            capture: match request.capture {
-                Capture::Automatic => "automatic".into(),
-                Capture::Manual => "manual".into(),
-            },
-            status: status.as_str().into(),
+            capture: request.capture,
+            status,
             decision: decision.map(|d| serde_json::to_string(d).expect("decisions serialize")),
             failure_reason: None,
             tx_hash: None,

@@ -168,12 +168,8 @@ pub struct NewPayment {
     pub metadata: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Capture {
-    Automatic,
-    Manual,
-}
+/// How an allowed payment moves money (the domain's `CaptureMode`).
+pub use crate::domain::CaptureMode as Capture;
 
 /// The result of a create call: a new payment or the replay of an earlier one.
 #[derive(Debug)]

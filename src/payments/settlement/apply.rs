@@ -129,7 +129,7 @@ impl Payments {
             .block_hash
             .as_deref()
             .is_some_and(|old| old != block_hash);
-        if transaction.status == status.as_str()
+        if transaction.status == status
             && transaction.confirmations == confirmations
             && !moved_block
         {
@@ -166,7 +166,7 @@ impl Payments {
         )
         .await?;
         payment_rows::set_unsendable_since(tx, transaction.id, None).await?;
-        let first_time = transaction.status != status.as_str();
+        let first_time = transaction.status != status;
         if transaction.purpose == payment_rows::TRANSFER && first_time {
             self.audit_terminal_surprises(
                 tx,

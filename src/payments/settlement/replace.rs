@@ -5,7 +5,7 @@
 use super::slot::{self, Refusal};
 use super::{Pass, fees, parse_hash};
 use crate::chain::{Chain, Fees};
-use crate::domain::{Address, AuditKind, TransactionStatus, WaitingReason};
+use crate::domain::{Address, Asset, AuditKind, TransactionStatus, WaitingReason};
 use crate::ledger::LedgerError;
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, FILLER, NewTransaction, TransactionRow};
@@ -78,7 +78,7 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
-        if live.status == TransactionStatus::Signed.as_str() {
+        if live.status == TransactionStatus::Signed {
             payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
             audit::append(
                 &mut tx,
@@ -331,9 +331,9 @@ impl Payments {
         let signed = self.custody.sign(&key, unsigned)?;
         let hash = signed.hash.to_string();
         let asset = if purpose == FILLER {
-            "eth"
+            Asset::Eth
         } else {
-            live.asset.as_str()
+            live.asset
         };
         let now = self.now();
         let mut tx = self.ledger.begin().await?;

@@ -4,7 +4,7 @@
 use super::{Pass, fees};
 use crate::chain::{ChainError, ETH_TRANSFER_GAS, Fees};
 use crate::domain::AuditKind;
-use crate::domain::{Address, Amount, PaymentStatus, WaitingReason};
+use crate::domain::{Address, Amount, Asset, PaymentStatus, WaitingReason};
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, TRANSFER};
 use crate::ledger::{LedgerError, wallets};
@@ -228,7 +228,7 @@ impl Payments {
         let mut legs = Vec::new();
         if let Some(gas_limit) = plan.usdc_gas {
             legs.push((
-                "usdc",
+                Asset::Usdc,
                 self.chain
                     .usdc_transfer(nonce, gas_limit, plan.fees, plan.to, plan.amount),
                 None,
@@ -237,7 +237,7 @@ impl Payments {
         }
         if let Some(wei) = plan.eth_wei {
             legs.push((
-                "eth",
+                Asset::Eth,
                 self.chain.eth_transfer(nonce, plan.fees, plan.to, wei),
                 Some(wei),
             ));
