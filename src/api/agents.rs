@@ -2,7 +2,7 @@
 //! credentials agents pay with.
 
 use super::extract::{Auth, JsonBody};
-use super::{ApiError, AppState, format_eth, list_response, page, parse_time, time};
+use super::{ApiError, AppState, list_response, page, parse_time, time};
 use crate::domain::Role;
 use crate::ledger::tokens::CredentialRow;
 use crate::ledger::{agents, payments::cursor_of, tokens};
@@ -51,7 +51,7 @@ fn view_json(view: &AgentView) -> Value {
     let mut value = agent_json(&view.agent);
     value["balances"] = json!({
         "usdc": view.usdc.map(|a| a.to_string()),
-        "eth": view.eth_wei.map(format_eth),
+        "eth": view.eth_wei.map(|w| w.to_string()),
     });
     value["spent_24h"] = json!(view.spent_24h.to_string());
     value

@@ -155,10 +155,3 @@ pub fn list_response<T: serde::Serialize>(
     };
     serde_json::json!({"data": data, "next_cursor": next})
 }
-
-/// ETH in wei as a decimal string without trailing zeros.
-pub fn format_eth(wei: alloy::primitives::U256) -> String {
-    let text = alloy::primitives::utils::format_ether(wei);
-    let text = text.trim_end_matches('0');
-    text.strip_suffix('.').unwrap_or(text).to_string()
-}

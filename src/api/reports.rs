@@ -85,7 +85,7 @@ pub async fn balances(
             .map_err(PaymentsError::from)?;
         data.push(json!({
             "agent_id": view.agent.id, "name": view.agent.name, "address": view.agent.address, "status": view.agent.status,
-            "usdc": view.usdc.map(|a| a.to_string()), "eth": view.eth_wei.map(super::format_eth),
+            "usdc": view.usdc.map(|a| a.to_string()), "eth": view.eth_wei.map(|w| w.to_string()),
             "held": Amount::from_sql(held).to_string(), "spent_24h": view.spent_24h.to_string(),
         }));
     }

@@ -2,9 +2,8 @@
 
 use super::extract::{Auth, JsonBody, idempotency_key};
 use super::payments::created_response;
-use super::{ApiError, AppState, format_eth};
-use crate::domain::{Amount, Role};
-use alloy::primitives::U256;
+use super::{ApiError, AppState};
+use crate::domain::{Amount, Role, Wei};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -31,7 +30,7 @@ pub async fn view(State(state): State<AppState>, auth: Auth) -> Result<Json<Valu
     let agents_usdc = state.payments.agents_usdc_total().await?;
     Ok(Json(json!({
         "address": address.to_string(),
-        "balances": {"usdc": usdc.map(|a| a.to_string()), "eth": eth.map(format_eth)},
+        "balances": {"usdc": usdc.map(|a| a.to_string()), "eth": eth.map(|w| w.to_string())},
         "agents_usdc": agents_usdc.to_string(),
     })))
 }
@@ -46,27 +45,19 @@ pub struct CreateFunding {
     gas_eth: Option<String>,
 }
 
-/// Parses ETH as a decimal string into wei, exactly.
-fn parse_gas_eth(text: &str) -> Result<U256, ApiError> {
-    let invalid = || {
+/// Parses ETH as a decimal string into wei, exactly: positive, at most 10 ETH.
+fn parse_gas_eth(text: &str) -> Result<Wei, ApiError> {
+    let wei = Wei::parse_ether(text).map_err(|_| {
         ApiError::invalid(
             "gas_eth",
             "must be a positive decimal string of ETH, at most 18 decimals and 10 ETH",
         )
-    };
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty()
-        || !digits(whole)
-        || !digits(fraction)
-        || fraction.len() > 18
-        || (text.contains('.') && fraction.is_empty())
-    {
-        return Err(invalid());
-    }
-    let wei = alloy::primitives::utils::parse_ether(text).map_err(|_| invalid())?;
-    if wei.is_zero() || wei > U256::from(MAX_GAS_ETH_WEI) {
-        return Err(invalid());
+    })?;
+    if wei == Wei::ZERO || wei > Wei::from_wei(MAX_GAS_ETH_WEI) {
+        return Err(ApiError::invalid(
+            "gas_eth",
+            "must be a positive decimal string of ETH, at most 18 decimals and 10 ETH",
+        ));
     }
     Ok(wei)
 }
@@ -100,11 +91,11 @@ mod tests {
     fn gas_eth_is_exact_and_bounded() {
         assert_eq!(
             parse_gas_eth("0.01").unwrap(),
-            U256::from(10_000_000_000_000_000u64)
+            Wei::from_wei(10_000_000_000_000_000)
         );
         assert_eq!(
             parse_gas_eth("1").unwrap(),
-            U256::from(1_000_000_000_000_000_000u64)
+            Wei::from_wei(1_000_000_000_000_000_000)
         );
         for bad in [
             "0",

@@ -60,7 +60,7 @@ impl Payments {
             let spent = agents::spent_since(self.ledger.pool(), &agent.id, since).await?;
             views.push(AgentView {
                 usdc,
-                eth_wei,
+                eth_wei: eth_wei.map(crate::domain::Wei::from_u256),
                 spent_24h: Amount::from_sql(spent),
                 agent,
             });

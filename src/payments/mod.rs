@@ -30,7 +30,6 @@ use crate::policy::{self, SpendSnapshot};
 /// The policy types callers see (a credential's policy, a decision with its checks), re-exported
 /// so that the API depends on the use cases, not on the engine.
 pub use crate::policy::{Check, Decision, Outcome, Policy};
-use alloy::primitives::U256;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -183,7 +182,7 @@ pub struct Created {
 pub struct AgentView {
     pub agent: agents::AgentRow,
     pub usdc: Option<Amount>,
-    pub eth_wei: Option<U256>,
+    pub eth_wei: Option<crate::domain::Wei>,
     pub spent_24h: Amount,
 }
 

@@ -136,7 +136,7 @@ impl Payments {
             &key,
             &agent.id,
             Amount::ZERO,
-            Some(U256::from(settings.gas_float_topup_wei)),
+            Some(crate::domain::Wei::from_wei(settings.gas_float_topup_wei)),
         )
         .await?;
         Ok(true)
@@ -178,7 +178,7 @@ impl Payments {
         key: &IdempotencyKey,
         agent_id: &str,
         amount: Amount,
-        gas_wei: Option<U256>,
+        gas_wei: Option<crate::domain::Wei>,
     ) -> Result<Created> {
         self.insert_funding(actor.actor(), "treasury", key, agent_id, amount, gas_wei)
             .await
@@ -192,7 +192,7 @@ impl Payments {
         key: &IdempotencyKey,
         agent_id: &str,
         amount: Amount,
-        gas_wei: Option<U256>,
+        gas_wei: Option<crate::domain::Wei>,
     ) -> Result<Created> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -200,7 +200,8 @@ impl Payments {
             amount: Amount,
             gas_wei: Option<String>,
         }
-        let gas_text = gas_wei.map(|w| w.to_string());
+        // Stored and hashed as a count of wei, which the settlement reads back exactly.
+        let gas_text = gas_wei.map(|w| w.into_inner().to_string());
         let hash = request_hash(&Body {
             agent_id,
             amount,
@@ -275,7 +276,9 @@ impl Payments {
         })
     }
 
-    pub async fn treasury_view(&self) -> Result<(Address, Option<Amount>, Option<U256>)> {
+    pub async fn treasury_view(
+        &self,
+    ) -> Result<(Address, Option<Amount>, Option<crate::domain::Wei>)> {
         let treasury = self.ensure_treasury().await?;
         let address = treasury.address()?;
         let (usdc, eth) = self
@@ -285,6 +288,6 @@ impl Payments {
             .ok()
             .and_then(|b| b.into_iter().next())
             .unwrap_or((None, None));
-        Ok((address, usdc, eth))
+        Ok((address, usdc, eth.map(crate::domain::Wei::from_u256)))
     }
 }
