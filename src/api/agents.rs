@@ -4,6 +4,7 @@
 use super::extract::{Auth, JsonBody};
 use super::{ApiError, AppState, list_response, page, parse_time, time};
 use crate::domain::Role;
+use crate::domain::{AgentId, CredentialId};
 use crate::ledger::tokens::CredentialRow;
 use crate::ledger::{agents, payments::cursor_of, tokens};
 use crate::payments::AgentView;
@@ -174,7 +175,7 @@ pub async fn create_credential(
         .payments
         .create_credential(
             &auth.0,
-            &agent_id,
+            &AgentId::from_text(&agent_id),
             name(&body.name)?,
             &body.policy,
             expires_at,
@@ -207,7 +208,10 @@ pub async fn revoke_credential(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     auth.require(&[])?;
-    state.payments.revoke_credential(&auth.0, &id).await?;
+    state
+        .payments
+        .revoke_credential(&auth.0, &CredentialId::from_text(&id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -235,6 +239,7 @@ pub async fn freeze(
     } else {
         super::extract::parse_json(&body)?
     };
+    let id = AgentId::from_text(&id);
     let (agent, cancelled) = state.payments.freeze(&auth.0, &id).await?;
     let mut value = agent_json(&agent);
     value["cancelled_payments"] = json!(cancelled);
@@ -260,6 +265,9 @@ pub async fn unfreeze(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require(&[])?;
-    let agent = state.payments.unfreeze(&auth.0, &id).await?;
+    let agent = state
+        .payments
+        .unfreeze(&auth.0, &AgentId::from_text(&id))
+        .await?;
     Ok(Json(agent_json(&agent)))
 }

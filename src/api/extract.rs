@@ -2,7 +2,7 @@
 //! and the `Idempotency-Key` header.
 
 use super::{ApiError, AppState};
-use crate::domain::{IdempotencyKey, Role};
+use crate::domain::{AgentId, CredentialId, IdempotencyKey, Role};
 use crate::payments::Principal;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -51,7 +51,7 @@ impl Auth {
         }
     }
 
-    pub fn agent(&self) -> Option<(&str, &str)> {
+    pub fn agent(&self) -> Option<(&AgentId, &CredentialId)> {
         match &self.0 {
             Principal::Agent {
                 agent_id,

@@ -95,10 +95,10 @@ pub struct PaymentResponse {
 pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
     let corrupt = || ApiError::Internal(format!("stored payment {} is unreadable", row.id));
     Ok(PaymentResponse {
-        id: row.id.clone(),
+        id: row.id.to_string(),
         kind: row.kind.to_string(),
-        agent_id: row.agent_id.clone(),
-        credential_id: row.credential_id.clone(),
+        agent_id: row.agent_id.as_ref().map(ToString::to_string),
+        credential_id: row.credential_id.as_ref().map(ToString::to_string),
         to: row.to_address.clone(),
         amount: Amount::from_sql(row.amount).to_string(),
         currency: row.currency.clone(),
@@ -316,11 +316,11 @@ pub async fn list(
             if filter
                 .agent_id
                 .as_ref()
-                .is_some_and(|asked| asked != agent_id)
+                .is_some_and(|asked| asked != agent_id.as_str())
             {
                 return Ok(Json(list_response(Vec::<Value>::new(), 1, None)));
             }
-            filter.agent_id = Some(agent_id.clone());
+            filter.agent_id = Some(agent_id.to_string());
         }
         Principal::Staff {
             role: Role::Approver,

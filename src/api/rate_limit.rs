@@ -34,7 +34,7 @@ impl WriteLimiter {
     /// Counts one write by `principal`; `429 rate_limited` with the seconds to wait when over.
     pub fn check(&self, principal: &Principal) -> Result<(), ApiError> {
         let key = match principal {
-            Principal::Agent { credential_id, .. } => credential_id.clone(),
+            Principal::Agent { credential_id, .. } => credential_id.to_string(),
             Principal::Staff {
                 token_id: Some(id), ..
             } => id.clone(),

@@ -3,7 +3,7 @@
 use super::extract::{Auth, JsonBody, idempotency_key};
 use super::payments::created_response;
 use super::{ApiError, AppState};
-use crate::domain::{Amount, Role, Wei};
+use crate::domain::{AgentId, Amount, Role, Wei};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -78,7 +78,13 @@ pub async fn fund(
     let gas_wei = body.gas_eth.as_deref().map(parse_gas_eth).transpose()?;
     let created = state
         .payments
-        .create_funding(&auth.0, &key, &body.agent_id, body.amount, gas_wei)
+        .create_funding(
+            &auth.0,
+            &key,
+            &AgentId::from_text(&body.agent_id),
+            body.amount,
+            gas_wei,
+        )
         .await?;
     created_response(&created.payment, created.replayed)
 }
@@ -123,6 +129,9 @@ pub async fn sweep(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     auth.require(&[Role::Treasury])?;
-    let created = state.payments.sweep(&auth.0, &id).await?;
+    let created = state
+        .payments
+        .sweep(&auth.0, &AgentId::from_text(&id))
+        .await?;
     created_response(&created.payment, false)
 }

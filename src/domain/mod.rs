@@ -12,7 +12,9 @@ mod wei;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use audit_key::AuditKey;
-pub use ids::{IdempotencyKey, IdempotencyKeyError, new_id, new_secret_token};
+pub use ids::{
+    AgentId, CredentialId, IdempotencyKey, IdempotencyKeyError, PaymentId, new_id, new_secret_token,
+};
 pub use wei::{Wei, WeiError};
 /// An API time: RFC 3339 UTC with milliseconds, from milliseconds since the Unix epoch.
 pub fn format_time(millis: i64) -> String {

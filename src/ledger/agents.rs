@@ -1,12 +1,12 @@
 //! Agents: a name, a status and the custodied wallet they pay from.
 
 use super::{LedgerError, Millis, Page, Tx};
-use crate::domain::PaymentStatus;
+use crate::domain::{AgentId, PaymentStatus};
 use sqlx::SqlitePool;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct AgentRow {
-    pub id: String,
+    pub id: AgentId,
     pub name: String,
     pub wallet_id: String,
     pub address: String,

@@ -4,7 +4,7 @@
 //! they describe.
 
 use super::{LedgerError, Millis, Tx};
-use crate::domain::{AuditKey, AuditKind};
+use crate::domain::{AgentId, AuditKey, AuditKind, CredentialId, PaymentId};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -16,9 +16,9 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[derive(Clone, Debug)]
 pub struct NewEvent {
     pub kind: AuditKind,
-    pub agent_id: Option<String>,
-    pub credential_id: Option<String>,
-    pub payment_id: Option<String>,
+    pub agent_id: Option<AgentId>,
+    pub credential_id: Option<CredentialId>,
+    pub payment_id: Option<PaymentId>,
     pub actor: String,
     pub detail: serde_json::Value,
     pub tx_hash: Option<String>,

@@ -3,15 +3,18 @@
 //! state machine does not allow.
 
 use super::{LedgerError, Millis, Page, Tx};
-use crate::domain::{Asset, CaptureMode, PaymentKind, PaymentStatus, TransactionStatus};
+use crate::domain::{
+    AgentId, Asset, CaptureMode, CredentialId, PaymentId, PaymentKind, PaymentStatus,
+    TransactionStatus,
+};
 use sqlx::SqlitePool;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PaymentRow {
-    pub id: String,
+    pub id: PaymentId,
     pub kind: PaymentKind,
-    pub agent_id: Option<String>,
-    pub credential_id: Option<String>,
+    pub agent_id: Option<AgentId>,
+    pub credential_id: Option<CredentialId>,
     pub from_wallet_id: String,
     pub to_address: String,
     pub amount: i64,
@@ -380,7 +383,7 @@ pub async fn missing_legs(
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct TransactionRow {
     pub id: i64,
-    pub payment_id: String,
+    pub payment_id: PaymentId,
     pub asset: Asset,
     pub purpose: String,
     pub wallet_id: String,

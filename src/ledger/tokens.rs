@@ -2,6 +2,7 @@
 //! bearer secret is stored; lookups go by that hash.
 
 use super::{LedgerError, Millis, Tx};
+use crate::domain::{AgentId, CredentialId};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
 
@@ -59,8 +60,8 @@ pub async fn revoke_token(tx: &mut Tx, id: &str, now: Millis) -> Result<(), Ledg
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CredentialRow {
-    pub id: String,
-    pub agent_id: String,
+    pub id: CredentialId,
+    pub agent_id: AgentId,
     pub name: String,
     pub token_hash: String,
     pub policy: String,

@@ -9,7 +9,7 @@ impl Payments {
     pub async fn create_agent(&self, actor: &Principal, name: &str) -> Result<agents::AgentRow> {
         let key = self.custody.generate_wallet()?;
         let wallet_id = new_id("wal");
-        let agent_id = new_id("agt");
+        let agent_id = AgentId::generate();
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         wallets::insert(
@@ -71,7 +71,7 @@ impl Payments {
     pub async fn create_credential(
         &self,
         actor: &Principal,
-        agent_id: &str,
+        agent_id: &AgentId,
         name: &str,
         policy: &Policy,
         expires_at: Option<Millis>,
@@ -91,7 +91,7 @@ impl Payments {
         }
         let secret = new_secret_token("bsa");
         let row = CredentialRow {
-            id: new_id("cred"),
+            id: CredentialId::generate(),
             agent_id: agent_id.into(),
             name: name.into(),
             token_hash: tokens::token_hash(&secret),
@@ -118,7 +118,7 @@ impl Payments {
 
     /// Revokes a credential at once; its live holds (`pending_approval`, `authorized`) are
     /// cancelled in the same transaction, releasing their budget.
-    pub async fn revoke_credential(&self, actor: &Principal, id: &str) -> Result<()> {
+    pub async fn revoke_credential(&self, actor: &Principal, id: &CredentialId) -> Result<()> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let credential = tokens::get_credential(&mut *tx, id).await?;

@@ -5,7 +5,7 @@
 
 use super::{Payments, PaymentsError, Principal, Result};
 use crate::domain::AuditKind;
-use crate::domain::{Amount, CaptureMode, PaymentStatus};
+use crate::domain::{AgentId, Amount, CaptureMode, PaymentId, PaymentStatus};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
 use crate::ledger::{LedgerError, Millis, Tx, agents, tokens};
@@ -223,8 +223,8 @@ impl Payments {
     pub async fn freeze(
         &self,
         actor: &Principal,
-        agent_id: &str,
-    ) -> Result<(agents::AgentRow, Vec<String>)> {
+        agent_id: &AgentId,
+    ) -> Result<(agents::AgentRow, Vec<PaymentId>)> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         agents::get(&mut *tx, agent_id).await?;
@@ -246,7 +246,11 @@ impl Payments {
         Ok((agents::get(self.ledger.pool(), agent_id).await?, ids))
     }
 
-    pub async fn unfreeze(&self, actor: &Principal, agent_id: &str) -> Result<agents::AgentRow> {
+    pub async fn unfreeze(
+        &self,
+        actor: &Principal,
+        agent_id: &AgentId,
+    ) -> Result<agents::AgentRow> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         agents::get(&mut *tx, agent_id).await?;
@@ -314,7 +318,7 @@ pub(super) async fn cancel_all(
     reason: &str,
     actor: &str,
     now: Millis,
-) -> Result<Vec<String>> {
+) -> Result<Vec<PaymentId>> {
     for payment in payments {
         payment_rows::set_failure_reason(tx, &payment.id, reason).await?;
         transition(

@@ -11,8 +11,8 @@ impl Payments {
     /// amount is the budget hold) and the audit event recording the attempt and the decision.
     pub async fn create_payment(
         &self,
-        agent_id: &str,
-        credential_id: &str,
+        agent_id: &AgentId,
+        credential_id: &CredentialId,
         key: &IdempotencyKey,
         request: &NewPayment,
     ) -> Result<Created> {
@@ -124,7 +124,7 @@ impl Payments {
         &self,
         kind: PaymentKind,
         agent: Option<&agents::AgentRow>,
-        credential_id: Option<&str>,
+        credential_id: Option<&CredentialId>,
         from_wallet_id: &str,
         request: &NewPayment,
         status: PaymentStatus,
@@ -135,10 +135,10 @@ impl Payments {
         now: Millis,
     ) -> PaymentRow {
         PaymentRow {
-            id: new_id("pay"),
+            id: PaymentId::generate(),
             kind,
             agent_id: agent.map(|a| a.id.clone()),
-            credential_id: credential_id.map(str::to_string),
+            credential_id: credential_id.cloned(),
             from_wallet_id: from_wallet_id.into(),
             to_address: request.to.to_string(),
             amount: request.amount.to_sql(),

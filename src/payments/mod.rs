@@ -19,7 +19,8 @@ use crate::chain::{Chain, ChainError};
 use crate::custody::{Custody, CustodyError, SealedKey};
 use crate::domain::AuditKind;
 use crate::domain::{
-    Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, Role, new_id, new_secret_token,
+    Address, AgentId, Amount, CredentialId, IdempotencyKey, PaymentId, PaymentKind, PaymentStatus,
+    Role, new_id, new_secret_token,
 };
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::PaymentRow;
@@ -132,8 +133,8 @@ pub enum Principal {
     },
     /// An agent credential.
     Agent {
-        agent_id: String,
-        credential_id: String,
+        agent_id: AgentId,
+        credential_id: CredentialId,
     },
 }
 

@@ -4,7 +4,7 @@
 use super::{Capture, NewPayment, create::replay, request_hash};
 use super::{Created, Payments, PaymentsError, Principal, Result};
 use crate::domain::AuditKind;
-use crate::domain::{Address, Amount, IdempotencyKey, PaymentKind, PaymentStatus, new_id};
+use crate::domain::{Address, AgentId, Amount, IdempotencyKey, PaymentKind, PaymentStatus, new_id};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments as payment_rows;
 use crate::ledger::payments::PaymentRow;
@@ -23,7 +23,7 @@ impl Payments {
     /// payments still hold (approvals, holds, and payments and sweeps not yet confirmed). The hold
     /// is read in the same write transaction that records the sweep, so two sweeps at once
     /// cannot both take the same money; with nothing free, the sweep is a conflict.
-    pub async fn sweep(&self, actor: &Principal, agent_id: &str) -> Result<Created> {
+    pub async fn sweep(&self, actor: &Principal, agent_id: &AgentId) -> Result<Created> {
         let agent = agents::get(self.ledger.pool(), agent_id).await?;
         let address = Address::parse(&agent.address)
             .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
@@ -176,7 +176,7 @@ impl Payments {
         &self,
         actor: &Principal,
         key: &IdempotencyKey,
-        agent_id: &str,
+        agent_id: &AgentId,
         amount: Amount,
         gas_wei: Option<crate::domain::Wei>,
     ) -> Result<Created> {
@@ -190,7 +190,7 @@ impl Payments {
         actor: String,
         scope: &str,
         key: &IdempotencyKey,
-        agent_id: &str,
+        agent_id: &AgentId,
         amount: Amount,
         gas_wei: Option<crate::domain::Wei>,
     ) -> Result<Created> {
