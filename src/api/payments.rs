@@ -99,7 +99,7 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
         kind: row.kind.to_string(),
         agent_id: row.agent_id.as_ref().map(ToString::to_string),
         credential_id: row.credential_id.as_ref().map(ToString::to_string),
-        to: row.to_address.clone(),
+        to: row.to_address.to_string(),
         amount: Amount::from_sql(row.amount).to_string(),
         currency: row.currency.clone(),
         memo: row.memo.clone(),

@@ -1,7 +1,7 @@
 //! Agents: a name, a status and the custodied wallet they pay from.
 
 use super::{LedgerError, Millis, Page, Tx};
-use crate::domain::{AgentId, PaymentStatus};
+use crate::domain::{Address, AgentId, PaymentStatus};
 use sqlx::SqlitePool;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -9,7 +9,7 @@ pub struct AgentRow {
     pub id: AgentId,
     pub name: String,
     pub wallet_id: String,
-    pub address: String,
+    pub address: Address,
     pub status: String,
     pub created_at: Millis,
     pub updated_at: Millis,

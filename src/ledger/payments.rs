@@ -4,7 +4,7 @@
 
 use super::{LedgerError, Millis, Page, Tx};
 use crate::domain::{
-    AgentId, Asset, CaptureMode, CredentialId, PaymentId, PaymentKind, PaymentStatus,
+    Address, AgentId, Asset, CaptureMode, CredentialId, PaymentId, PaymentKind, PaymentStatus,
     TransactionStatus,
 };
 use sqlx::SqlitePool;
@@ -16,7 +16,7 @@ pub struct PaymentRow {
     pub agent_id: Option<AgentId>,
     pub credential_id: Option<CredentialId>,
     pub from_wallet_id: String,
-    pub to_address: String,
+    pub to_address: Address,
     pub amount: i64,
     pub gas_wei: Option<String>,
     pub currency: String,
@@ -63,7 +63,7 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(&row.agent_id)
     .bind(&row.credential_id)
     .bind(&row.from_wallet_id)
-    .bind(&row.to_address)
+    .bind(row.to_address)
     .bind(row.amount)
     .bind(&row.gas_wei)
     .bind(&row.currency)
@@ -710,7 +710,7 @@ pub struct LedgerTransfer {
     pub block_number: Option<i64>,
     pub block_hash: Option<String>,
     pub from_address: String,
-    pub to_address: String,
+    pub to_address: Address,
     pub amount: i64,
 }
 

@@ -44,10 +44,7 @@ impl Payments {
     pub async fn agent_views(&self, agents: Vec<agents::AgentRow>) -> Result<Vec<AgentView>> {
         let mut addresses = Vec::with_capacity(agents.len());
         for agent in &agents {
-            addresses.push(
-                Address::parse(&agent.address)
-                    .map_err(|_| LedgerError::Corrupt("agent address".into()))?,
-            );
+            addresses.push(agent.address);
         }
         let balances = self
             .chain

@@ -8,7 +8,7 @@ use crate::domain::AuditKind;
 use crate::domain::{AgentId, Amount, CaptureMode, PaymentId, PaymentStatus};
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::payments::{self as payment_rows, PaymentRow};
-use crate::ledger::{LedgerError, Millis, Tx, agents, tokens};
+use crate::ledger::{Millis, Tx, agents, tokens};
 use crate::policy::{Decision, Outcome};
 
 /// Payments expired per table per pass, so one pass stays short.
@@ -127,8 +127,7 @@ impl Payments {
         self.check_credential(&credential).map_err(|_| {
             PaymentsError::Conflict("the payment's credential is revoked or expired".into())
         })?;
-        let to = crate::domain::Address::parse(&payment.to_address)
-            .map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
+        let to = payment.to_address;
         let request = crate::policy::PaymentRequest {
             to,
             amount: Amount::from_sql(payment.amount),

@@ -30,8 +30,7 @@ impl Payments {
         if agent.status != "active" {
             return Err(PaymentsError::AgentFrozen);
         }
-        let from = Address::parse(&agent.address)
-            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let from = agent.address;
         self.screen_recipient(&mut tx, from, request.to).await?;
         let decision = self
             .decide(
@@ -140,7 +139,7 @@ impl Payments {
             agent_id: agent.map(|a| a.id.clone()),
             credential_id: credential_id.cloned(),
             from_wallet_id: from_wallet_id.into(),
-            to_address: request.to.to_string(),
+            to_address: request.to,
             amount: request.amount.to_sql(),
             gas_wei: None,
             currency: request.currency.clone(),

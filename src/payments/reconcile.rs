@@ -111,7 +111,7 @@ impl Payments {
             };
             seen.insert(hash);
             let same_parties = Address::parse(&entry.from_address).ok() == Some(log.from)
-                && Address::parse(&entry.to_address).ok() == Some(log.to);
+                && entry.to_address == log.to;
             if !same_parties || U256::from(entry.amount.max(0) as u64) != log.value {
                 report
                     .discrepancies

@@ -25,8 +25,7 @@ impl Payments {
     /// cannot both take the same money; with nothing free, the sweep is a conflict.
     pub async fn sweep(&self, actor: &Principal, agent_id: &AgentId) -> Result<Created> {
         let agent = agents::get(self.ledger.pool(), agent_id).await?;
-        let address = Address::parse(&agent.address)
-            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let address = agent.address;
         let balance = self.chain.usdc_balance(address).await?;
         let treasury = self.ensure_treasury().await?.address()?;
         let now = self.now();
@@ -91,10 +90,7 @@ impl Payments {
         for chunk in active.chunks(BALANCE_BATCH) {
             let mut owners = Vec::with_capacity(chunk.len());
             for agent in chunk {
-                owners.push(
-                    Address::parse(&agent.address)
-                        .map_err(|_| LedgerError::Corrupt("agent address".into()))?,
-                );
+                owners.push(agent.address);
             }
             let balances = self.chain.balances(&owners).await?;
             for (agent, (usdc, eth)) in chunk.iter().zip(balances) {
@@ -222,8 +218,7 @@ impl Payments {
             },
             other => other.into(),
         })?;
-        let to = Address::parse(&agent.address)
-            .map_err(|_| LedgerError::Corrupt("agent address".into()))?;
+        let to = agent.address;
         let request = NewPayment {
             to,
             amount,

@@ -120,8 +120,7 @@ impl Payments {
     ) -> Result<std::result::Result<Plan, (String, Option<String>)>> {
         let wallet = wallets::get(self.ledger.pool(), &payment.from_wallet_id).await?;
         let from = wallet.address()?;
-        let to = Address::parse(&payment.to_address)
-            .map_err(|_| LedgerError::Corrupt("payment recipient".into()))?;
+        let to = payment.to_address;
         let amount = Amount::from_sql(payment.amount);
         let (needs_usdc, needs_eth) =
             payment_rows::missing_legs(self.ledger.pool(), payment).await?;
