@@ -21,9 +21,11 @@ pub enum ApiError {
     IdempotencyKeyReused,
     PayloadTooLarge,
     Conflict(String),
+    /// A policy denial, with the stored (rejected) payment when there is one.
     PolicyDenied {
         rule: String,
         message: String,
+        payment: Option<Box<serde_json::Value>>,
     },
     Unavailable(String),
     RateLimited {
@@ -53,9 +55,11 @@ impl From<PaymentsError> for ApiError {
                 message,
             },
             PaymentsError::Conflict(message) => ApiError::Conflict(message),
-            PaymentsError::PolicyDenied { rule, message } => {
-                ApiError::PolicyDenied { rule, message }
-            }
+            PaymentsError::PolicyDenied { rule, message } => ApiError::PolicyDenied {
+                rule,
+                message,
+                payment: None,
+            },
             PaymentsError::Chain(error) if error.is_retryable() => {
                 tracing::warn!(%error, "chain unavailable");
                 ApiError::Unavailable("the blockchain node is not answering; try again".into())
@@ -114,9 +118,16 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message, None),
-            ApiError::PolicyDenied { rule, message } => {
-                let body =
+            ApiError::PolicyDenied {
+                rule,
+                message,
+                payment,
+            } => {
+                let mut body =
                     json!({"error": {"code": "policy_denied", "rule": rule, "message": message}});
+                if let Some(payment) = payment {
+                    body["payment"] = *payment;
+                }
                 return (StatusCode::FORBIDDEN, Json(body)).into_response();
             }
             ApiError::RateLimited { retry_after_secs } => {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::HashMap;
 
 const MAX_MEMO_CHARS: usize = 1_000;
@@ -199,14 +199,13 @@ pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response
             .and_then(|d| d.checks.iter().find(|c| !c.passed))
             .map(|c| format!("denied by {}: the check \"{}\" failed", c.rule, c.detail))
             .unwrap_or_else(|| "denied by policy".into());
-        (
-            StatusCode::FORBIDDEN,
-            Json(json!({
-                "error": {"code": "policy_denied", "rule": rule, "message": message},
-                "payment": body,
-            })),
-        )
-            .into_response()
+        let payment = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        ApiError::PolicyDenied {
+            rule,
+            message,
+            payment: Some(Box::new(payment)),
+        }
+        .into_response()
     } else {
         let status = if replayed {
             StatusCode::OK
