@@ -79,28 +79,10 @@ impl<'de> Deserialize<'de> for Address {
     }
 }
 
-/// Stored as its EIP-55 text; a stored value that is not an address fails the read.
-impl sqlx::Type<sqlx::Sqlite> for Address {
-    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
-    }
-}
-
-impl sqlx::Encode<'_, sqlx::Sqlite> for Address {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
-    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-        <String as sqlx::Encode<sqlx::Sqlite>>::encode(self.to_string(), buf)
-    }
-}
-
-impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for Address {
-    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
-        Ok(Address::parse(text)?)
-    }
-}
+// Stored as its EIP-55 text; a stored value that is not an address fails the read.
+sqlx_text!(Address, |value| value.to_string(), |text| Ok(
+    Address::parse(text)?
+));
 
 #[cfg(test)]
 mod tests {

@@ -131,28 +131,7 @@ macro_rules! typed_id {
             }
         }
 
-        impl sqlx::Type<sqlx::Sqlite> for $name {
-            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
-            }
-        }
-
-        impl sqlx::Encode<'_, sqlx::Sqlite> for $name {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(&self.0.as_str(), buf)
-            }
-        }
-
-        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
-            fn decode(
-                value: sqlx::sqlite::SqliteValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                Ok($name(<String as sqlx::Decode<sqlx::Sqlite>>::decode(value)?))
-            }
-        }
+        sqlx_text!($name, |value| value.0.as_str(), |text| Ok($name(text.to_string())));
     };
 }
 

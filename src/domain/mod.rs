@@ -2,6 +2,38 @@
 //! status state machine. Pure types, no I/O; every other module may import this one, and this one
 //! imports nothing of ours.
 
+/// Stores a domain type in SQLite as text: `$encode` turns a value into the text written, and
+/// `$decode` turns the text read into a value or an error (an unknown value fails the read instead
+/// of travelling on as a string). One implementation for enums, ids and addresses.
+macro_rules! sqlx_text {
+    ($name:ty, |$value:ident| $encode:expr, |$text:ident| $decode:expr) => {
+        impl sqlx::Type<sqlx::Sqlite> for $name {
+            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Sqlite> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                let $value = self;
+                <String as sqlx::Encode<sqlx::Sqlite>>::encode(String::from($encode), buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
+            fn decode(
+                value: sqlx::sqlite::SqliteValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let $text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+                $decode
+            }
+        }
+    };
+}
+
 mod address;
 mod amount;
 mod audit_key;

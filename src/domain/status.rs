@@ -27,33 +27,9 @@ macro_rules! string_enum {
             }
         }
 
-        // Stored as its text, so rows read from the database are typed, and a value the enum
-        // does not know fails the read instead of travelling on as a string.
-        impl sqlx::Type<sqlx::Sqlite> for $name {
-            fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-                <str as sqlx::Type<sqlx::Sqlite>>::type_info()
-            }
-        }
-
-        impl sqlx::Encode<'_, sqlx::Sqlite> for $name {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <sqlx::Sqlite as sqlx::Database>::ArgumentBuffer,
-            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-                <&str as sqlx::Encode<sqlx::Sqlite>>::encode_by_ref(&self.as_str(), buf)
-            }
-        }
-
-        impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for $name {
-            fn decode(
-                value: sqlx::sqlite::SqliteValueRef<'r>,
-            ) -> Result<Self, sqlx::error::BoxDynError> {
-                let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
-                $name::parse(text).ok_or_else(|| {
-                    format!("unknown {} {text:?}", stringify!($name)).into()
-                })
-            }
-        }
+        sqlx_text!($name, |value| value.as_str(), |text| {
+            $name::parse(text).ok_or_else(|| format!("unknown {} {text:?}", stringify!($name)).into())
+        });
     };
 }
 

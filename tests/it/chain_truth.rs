@@ -189,22 +189,7 @@ async fn a_base_fee_spike_leads_to_a_same_nonce_replacement() {
     let id = app.pay_id(&token, to, "6", "s").await;
     app.settle().await;
     let original = payment(&app, &id).await;
-    let raw: Vec<Value> = {
-        let events = app
-            .get(&format!("/v1/audit?payment_id={id}"), &app.admin_token)
-            .await
-            .body;
-        events["data"].as_array().unwrap().clone()
-    };
-    let signed = raw
-        .iter()
-        .find(|e| e["kind"] == "transaction_signed")
-        .unwrap();
-    let max_fee: u128 = signed["detail"]["max_fee_per_gas"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (max_fee, _) = app.signed_fees(&id).await;
 
     // The next block's base fee is above our fee cap: the block comes and goes without us.
     app.devnet

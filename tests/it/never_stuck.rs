@@ -120,16 +120,7 @@ async fn a_replaced_original_mined_before_its_replacement_is_sent_confirms_the_p
         .await
         .unwrap()
         .unwrap();
-    let signed = events(&app, &id)
-        .await
-        .into_iter()
-        .find(|e| e["kind"] == "transaction_signed")
-        .unwrap();
-    let max_fee: u128 = signed["detail"]["max_fee_per_gas"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (max_fee, _) = app.signed_fees(&id).await;
 
     // A base-fee spike leaves T1 stuck; the replacement T2 is stored and the process dies before
     // T2 reaches the node.
@@ -546,23 +537,11 @@ async fn gas_already_in_flight_is_counted_before_signing_more() {
     let to = recipient(0xab);
     let first = app.pay_id(&token, to, "1", "first").await;
     app.settle().await;
-    let signed = events(&app, &first)
-        .await
-        .into_iter()
-        .find(|e| e["kind"] == "transaction_signed")
-        .unwrap();
-    let cost = signed["detail"]["usdc_gas_limit"].as_u64().unwrap() as u128
-        * signed["detail"]["max_fee_per_gas"]
-            .as_str()
-            .unwrap()
-            .parse::<u128>()
-            .unwrap();
+    let (_, gas_limit) = app.signed_fees(&first).await;
     app.settle_to_confirmed(std::slice::from_ref(&first)).await;
 
     // Enough ETH for one more transfer (to a fresh recipient, like the first) at the fee cap
     // the next pass will sign with, not for two.
-    let gas_limit = signed["detail"]["usdc_gas_limit"].as_u64().unwrap() as u128;
-    let _ = cost;
     // The fee cap the next pass will sign with: the node's estimate, as settlement reads it.
     let max_fee = app
         .devnet
@@ -602,16 +581,7 @@ async fn a_transaction_dropped_under_a_base_fee_spike_is_re_signed_to_clear_it()
     app.settle().await;
     let original = payment(&app, &id).await;
     let t1 = hash(&original["tx_hash"]);
-    let signed = events(&app, &id)
-        .await
-        .into_iter()
-        .find(|e| e["kind"] == "transaction_signed")
-        .unwrap();
-    let max_fee: u128 = signed["detail"]["max_fee_per_gas"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (max_fee, _) = app.signed_fees(&id).await;
 
     // The base fee jumps far above the fee cap and stays there; the node drops the transaction
     // and refuses its stored bytes. Waiting would not help (the default stuck bound is 5 blocks).

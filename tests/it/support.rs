@@ -238,6 +238,33 @@ impl TestApp {
         response.body["id"].as_str().unwrap().to_string()
     }
 
+    /// What settlement signed first for a payment, from its `transaction_signed` audit event:
+    /// `(max_fee_per_gas, usdc_gas_limit)`.
+    pub async fn signed_fees(&self, payment_id: &str) -> (u128, u128) {
+        let events = self
+            .get(
+                &format!("/v1/audit?payment_id={payment_id}&limit=500"),
+                &self.admin_token,
+            )
+            .await
+            .body;
+        let signed = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["kind"] == "transaction_signed")
+            .expect("a transaction_signed event")
+            .clone();
+        let max_fee = signed["detail"]["max_fee_per_gas"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let gas_limit = signed["detail"]["usdc_gas_limit"].as_u64().unwrap_or(0);
+        (max_fee, u128::from(gas_limit))
+    }
+
     /// One settlement pass.
     pub async fn settle(&self) -> PassReport {
         self.payments()
