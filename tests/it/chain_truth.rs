@@ -2,24 +2,14 @@
 //! settlement, dropped and stuck transactions, the token's pause and blacklist, and a node that
 //! stops mining. Every payment ends paid exactly once.
 
-use crate::support::{TestApp, recipient};
+use crate::support::{TestApp, payment, recipient, usdc};
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
 use alloy::sol_types::SolCall;
 use bursar::domain::Amount;
 use bursar::payments::PaymentsError;
-use serde_json::{Value, json};
-
-fn usdc(text: &str) -> Amount {
-    Amount::parse_positive(text).unwrap()
-}
-
-async fn payment(app: &TestApp, id: &str) -> Value {
-    app.get(&format!("/v1/payments/{id}"), &app.admin_token)
-        .await
-        .body
-}
+use serde_json::json;
 
 async fn audit_kinds(app: &TestApp, id: &str) -> Vec<String> {
     let events = app

@@ -2,7 +2,7 @@
 //! every refused transaction is diagnosed from the chain's state, and every moved dollar ends
 //! confirmed exactly once. Each test drives anvil (with Circle's USDC) step by step.
 
-use crate::support::{TestApp, recipient};
+use crate::support::{TestApp, payment, recipient, usdc};
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
@@ -10,16 +10,6 @@ use alloy::providers::ext::AnvilApi;
 use bursar::domain::{Address, Amount};
 use bursar::payments::PaymentsError;
 use serde_json::{Value, json};
-
-fn usdc(text: &str) -> Amount {
-    Amount::parse_positive(text).unwrap()
-}
-
-async fn payment(app: &TestApp, id: &str) -> Value {
-    app.get(&format!("/v1/payments/{id}"), &app.admin_token)
-        .await
-        .body
-}
 
 /// The payment's audit events, oldest first.
 async fn events(app: &TestApp, id: &str) -> Vec<Value> {

@@ -356,3 +356,15 @@ impl TestApp {
 pub fn recipient(byte: u8) -> Address {
     Address::from(alloy::primitives::Address::repeat_byte(byte))
 }
+
+/// An amount of USDC from its decimal text.
+pub fn usdc(text: &str) -> Amount {
+    Amount::parse_positive(text).unwrap()
+}
+
+/// A payment as the admin reads it over the API.
+pub async fn payment(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/payments/{id}"), &app.admin_token)
+        .await
+        .body
+}
