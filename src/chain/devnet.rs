@@ -119,13 +119,24 @@ impl Devnet {
     /// Starts anvil on a free port and deploys USDC. Blocks are mined on each transaction while
     /// deploying; afterwards automine is off and blocks come only from `mine` or interval mining.
     pub async fn start() -> anyhow::Result<Devnet> {
+        Devnet::start_with_gas_limit(None).await
+    }
+
+    /// `start` with a block gas limit other than anvil's default (30M), such as Base's.
+    pub async fn start_with_gas_limit(gas_limit: Option<u64>) -> anyhow::Result<Devnet> {
         let dir = devnet_dir();
         let binary = anvil_binary(&dir)?;
         let anvil = tokio::task::spawn_blocking(move || {
-            Anvil::at(binary)
-                .chain_id(DEVNET_CHAIN_ID)
-                .args(["--network", "optimism", "--host", "127.0.0.1"])
-                .try_spawn()
+            let mut anvil = Anvil::at(binary).chain_id(DEVNET_CHAIN_ID).args([
+                "--network",
+                "optimism",
+                "--host",
+                "127.0.0.1",
+            ]);
+            if let Some(gas_limit) = gas_limit {
+                anvil = anvil.args(["--gas-limit".to_string(), gas_limit.to_string()]);
+            }
+            anvil.try_spawn()
         })
         .await??;
         let rpc_url = format!("http://127.0.0.1:{}", anvil.port());

@@ -275,6 +275,39 @@ impl Chain {
         .map(|_| ())
     }
 
+    /// Sends signed transactions in one JSON-RPC batch, one result per transaction in order.
+    /// As with `broadcast`, an error does not mean the node lacks the transaction; a batch the
+    /// transport could not deliver fails as a whole.
+    pub async fn broadcast_batch(
+        &self,
+        raws: &[&[u8]],
+    ) -> Result<Vec<Result<(), ChainError>>, ChainError> {
+        const METHOD: &str = "eth_sendRawTransaction";
+        if raws.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
+        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+        let mut waiters = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let encoded = Bytes::copy_from_slice(raw);
+            waiters.push(
+                batch
+                    .add_call::<_, B256>(METHOD, &(encoded,))
+                    .map_err(failed)?,
+            );
+        }
+        match tokio::time::timeout(self.timeout, batch.send()).await {
+            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
+            Ok(result) => result.map_err(failed)?,
+        }
+        let mut results = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            results.push(waiter.await.map(|_| ()).map_err(failed));
+        }
+        Ok(results)
+    }
+
     pub async fn usdc_balance(&self, owner: Address) -> Result<Amount, ChainError> {
         let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);
         let units: U256 = self

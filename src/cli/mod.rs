@@ -1,5 +1,7 @@
 //! Command-line entry points: `serve`, `dev` (local devnet with USDC and a funded treasury),
-//! `migrate` and `audit verify`.
+//! `migrate`, `audit verify` and `bench`.
+
+pub mod bench;
 
 use crate::app;
 use crate::chain::devnet::{self, Devnet};
@@ -46,6 +48,9 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Measure throughput and latency on a devnet of its own and check that every payment was
+    /// settled exactly once (see README "Performance").
+    Bench(bench::BenchArgs),
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -89,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             dev(config, block_time_secs, &data_dir).await
         }
+        Command::Bench(args) => bench::run(config, args).await,
         Command::Migrate => {
             Ledger::open(&config.database_url).await?;
             println!("migrations applied to {}", config.database_url);

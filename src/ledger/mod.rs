@@ -6,6 +6,7 @@
 
 pub mod agents;
 pub mod audit;
+pub mod bench;
 pub mod deny_list;
 pub mod payments;
 pub mod reports;

@@ -1,0 +1,762 @@
+//! `bursar bench`: sizes a deployment, like `pgbench` or `redis-benchmark`. It starts its own
+//! Base-like devnet with Circle's USDC (1-second blocks, a 300M gas limit), runs the service on a
+//! fresh SQLite file, creates and funds agents, fires payment intents from concurrent HTTP
+//! clients, waits for every one to be confirmed, checks on chain that exactly those transfers
+//! happened, and measures in the same run what the storage and the node allow on their own: anvil
+//! fed pre-signed transfers in JSON-RPC batches, and SQLite's durable group commit. It prints one
+//! table (or `--json`) and fails only if a payment was lost or doubled, never on a timing.
+
+use crate::app;
+use crate::chain::Chain;
+use crate::chain::devnet::{self, Devnet};
+use crate::config::Config;
+use crate::custody::MasterKey;
+use crate::domain::{Address, Amount, new_secret_token};
+use crate::ledger::bench as ledger_bench;
+use crate::payments::SystemClock;
+use alloy::consensus::{SignableTransaction, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::providers::Provider;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context, bail, ensure};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Distinct recipients the payments rotate over.
+const RECIPIENTS: usize = 64;
+/// Attempts per intent: a transport error, 429 or 5xx is retried with the same idempotency key,
+/// as a careful client would.
+const ATTEMPTS: u32 = 5;
+/// Raw transactions per JSON-RPC batch when feeding the node its ceiling.
+const CEILING_BATCH: usize = 500;
+/// How often the node's head is polled while measuring its ceiling.
+const HEAD_POLL: Duration = Duration::from_millis(10);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Agent wallets paying (each is one nonce lane).
+    #[arg(long, default_value_t = 16)]
+    pub agents: u32,
+    /// Payment intents to fire.
+    #[arg(long, default_value_t = 5_000)]
+    pub payments: u32,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: u32,
+    /// Seconds between devnet blocks.
+    #[arg(long, default_value_t = 1)]
+    pub block_time_secs: u64,
+    /// The devnet's block gas limit (Base's is in the hundreds of millions).
+    #[arg(long, default_value_t = 300_000_000)]
+    pub gas_limit: u64,
+    /// Give up waiting for confirmations after this many seconds without progress.
+    #[arg(long, default_value_t = 60)]
+    pub stall_timeout_secs: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Where the database and master key of the run go (default: a fresh directory under the
+    /// system's temp dir, removed afterwards).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub agents: u32,
+    pub payments: u32,
+    pub clients: u32,
+    pub block_time_secs: u64,
+    pub confirmations_required: u64,
+    pub accept: Accept,
+    pub settlement: Settlement,
+    pub verification: Verification,
+    pub peak_rss_mb: Option<f64>,
+    pub ceilings: Ceilings,
+    pub ratios: Ratios,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accept {
+    pub intents_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Intents that got no 2xx even after retries.
+    pub errors: u64,
+    pub retries: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Settlement {
+    pub confirmed: u64,
+    pub confirmed_per_second: f64,
+    pub intent_to_confirmed_p50_ms: f64,
+    pub intent_to_confirmed_p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verification {
+    /// USDC transfers from the agent wallets found on chain.
+    pub transfers_on_chain: u64,
+    /// Accepted intents with no matching confirmed transfer.
+    pub lost: u64,
+    /// Transfers on chain beyond one per intent (or not matching their payment).
+    pub doubled: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ceilings {
+    /// The same node fed pre-signed transfers from as many wallets, in JSON-RPC batches.
+    pub anvil_confirmed_per_second: f64,
+    pub anvil_send_to_confirmed_p50_ms: f64,
+    pub anvil_send_to_confirmed_p99_ms: f64,
+    /// SQLite on the same disk, same settings: one row per fsync'd commit.
+    pub sqlite_commits_per_second: f64,
+    /// SQLite on the same disk: rows per second with `ledger::bench::GROUP_ROWS` per commit.
+    pub sqlite_group_commit_rows_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    /// Bursar's confirmed/s over the node's.
+    pub settlement_of_anvil: f64,
+    /// Bursar's intent-to-confirmed p50 minus the node's send-to-confirmed p50, in blocks.
+    pub p50_gap_blocks: f64,
+    /// Bursar's accepted intents/s over SQLite's group-commit rows/s.
+    pub accept_of_sqlite_group_commit: f64,
+}
+
+pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    ensure!(args.agents > 0, "--agents must be at least 1");
+    ensure!(args.payments > 0, "--payments must be at least 1");
+    ensure!(args.clients > 0, "--clients must be at least 1");
+    let (dir, remove_dir) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("bursar-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = bench(&mut config, &args, &dir).await;
+    if remove_dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    let v = &report.verification;
+    if v.lost > 0 || v.doubled > 0 || report.accept.errors > 0 {
+        bail!(
+            "{} payment(s) lost, {} doubled, {} intent(s) refused",
+            v.lost,
+            v.doubled,
+            report.accept.errors
+        );
+    }
+    Ok(())
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn counter(message: &str, total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:<22} [{bar:40}] {pos}/{len} ({per_sec}, {elapsed})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    bar
+}
+
+async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Result<Report> {
+    let setup = spinner("starting the devnet and Circle's USDC");
+    let devnet = Devnet::start_with_gas_limit(Some(args.gas_limit)).await?;
+    let master_key_file = dir.join("master.key");
+    if !master_key_file.exists() {
+        MasterKey::generate_file(&master_key_file)?;
+    }
+    let admin_token = new_secret_token("bsr_admin");
+    config.database_url = format!("sqlite://{}", dir.join("bursar.db").display());
+    config.rpc_url = Some(devnet.rpc_url.clone());
+    config.chain_id = devnet::DEVNET_CHAIN_ID;
+    config.usdc_address = Some(devnet.usdc);
+    config.master_key_file = Some(master_key_file);
+    config.admin_token = Some(admin_token.clone().into());
+    config.listen = "127.0.0.1:0".parse()?;
+    // The bench is its own only client: per-credential write limits would measure the limiter.
+    config.write_rate_per_second = std::num::NonZeroU32::MAX;
+    config.write_rate_burst = std::num::NonZeroU32::MAX;
+    let payments = app::build(config, Arc::new(SystemClock)).await?;
+    let chain = Chain::connect(
+        &devnet.rpc_url,
+        devnet::DEVNET_CHAIN_ID,
+        devnet.usdc,
+        config.rpc_timeout_ms,
+    )?;
+    let running = app::start(
+        payments,
+        config.listen,
+        Duration::from_millis(config.poll_interval_ms.min(100)),
+        true,
+    )
+    .await?;
+    let api = format!("http://{}", running.address);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients as usize)
+        .build()?;
+
+    setup.set_message("creating and funding agents");
+    let per_agent = per_agent_total(args);
+    let mut agents = Vec::new();
+    for index in 0..args.agents {
+        let agent = post(
+            &http,
+            &format!("{api}/v1/agents"),
+            &admin_token,
+            serde_json::json!({"name": format!("bench-{index}")}),
+            None,
+        )
+        .await?;
+        let agent_id = text(&agent, "id")?;
+        let address = Address::parse(&text(&agent, "address")?)?;
+        let credential = post(
+            &http,
+            &format!("{api}/v1/agents/{agent_id}/credentials"),
+            &admin_token,
+            serde_json::json!({"name": "bench", "policy": {}}),
+            None,
+        )
+        .await?;
+        devnet.mint(address, per_agent).await?;
+        devnet.set_eth_balance(address, "10").await?;
+        agents.push((address, text(&credential, "token")?));
+    }
+    let recipients: Vec<Address> = (0..RECIPIENTS)
+        .map(|_| Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>())))
+        .collect();
+    let start_block = chain.head().await?;
+    devnet.mine_every(args.block_time_secs.max(1)).await?;
+    setup.finish_and_clear();
+
+    let accept = fire(&http, &api, args, &agents, &recipients).await?;
+    let settled = wait_for_settlement(&running.payments, args).await?;
+    let peak_rss_mb = peak_rss_mb();
+    let outcomes = ledger_bench::outcomes(running.payments.reader().pool()).await?;
+    let head = chain.head().await?;
+    let senders: Vec<Address> = agents.iter().map(|(address, _)| *address).collect();
+    let logs = chain.usdc_transfers(start_block, head, &senders).await?;
+    let verification = verify(&outcomes, &logs, &senders, u64::from(args.payments));
+    let settlement = settlement_figures(&outcomes, settled);
+    running.stop().await?;
+
+    let anvil = anvil_ceiling(&devnet, &chain, args, config.confirmations_required).await?;
+    let sqlite = {
+        let bar = spinner("measuring SQLite's group commit");
+        let ceiling = ledger_bench::sqlite_ceiling(&dir.join("ceiling.db")).await?;
+        bar.finish_and_clear();
+        ceiling
+    };
+    let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
+    let ratios = Ratios {
+        settlement_of_anvil: ratio(settlement.confirmed_per_second, anvil.confirmed_per_second),
+        p50_gap_blocks: (settlement.intent_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
+        accept_of_sqlite_group_commit: ratio(
+            accept.intents_per_second,
+            sqlite.group_commit_rows_per_second,
+        ),
+    };
+    Ok(Report {
+        agents: args.agents,
+        payments: args.payments,
+        clients: args.clients,
+        block_time_secs: args.block_time_secs.max(1),
+        confirmations_required: config.confirmations_required,
+        accept,
+        settlement,
+        verification,
+        peak_rss_mb,
+        ceilings: Ceilings {
+            anvil_confirmed_per_second: anvil.confirmed_per_second,
+            anvil_send_to_confirmed_p50_ms: anvil.p50_ms,
+            anvil_send_to_confirmed_p99_ms: anvil.p99_ms,
+            sqlite_commits_per_second: sqlite.single_commits_per_second,
+            sqlite_group_commit_rows_per_second: sqlite.group_commit_rows_per_second,
+        },
+        ratios,
+    })
+}
+
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
+}
+
+/// The amount of payment `index`: small and varied, so that a transfer matched to the wrong
+/// payment shows.
+fn amount_of(index: u32) -> Amount {
+    Amount::from_micros(1_000 + u64::from(index % 997))
+}
+
+/// What one agent needs for its share of the payments, with room to spare.
+fn per_agent_total(args: &BenchArgs) -> Amount {
+    let share = u64::from(args.payments.div_ceil(args.agents));
+    Amount::from_micros(share.saturating_mul(2_000).saturating_add(1_000_000))
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: serde_json::Value,
+    idempotency_key: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut request = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body)?);
+    if let Some(key) = idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    ensure!(
+        status.is_success(),
+        "POST {url} answered {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn text(value: &serde_json::Value, field: &str) -> anyhow::Result<String> {
+    value[field]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("the response has no {field}"))
+}
+
+/// Fires the intents from `clients` concurrent clients and measures acceptance.
+async fn fire(
+    http: &reqwest::Client,
+    api: &str,
+    args: &BenchArgs,
+    agents: &[(Address, String)],
+    recipients: &[Address],
+) -> anyhow::Result<Accept> {
+    let bar = counter("accepting intents", u64::from(args.payments));
+    let next = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let run = rand::random::<u32>();
+    let url = format!("{api}/v1/payments");
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        let (http, url, next, retries, bar) = (
+            http.clone(),
+            url.clone(),
+            next.clone(),
+            retries.clone(),
+            bar.clone(),
+        );
+        let agents = agents.to_vec();
+        let recipients = recipients.to_vec();
+        let total = u64::from(args.payments);
+        clients.spawn(async move {
+            let mut latencies_us = Vec::new();
+            let mut errors = 0u64;
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                let index = index as u32;
+                let (_, token) = &agents[index as usize % agents.len()];
+                let to = recipients[index as usize % recipients.len()];
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "to": to.to_string(), "amount": amount_of(index).to_string(), "currency": "USDC",
+                }))
+                .unwrap_or_default();
+                let key = format!("bench-{run}-{index}");
+                let sent = Instant::now();
+                let mut accepted = false;
+                for attempt in 0..ATTEMPTS {
+                    if attempt > 0 {
+                        retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let response = http
+                        .post(&url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .header("idempotency-key", &key)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match response {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                            accepted = true;
+                            break;
+                        }
+                        Ok(response)
+                            if response.status().is_client_error()
+                                && response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+                        {
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                if accepted {
+                    latencies_us.push(sent.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+                bar.inc(1);
+            }
+            (latencies_us, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(joined) = clients.join_next().await {
+        let (mut client_latencies, client_errors) = joined?;
+        latencies.append(&mut client_latencies);
+        errors += client_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    latencies.sort_unstable();
+    Ok(Accept {
+        intents_per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(&latencies, 50.0) / 1000.0,
+        p99_ms: percentile(&latencies, 99.0) / 1000.0,
+        errors,
+        retries: retries.load(Ordering::Relaxed),
+    })
+}
+
+/// Waits until every payment is final (confirmed, failed or rejected) or nothing moved for
+/// `stall_timeout_secs`. Returns how many are confirmed.
+async fn wait_for_settlement(
+    payments: &crate::payments::Payments,
+    args: &BenchArgs,
+) -> anyhow::Result<u64> {
+    let bar = counter("confirming on chain", u64::from(args.payments));
+    let stall = Duration::from_secs(args.stall_timeout_secs.max(1));
+    let mut last_progress = Instant::now();
+    let mut last_final = 0;
+    loop {
+        let counts = ledger_bench::status_counts(payments.reader().pool()).await?;
+        let count = |status: &str| {
+            counts
+                .iter()
+                .filter(|(s, _)| s == status)
+                .map(|(_, n)| *n as u64)
+                .sum::<u64>()
+        };
+        let confirmed = count("confirmed");
+        let finished = confirmed + count("failed") + count("rejected") + count("cancelled");
+        bar.set_position(confirmed);
+        if finished >= u64::from(args.payments) {
+            bar.finish_and_clear();
+            return Ok(confirmed);
+        }
+        if finished > last_final {
+            last_final = finished;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > stall {
+            bar.finish_and_clear();
+            return Ok(confirmed);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn settlement_figures(outcomes: &[ledger_bench::Outcome], confirmed: u64) -> Settlement {
+    let mut waits: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| Some(o.confirmed_at?.saturating_sub(o.created_at).max(0) as u64))
+        .collect();
+    waits.sort_unstable();
+    let first = outcomes.iter().map(|o| o.created_at).min().unwrap_or(0);
+    let last = outcomes
+        .iter()
+        .filter_map(|o| o.confirmed_at)
+        .max()
+        .unwrap_or(first);
+    let span_secs = ((last - first).max(1)) as f64 / 1000.0;
+    Settlement {
+        confirmed,
+        confirmed_per_second: waits.len() as f64 / span_secs,
+        intent_to_confirmed_p50_ms: percentile(&waits, 50.0),
+        intent_to_confirmed_p99_ms: percentile(&waits, 99.0),
+    }
+}
+
+/// Matches every confirmed payment to exactly one `Transfer` log of the same transaction,
+/// sender set, recipient and value; whatever is left over on either side is lost or doubled.
+fn verify(
+    outcomes: &[ledger_bench::Outcome],
+    logs: &[crate::chain::TransferLog],
+    senders: &[Address],
+    intents: u64,
+) -> Verification {
+    let from_agents: Vec<&crate::chain::TransferLog> =
+        logs.iter().filter(|l| senders.contains(&l.from)).collect();
+    let mut by_hash: HashMap<String, Vec<&crate::chain::TransferLog>> = HashMap::new();
+    for log in &from_agents {
+        by_hash
+            .entry(log.tx_hash.to_string())
+            .or_default()
+            .push(log);
+    }
+    let mut matched = 0u64;
+    for outcome in outcomes.iter().filter(|o| o.status == "confirmed") {
+        let Some(hash) = &outcome.tx_hash else {
+            continue;
+        };
+        let Some(candidates) = by_hash.get(hash) else {
+            continue;
+        };
+        let expected_to = Address::parse(&outcome.to_address).ok();
+        let expected_value = alloy::primitives::U256::from(outcome.amount.max(0) as u64);
+        if candidates.len() == 1
+            && Some(candidates[0].to) == expected_to
+            && candidates[0].value == expected_value
+        {
+            matched += 1;
+        }
+    }
+    Verification {
+        transfers_on_chain: from_agents.len() as u64,
+        lost: intents.saturating_sub(matched),
+        doubled: (from_agents.len() as u64).saturating_sub(matched),
+    }
+}
+
+struct AnvilCeiling {
+    confirmed_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// The node's own ceiling: as many fresh wallets as agents, the same number of USDC transfers
+/// pre-signed before the clock starts, sent in JSON-RPC batches as fast as the node takes them,
+/// timed until each is at the required depth.
+async fn anvil_ceiling(
+    devnet: &Devnet,
+    chain: &Chain,
+    args: &BenchArgs,
+    confirmations: u64,
+) -> anyhow::Result<AnvilCeiling> {
+    let setup = spinner("pre-signing transfers for the node's ceiling");
+    let wallets: Vec<PrivateKeySigner> = (0..args.agents)
+        .map(|_| PrivateKeySigner::random())
+        .collect();
+    for wallet in &wallets {
+        devnet
+            .mint(wallet.address().into(), per_agent_total(args))
+            .await?;
+        devnet
+            .set_eth_balance(wallet.address().into(), "10")
+            .await?;
+    }
+    let recipient = Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>()));
+    let fees = chain.fees().await?;
+    let fees = crate::chain::Fees {
+        max_fee_per_gas: fees.max_fee_per_gas.saturating_mul(4),
+        max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+    };
+    let gas = chain
+        .estimate_usdc_transfer(wallets[0].address().into(), recipient, amount_of(0))
+        .await?;
+    let mut raws = Vec::with_capacity(args.payments as usize);
+    let mut hashes = Vec::with_capacity(args.payments as usize);
+    for index in 0..args.payments {
+        let wallet = &wallets[(index % args.agents) as usize];
+        let nonce = u64::from(index / args.agents);
+        let transaction = chain.usdc_transfer(nonce, gas, fees, recipient, amount_of(index));
+        let signature = wallet.sign_hash_sync(&transaction.signature_hash())?;
+        let signed = transaction.into_signed(signature);
+        hashes.push(*signed.hash());
+        raws.push(TxEnvelope::from(signed).encoded_2718());
+    }
+    setup.finish_and_clear();
+
+    let bar = counter("node ceiling", u64::from(args.payments));
+    let head_before = chain.head().await?;
+    let started = Instant::now();
+    let mut sent_at = Vec::with_capacity(raws.len());
+    for batch in raws.chunks(CEILING_BATCH) {
+        let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        let at = started.elapsed();
+        for result in chain.broadcast_batch(&slices).await? {
+            result.context("the node refused a pre-signed transfer")?;
+        }
+        sent_at.extend(std::iter::repeat_n(at, batch.len()));
+    }
+    // Watch blocks as they come: when each was first seen, and which transfers it holds.
+    let wanted: HashMap<_, usize> = hashes.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    let mut included_in: Vec<Option<u64>> = vec![None; hashes.len()];
+    let mut seen_at: BTreeMap<u64, Duration> = BTreeMap::new();
+    let mut next_block = head_before + 1;
+    let mut remaining = hashes.len();
+    let mut last_needed = u64::MAX;
+    let deadline = Duration::from_secs(args.stall_timeout_secs.max(1));
+    let mut last_progress = Instant::now();
+    loop {
+        let head = chain.head().await?;
+        while next_block <= head {
+            seen_at.insert(next_block, started.elapsed());
+            let block = chain
+                .provider()
+                .get_block_by_number(next_block.into())
+                .await?
+                .with_context(|| format!("block {next_block} vanished"))?;
+            for hash in block.transactions.hashes() {
+                if let Some(index) = wanted.get(&hash)
+                    && included_in[*index].is_none()
+                {
+                    included_in[*index] = Some(next_block);
+                    remaining -= 1;
+                    bar.inc(1);
+                    last_progress = Instant::now();
+                }
+            }
+            if remaining == 0 && last_needed == u64::MAX {
+                last_needed = next_block + confirmations.saturating_sub(1);
+            }
+            next_block += 1;
+        }
+        if remaining == 0 && head >= last_needed {
+            break;
+        }
+        ensure!(
+            last_progress.elapsed() < deadline,
+            "the node stopped including the pre-signed transfers ({remaining} left)"
+        );
+        tokio::time::sleep(HEAD_POLL).await;
+    }
+    bar.finish_and_clear();
+    let mut waits: Vec<u64> = Vec::with_capacity(hashes.len());
+    let mut last_confirmed = Duration::ZERO;
+    for (index, block) in included_in.iter().enumerate() {
+        let confirmed_block = block.unwrap_or(0) + confirmations.saturating_sub(1);
+        let confirmed = seen_at.get(&confirmed_block).copied().unwrap_or_default();
+        last_confirmed = last_confirmed.max(confirmed);
+        waits.push(confirmed.saturating_sub(sent_at[index]).as_millis() as u64);
+    }
+    waits.sort_unstable();
+    Ok(AnvilCeiling {
+        confirmed_per_second: hashes.len() as f64 / last_confirmed.as_secs_f64().max(0.001),
+        p50_ms: percentile(&waits, 50.0),
+        p99_ms: percentile(&waits, 99.0),
+    })
+}
+
+/// The `p`th percentile of sorted values (nearest rank).
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+/// The process's peak resident set (service and load generator together), from Linux's
+/// `/proc/self/status`.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn print_table(report: &Report) {
+    let a = &report.accept;
+    let s = &report.settlement;
+    let c = &report.ceilings;
+    let r = &report.ratios;
+    let v = &report.verification;
+    println!(
+        "bursar bench: {} payments, {} agent wallets, {} clients, {}s blocks, {} confirmations",
+        report.payments,
+        report.agents,
+        report.clients,
+        report.block_time_secs,
+        report.confirmations_required
+    );
+    println!();
+    println!(
+        "{:<38} {:>14} {:>14} {:>8}",
+        "", "bursar", "ceiling", "ratio"
+    );
+    let row = |name: &str, ours: String, ceiling: String, ratio: String| {
+        println!("{name:<38} {ours:>14} {ceiling:>14} {ratio:>8}");
+    };
+    row(
+        "intents accepted/s (durable)",
+        format!("{:.0}", a.intents_per_second),
+        format!("{:.0}", c.sqlite_group_commit_rows_per_second),
+        format!("{:.0}%", r.accept_of_sqlite_group_commit * 100.0),
+    );
+    row(
+        "accept latency p50 / p99 (ms)",
+        format!("{:.1} / {:.1}", a.p50_ms, a.p99_ms),
+        String::new(),
+        String::new(),
+    );
+    row(
+        "confirmed/s",
+        format!("{:.0}", s.confirmed_per_second),
+        format!("{:.0}", c.anvil_confirmed_per_second),
+        format!("{:.0}%", r.settlement_of_anvil * 100.0),
+    );
+    row(
+        "intent to confirmed p50 (ms)",
+        format!("{:.0}", s.intent_to_confirmed_p50_ms),
+        format!("{:.0}", c.anvil_send_to_confirmed_p50_ms),
+        format!("{:+.1} blk", r.p50_gap_blocks),
+    );
+    row(
+        "intent to confirmed p99 (ms)",
+        format!("{:.0}", s.intent_to_confirmed_p99_ms),
+        format!("{:.0}", c.anvil_send_to_confirmed_p99_ms),
+        String::new(),
+    );
+    row(
+        "SQLite single commits/s",
+        String::new(),
+        format!("{:.0}", c.sqlite_commits_per_second),
+        String::new(),
+    );
+    row(
+        "peak RSS (MB, service + load)",
+        report
+            .peak_rss_mb
+            .map_or("n/a".into(), |mb| format!("{mb:.0}")),
+        String::new(),
+        String::new(),
+    );
+    println!();
+    println!(
+        "on chain: {} transfers for {} intents; lost {}, doubled {}; confirmed {}, refused {}, retries {}",
+        v.transfers_on_chain, report.payments, v.lost, v.doubled, s.confirmed, a.errors, a.retries
+    );
+}
