@@ -1,7 +1,8 @@
 //! The ledger owns the database: wallets (sealed keys), tokens, agents, credentials, payments
 //! with their transactions, idempotency, and the append-only hash-chained audit log. Every
-//! write runs in a `BEGIN IMMEDIATE` transaction, so a check and the write it guards are atomic
-//! (SQLite has one writer; an immediate transaction takes the write lock before the first read).
+//! write runs on the one writer connection, in a savepoint of a `BEGIN IMMEDIATE` transaction, so
+//! a check and the write it guards are atomic; writes that arrive together share one commit and
+//! its fsync (group commit), and a write's commit returns only once it is durable.
 //! Imports only `domain`.
 
 pub mod agents;
@@ -15,9 +16,11 @@ pub mod wallets;
 pub mod webhooks;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
 /// How long a writer waits for SQLite's lock before giving up.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
@@ -38,6 +41,9 @@ pub enum LedgerError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The group commit this write joined failed: none of the group's writes happened.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
     /// A write transaction tried to commit without its audit event: a bug, refused.
     #[error("a state change tried to commit without an audit event")]
     Unaudited,
@@ -49,26 +55,144 @@ impl LedgerError {
     }
 }
 
-/// A write transaction: SQLite's write lock from its first statement, and a commit that fails
-/// closed unless an audit event was appended in it (`audit::append` marks it). Every state change
-/// of Bursar therefore carries its audit event by construction; the few writes that are
-/// bookkeeping rather than a state change (a scan cursor, a delivery attempt, a checkpoint) say so
-/// with `commit_unaudited`. Derefs to the connection, so queries run on `&mut **tx`.
+/// The one connection that writes, and the SQLite transaction open on it. Every `Tx` is a
+/// savepoint inside that transaction; the flusher commits it, so the writes of many requests
+/// share one fsync (group commit) while each keeps its own atomicity.
+struct Writer {
+    connection: Option<SqliteConnection>,
+    /// `BEGIN IMMEDIATE` was issued and not yet committed.
+    open: bool,
+    /// A `Tx` was dropped without finishing: its savepoint is rolled back before anything else.
+    abandoned: bool,
+    /// Callers whose savepoint was released into the open transaction, waiting for its commit.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl Writer {
+    fn connection(&mut self) -> Result<&mut SqliteConnection, LedgerError> {
+        self.connection
+            .as_mut()
+            .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))
+    }
+
+    /// Rolls back an abandoned savepoint, so the next statement starts clean.
+    async fn discard_abandoned(&mut self) -> Result<(), LedgerError> {
+        if self.abandoned {
+            self.abandoned = false;
+            let rolled_back = sqlx::query("ROLLBACK TO tx; RELEASE tx")
+                .execute(self.connection()?)
+                .await;
+            if let Err(error) = rolled_back {
+                // SQLite may have ended the transaction itself (an I/O error): end it for sure,
+                // and fail the group, so that no later statement runs outside a transaction.
+                let _ = sqlx::query("ROLLBACK").execute(self.connection()?).await;
+                self.open = false;
+                for waiter in self.waiters.drain(..) {
+                    let _ = waiter.send(Err(error.to_string()));
+                }
+                return Err(error.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (one fsync) and tells every waiter how it went. A failed
+    /// commit rolls back the whole group: none of its writes happened, and every waiter is told.
+    async fn flush(&mut self) {
+        let mut outcome = self.discard_abandoned().await.map_err(|e| e.to_string());
+        if self.open {
+            self.open = false;
+            let committed = match self.connection() {
+                Ok(connection) => sqlx::query("COMMIT")
+                    .execute(&mut *connection)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if committed.is_err()
+                && let Ok(connection) = self.connection()
+            {
+                let _ = sqlx::query("ROLLBACK").execute(connection).await;
+            }
+            outcome = outcome.and(committed);
+        }
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+}
+
+/// What the ledger's handles share: the writer and the flusher's signal.
+struct WriteSide {
+    writer: Arc<Mutex<Writer>>,
+    flush: Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for WriteSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteSide")
+    }
+}
+
+/// The flusher: commits the open transaction whenever a `Tx` finishes. It takes the writer's
+/// lock behind everyone already queued for it (the lock is fair), so every request that arrived
+/// while the previous commit was syncing joins the next one.
+async fn run_flusher(side: std::sync::Weak<WriteSide>) {
+    loop {
+        let Some(strong) = side.upgrade() else { return };
+        strong.flush.notified().await;
+        let mut writer = strong.writer.lock().await;
+        writer.flush().await;
+        if strong.closed.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(connection) = writer.connection.take() {
+                let _ = connection.close().await;
+            }
+            return;
+        }
+    }
+}
+
+/// A write transaction: a savepoint in the writer's open transaction, holding the writer from
+/// its first statement, so a check and the write it guards are atomic. Its commit returns once
+/// the group it joined is durable. The commit fails closed unless an audit event was appended in
+/// it (`audit::append` marks it), so every state change of Bursar carries its audit event by
+/// construction; the few writes that are bookkeeping rather than a state change (a scan cursor, a
+/// delivery attempt, a checkpoint) say so with `commit_unaudited`. Derefs to the connection, so
+/// queries run on `&mut **tx`. Dropped unfinished, it rolls back.
 pub struct Tx {
-    inner: Transaction<'static, Sqlite>,
+    writer: OwnedMutexGuard<Writer>,
+    side: Arc<WriteSide>,
     audited: bool,
+    finished: bool,
 }
 
 impl std::ops::Deref for Tx {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        self.writer
+            .connection
+            .as_ref()
+            .expect("a Tx exists only while the writer's connection is open")
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
+        self.writer
+            .connection
+            .as_mut()
+            .expect("a Tx exists only while the writer's connection is open")
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.writer.abandoned = true;
+        }
+        self.side.flush.notify_one();
     }
 }
 
@@ -83,7 +207,7 @@ impl Tx {
         if !self.audited {
             return Err(LedgerError::Unaudited);
         }
-        Ok(self.inner.commit().await?)
+        self.durable().await
     }
 
     /// Commits a write that may or may not have changed state: with an audit event it is a state
@@ -102,7 +226,21 @@ impl Tx {
     /// not change).
     pub async fn commit_unaudited(self, what: &'static str) -> Result<(), LedgerError> {
         let _ = what;
-        Ok(self.inner.commit().await?)
+        self.durable().await
+    }
+
+    /// Releases the savepoint into the group and waits for the group's commit.
+    async fn durable(mut self) -> Result<(), LedgerError> {
+        sqlx::query("RELEASE tx").execute(&mut *self).await?;
+        self.finished = true;
+        let (sender, receiver) = oneshot::channel();
+        self.writer.waiters.push(sender);
+        drop(self);
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(LedgerError::CommitFailed(message)),
+            Err(_) => Err(LedgerError::CommitFailed("the writer stopped".into())),
+        }
     }
 }
 
@@ -111,6 +249,7 @@ impl Tx {
 pub struct Ledger {
     pool: SqlitePool,
     reader: LedgerReader,
+    side: Arc<WriteSide>,
 }
 
 /// A read-only handle on the database, for the API's queries. Its connections are opened with
@@ -155,11 +294,24 @@ impl Ledger {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options.read_only(true).create_if_missing(false))
+            .connect_with(options.clone().read_only(true).create_if_missing(false))
             .await?;
+        let connection = options.connect().await?;
+        let side = Arc::new(WriteSide {
+            writer: Arc::new(Mutex::new(Writer {
+                connection: Some(connection),
+                open: false,
+                abandoned: false,
+                waiters: Vec::new(),
+            })),
+            flush: Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(run_flusher(Arc::downgrade(&side)));
         Ok(Ledger {
             pool,
             reader: LedgerReader { pool: reader },
+            side,
         })
     }
 
@@ -168,16 +320,34 @@ impl Ledger {
         self.reader.clone()
     }
 
+    /// Connections for reads of committed state (writes go through `begin`).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Starts a write transaction holding SQLite's write lock from its first statement.
+    /// Starts a write transaction. It waits its turn for the writer (at most the busy timeout)
+    /// and holds it until it commits or is dropped.
     pub async fn begin(&self) -> Result<Tx, LedgerError> {
-        Ok(Tx {
-            inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        let writer = tokio::time::timeout(
+            Duration::from_millis(BUSY_TIMEOUT_MS),
+            self.side.writer.clone().lock_owned(),
+        )
+        .await
+        .map_err(|_| LedgerError::Database(sqlx::Error::PoolTimedOut))?;
+        let mut tx = Tx {
+            writer,
+            side: self.side.clone(),
             audited: false,
-        })
+            finished: true,
+        };
+        tx.writer.discard_abandoned().await?;
+        if !tx.writer.open {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await?;
+            tx.writer.open = true;
+        }
+        sqlx::query("SAVEPOINT tx").execute(&mut *tx).await?;
+        tx.finished = false;
+        Ok(tx)
     }
 
     pub async fn ping(&self) -> Result<(), LedgerError> {
@@ -193,12 +363,9 @@ impl Ledger {
     }
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), LedgerError> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        Ledger::set_meta_in(&mut tx, key, value).await?;
+        tx.commit_unaudited("a setting of the deployment").await
     }
 
     /// `set_meta` inside a write transaction, so a cursor moves with the work it records.
@@ -211,7 +378,19 @@ impl Ledger {
         Ok(())
     }
 
+    /// Commits what is pending, stops the writer and closes every connection.
     pub async fn close(&self) {
+        self.side
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        {
+            let mut writer = self.side.writer.lock().await;
+            writer.flush().await;
+            if let Some(connection) = writer.connection.take() {
+                let _ = connection.close().await;
+            }
+        }
+        self.side.flush.notify_one();
         self.reader.pool.close().await;
         self.pool.close().await;
     }
@@ -286,5 +465,57 @@ mod write_path_tests {
         .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(ledger.meta("audited").await.unwrap().as_deref(), Some("x"));
+    }
+
+    /// Writes that share a group commit keep their own atomicity: one dropped midway leaves
+    /// nothing, the others are all durable, and the audit chain stays one unbroken sequence.
+    #[tokio::test]
+    async fn a_group_commit_keeps_each_write_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("group.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let mut writes = tokio::task::JoinSet::new();
+        for index in 0..40 {
+            let ledger = ledger.clone();
+            writes.spawn(async move {
+                let mut tx = ledger.begin().await.unwrap();
+                Ledger::set_meta_in(&mut tx, &format!("key-{index}"), "v")
+                    .await
+                    .unwrap();
+                audit::append(
+                    &mut tx,
+                    index,
+                    audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+                )
+                .await
+                .unwrap();
+                if index % 4 == 0 {
+                    drop(tx);
+                    return false;
+                }
+                tx.commit().await.unwrap();
+                true
+            });
+        }
+        let mut committed = 0;
+        while let Some(done) = writes.join_next().await {
+            committed += usize::from(done.unwrap());
+        }
+        assert_eq!(committed, 30);
+        for index in 0..40 {
+            let stored = ledger.meta(&format!("key-{index}")).await.unwrap();
+            assert_eq!(stored.is_some(), index % 4 != 0, "key-{index}");
+        }
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap();
+        assert_eq!(events, 30);
+        assert!(audit::verify(ledger.pool()).await.unwrap().ok);
+        ledger.close().await;
+        // Reopened, the same: what was acknowledged is on disk.
+        let reopened = Ledger::open(&url).await.unwrap();
+        assert_eq!(reopened.meta("key-1").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(reopened.meta("key-4").await.unwrap(), None);
     }
 }

@@ -129,7 +129,7 @@ pub async fn due(
 
 /// Records one attempt: delivered, retry at `next_attempt_at`, or failed for good.
 pub async fn record_attempt(
-    pool: &SqlitePool,
+    tx: &mut super::Tx,
     id: &str,
     status: &str,
     http_status: Option<i64>,
@@ -149,7 +149,7 @@ pub async fn record_attempt(
     .bind(status)
     .bind(now)
     .bind(id)
-    .execute(pool)
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

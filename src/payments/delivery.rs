@@ -118,8 +118,9 @@ impl Deliverer {
             .await;
         let (http_status, error) = match result {
             Ok(response) if response.status().is_success() => {
+                let mut tx = self.ledger.begin().await?;
                 webhooks::record_attempt(
-                    self.ledger.pool(),
+                    &mut tx,
                     &delivery.id,
                     "delivered",
                     Some(i64::from(response.status().as_u16())),
@@ -128,6 +129,7 @@ impl Deliverer {
                     now,
                 )
                 .await?;
+                tx.commit_unaudited("a webhook delivery attempt").await?;
                 return Ok(true);
             }
             Ok(response) => (
@@ -146,8 +148,9 @@ impl Deliverer {
             ("pending", now + backoff_ms(delivery.attempts))
         };
         tracing::warn!(delivery_id = %delivery.id, attempts, error, "webhook delivery failed");
+        let mut tx = self.ledger.begin().await?;
         webhooks::record_attempt(
-            self.ledger.pool(),
+            &mut tx,
             &delivery.id,
             status,
             http_status,
@@ -156,6 +159,7 @@ impl Deliverer {
             now,
         )
         .await?;
+        tx.commit_unaudited("a webhook delivery attempt").await?;
         Ok(false)
     }
 

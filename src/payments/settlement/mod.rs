@@ -95,9 +95,9 @@ enum Disposition {
 fn disposition(error: &PaymentsError) -> Disposition {
     match error {
         PaymentsError::FailPoint(_) => Disposition::Halt,
-        PaymentsError::Ledger(LedgerError::Database(_) | LedgerError::Migration(_)) => {
-            Disposition::Halt
-        }
+        PaymentsError::Ledger(
+            LedgerError::Database(_) | LedgerError::Migration(_) | LedgerError::CommitFailed(_),
+        ) => Disposition::Halt,
         PaymentsError::Chain(crate::chain::ChainError::WrongChain { .. }) => Disposition::Halt,
         PaymentsError::Chain(e) if e.is_retryable() => Disposition::Skip,
         PaymentsError::Conflict(_) | PaymentsError::NotFound => Disposition::Skip,
