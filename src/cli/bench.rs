@@ -558,7 +558,8 @@ struct AnvilCeiling {
 
 /// The node's own ceiling: as many fresh wallets as agents, the same number of USDC transfers
 /// pre-signed before the clock starts, sent in JSON-RPC batches as fast as the node takes them,
-/// timed until each is at the required depth.
+/// timed until each is at the required depth (the head `confirmations` blocks past its block,
+/// as Bursar counts it).
 async fn anvil_ceiling(
     devnet: &Devnet,
     chain: &Chain,
@@ -640,7 +641,7 @@ async fn anvil_ceiling(
                 }
             }
             if remaining == 0 && last_needed == u64::MAX {
-                last_needed = next_block + confirmations.saturating_sub(1);
+                last_needed = next_block + confirmations;
             }
             next_block += 1;
         }
@@ -657,7 +658,7 @@ async fn anvil_ceiling(
     let mut waits: Vec<u64> = Vec::with_capacity(hashes.len());
     let mut last_confirmed = Duration::ZERO;
     for (index, block) in included_in.iter().enumerate() {
-        let confirmed_block = block.unwrap_or(0) + confirmations.saturating_sub(1);
+        let confirmed_block = block.unwrap_or(0) + confirmations;
         let confirmed = seen_at.get(&confirmed_block).copied().unwrap_or_default();
         last_confirmed = last_confirmed.max(confirmed);
         waits.push(confirmed.saturating_sub(sent_at[index]).as_millis() as u64);

@@ -38,7 +38,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Payments signed per pass, so one pass stays short under a burst.
-const SIGN_BATCH: i64 = 100;
+const SIGN_BATCH: i64 = 2_000;
+/// Wallets worked on at once in a pass. Each wallet is a lane: its nonces are assigned and its
+/// slots resolved in order, one at a time, while the other wallets' lanes go on beside it, so a
+/// slow payment holds up only its own wallet, and the lanes' writes share group commits.
+const MAX_LANES: usize = 32;
 /// The longest the worker backs off after consecutive failing passes.
 const MAX_BACKOFF_MS: u64 = 30_000;
 /// How often the background loop checks agent wallets' ETH for the gas float and reconciles
@@ -58,13 +62,17 @@ pub struct PassReport {
     pub parked: usize,
 }
 
-/// What one pass reads once and shares: the head, and per wallet its on-chain nonce, its ETH
-/// and the worst-case cost of what it has in flight.
+/// What one pass (or one lane of it) reads once and shares: the head; per wallet its on-chain
+/// nonce, its ETH and the worst-case cost of what it has in flight; the token's blacklist for
+/// each account asked about; the canonical hash of each block asked about.
 struct Pass {
     head: u64,
     report: PassReport,
     chain_nonces: HashMap<String, u64>,
     in_flight_wei: HashMap<String, U256>,
+    eth_balances: HashMap<String, U256>,
+    blacklisted: HashMap<Address, bool>,
+    block_hashes: HashMap<u64, alloy::primitives::B256>,
 }
 
 impl Pass {
@@ -77,8 +85,63 @@ impl Pass {
             },
             chain_nonces: HashMap::new(),
             in_flight_wei: HashMap::new(),
+            eth_balances: HashMap::new(),
+            blacklisted: HashMap::new(),
+            block_hashes: HashMap::new(),
         }
     }
+
+    /// A lane's own pass: the same head, what is known of its wallet, nothing done yet.
+    fn lane(&self, wallet_id: &str) -> Pass {
+        let mut lane = Pass::new(self.head, 0);
+        for (map, from) in [
+            (&mut lane.in_flight_wei, &self.in_flight_wei),
+            (&mut lane.eth_balances, &self.eth_balances),
+        ] {
+            if let Some(value) = from.get(wallet_id) {
+                map.insert(wallet_id.to_string(), *value);
+            }
+        }
+        if let Some(nonce) = self.chain_nonces.get(wallet_id) {
+            lane.chain_nonces.insert(wallet_id.to_string(), *nonce);
+        }
+        lane
+    }
+
+    /// Takes back what a lane did and learned.
+    fn absorb(&mut self, lane: Pass) {
+        let (ours, theirs) = (&mut self.report, lane.report);
+        ours.signed += theirs.signed;
+        ours.broadcast += theirs.broadcast;
+        ours.updated += theirs.updated;
+        ours.failed += theirs.failed;
+        ours.expired += theirs.expired;
+        ours.alarms += theirs.alarms;
+        ours.parked += theirs.parked;
+        self.chain_nonces.extend(lane.chain_nonces);
+        self.in_flight_wei.extend(lane.in_flight_wei);
+        self.eth_balances.extend(lane.eth_balances);
+        self.blacklisted.extend(lane.blacklisted);
+        self.block_hashes.extend(lane.block_hashes);
+    }
+}
+
+/// Groups items by wallet, keeping their order within each wallet and the order in which the
+/// wallets first appear.
+fn lanes<T>(items: Vec<T>, wallet_of: impl Fn(&T) -> &str) -> Vec<(String, Vec<T>)> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut lanes: Vec<(String, Vec<T>)> = Vec::new();
+    for item in items {
+        let wallet = wallet_of(&item).to_string();
+        match index.get(&wallet) {
+            Some(&at) => lanes[at].1.push(item),
+            None => {
+                index.insert(wallet.clone(), lanes.len());
+                lanes.push((wallet, vec![item]));
+            }
+        }
+    }
+    lanes
 }
 
 /// What to do with an error met while settling one payment or slot.
@@ -271,6 +334,41 @@ impl Payments {
                 .set(count as f64);
         }
         Ok(())
+    }
+
+    /// The wallet's ETH at the latest block, read once per pass.
+    async fn eth_balance(
+        &self,
+        pass: &mut Pass,
+        wallet_id: &str,
+        address: Address,
+    ) -> Result<U256> {
+        if let Some(balance) = pass.eth_balances.get(wallet_id) {
+            return Ok(*balance);
+        }
+        let balance = self.chain.eth_balance(address).await?;
+        pass.eth_balances.insert(wallet_id.to_string(), balance);
+        Ok(balance)
+    }
+
+    /// Whether USDC's blacklister has blocked `account`, read once per pass.
+    async fn blacklisted(&self, pass: &mut Pass, account: Address) -> Result<bool> {
+        if let Some(blocked) = pass.blacklisted.get(&account) {
+            return Ok(*blocked);
+        }
+        let blocked = self.chain.usdc_blacklisted(account).await?;
+        pass.blacklisted.insert(account, blocked);
+        Ok(blocked)
+    }
+
+    /// The canonical hash of block `number`, read once per pass.
+    async fn block_hash(&self, pass: &mut Pass, number: u64) -> Result<alloy::primitives::B256> {
+        if let Some(hash) = pass.block_hashes.get(&number) {
+            return Ok(*hash);
+        }
+        let hash = self.chain.block_hash(number).await?;
+        pass.block_hashes.insert(number, hash);
+        Ok(hash)
     }
 
     /// The wallet's transaction count in the latest block, read once per pass.

@@ -10,6 +10,7 @@ use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, 
 use crate::ledger::{LedgerError, wallets};
 use crate::payments::{Payments, Result};
 use alloy::primitives::U256;
+use futures_util::{StreamExt, stream};
 
 /// What a payment needs signed: its legs and what they cost.
 struct Plan {
@@ -52,16 +53,32 @@ impl Payments {
         let market = self.chain.fees().await?;
         let fees = fees::capped(market, self.settings().max_fee_per_gas_wei);
         let paused = self.chain.usdc_paused().await?;
-        for payment in
-            payment_rows::needing_transactions(self.ledger.pool(), super::SIGN_BATCH).await?
-        {
-            match self.sign_payment(pass, &payment, fees, paused).await {
-                Ok(true) => pass.report.signed += 1,
-                Ok(false) => {}
-                Err(error) => self.isolate(pass, &payment.id, error).await?,
+        let queued =
+            payment_rows::needing_transactions(self.ledger.pool(), super::SIGN_BATCH).await?;
+        let parent = &*pass;
+        let lanes: Vec<Result<Pass>> = stream::iter(super::lanes(queued, |p| &p.from_wallet_id))
+            .map(|(wallet_id, payments)| async move {
+                let mut lane = parent.lane(&wallet_id);
+                for payment in payments {
+                    match self.sign_payment(&mut lane, &payment, fees, paused).await {
+                        Ok(true) => lane.report.signed += 1,
+                        Ok(false) => {}
+                        Err(error) => self.isolate(&mut lane, &payment.id, error).await?,
+                    }
+                }
+                Ok(lane)
+            })
+            .buffer_unordered(super::MAX_LANES)
+            .collect()
+            .await;
+        let mut halted = None;
+        for lane in lanes {
+            match lane {
+                Ok(lane) => pass.absorb(lane),
+                Err(error) => halted = halted.or(Some(error)),
             }
         }
-        Ok(())
+        halted.map_or(Ok(()), Err)
     }
 
     /// Signs and stores the missing transaction(s) of one payment. `false` if it failed its
@@ -73,7 +90,7 @@ impl Payments {
         fees: Fees,
         paused: bool,
     ) -> Result<bool> {
-        let plan = match self.plan(payment, fees, paused).await? {
+        let plan = match self.plan(pass, payment, fees, paused).await? {
             Ok(plan) => plan,
             Err((reason, node_error)) => {
                 self.fail_before_signing(payment, &reason, node_error.as_deref())
@@ -114,6 +131,7 @@ impl Payments {
     /// transfer they forbid would only revert on chain. `Err((reason, node_error))`: fail it now.
     async fn plan(
         &self,
+        pass: &mut Pass,
         payment: &PaymentRow,
         fees: Fees,
         paused: bool,
@@ -142,10 +160,8 @@ impl Payments {
         if !needs_usdc {
             return Ok(Ok(plan));
         }
-        let (sender, recipient) = tokio::try_join!(
-            self.chain.usdc_blacklisted(from),
-            self.chain.usdc_blacklisted(to),
-        )?;
+        let sender = self.blacklisted(pass, from).await?;
+        let recipient = self.blacklisted(pass, to).await?;
         let refused = [
             (paused, "token_paused"),
             (sender, "sender_blacklisted"),
@@ -184,7 +200,9 @@ impl Payments {
         plan: &Plan,
     ) -> Result<Option<Hold>> {
         let in_flight = self.in_flight_wei(pass, &payment.from_wallet_id).await?;
-        let balance = self.chain.eth_balance(plan.from).await?;
+        let balance = self
+            .eth_balance(pass, &payment.from_wallet_id, plan.from)
+            .await?;
         let needed = plan.worst_case_wei();
         if balance >= needed.saturating_add(in_flight) {
             return Ok(None);

@@ -8,6 +8,7 @@ use crate::domain::{Address, PaymentStatus, TransactionStatus};
 use crate::ledger::payments::{self as payment_rows, TransactionRow};
 use crate::ledger::{LedgerError, wallets};
 use crate::payments::{Payments, Result};
+use futures_util::{StreamExt, stream};
 
 /// One wallet's nonce with every transaction Bursar signed for it, oldest first.
 pub(super) struct Slot {
@@ -52,18 +53,41 @@ fn slots(rows: Vec<TransactionRow>) -> Vec<Slot> {
     slots
 }
 
+/// Whether the slot's live transaction was recorded as included (a reorg may since have
+/// taken it, which only its receipt can tell).
+fn live_included(slot: &Slot) -> bool {
+    slot.live().status().ok() == Some(TransactionStatus::Included)
+}
+
 impl Payments {
     pub(super) async fn resolve_slots(&self, pass: &mut Pass) -> Result<()> {
         let rows = payment_rows::open_slots(self.ledger.pool()).await?;
-        for slot in slots(rows) {
-            let payment_id = slot.live().payment_id.clone();
-            match self.settle_slot(pass, &slot).await {
-                Ok(true) => pass.report.updated += 1,
-                Ok(false) => {}
-                Err(error) => self.isolate(pass, &payment_id, error).await?,
+        let parent = &*pass;
+        let lanes: Vec<Result<Pass>> =
+            stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
+                .map(|(wallet_id, slots)| async move {
+                    let mut lane = parent.lane(&wallet_id);
+                    for slot in slots {
+                        let payment_id = slot.live().payment_id.clone();
+                        match self.settle_slot(&mut lane, &slot).await {
+                            Ok(true) => lane.report.updated += 1,
+                            Ok(false) => {}
+                            Err(error) => self.isolate(&mut lane, &payment_id, error).await?,
+                        }
+                    }
+                    Ok(lane)
+                })
+                .buffer_unordered(super::MAX_LANES)
+                .collect()
+                .await;
+        let mut halted = None;
+        for lane in lanes {
+            match lane {
+                Ok(lane) => pass.absorb(lane),
+                Err(error) => halted = halted.or(Some(error)),
             }
         }
-        Ok(())
+        halted.map_or(Ok(()), Err)
     }
 
     /// Reads the chain for one slot, decides, acts. `true` if anything changed.
@@ -118,9 +142,14 @@ impl Payments {
         let nonce = u64::try_from(live.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
         let nonce_used = chain_nonce > nonce;
         let mut mined = None;
+        // An unused nonce means no block on the canonical chain holds any of the slot's
+        // transactions yet: their receipts are read only once the nonce is used.
         for (index, candidate) in slot.transactions.iter().enumerate() {
+            if !nonce_used && !live_included(slot) {
+                break;
+            }
             if let Some(receipt) = self.chain.receipt(parse_hash(&candidate.tx_hash)?).await?
-                && self.chain.block_hash(receipt.block_number).await? == receipt.block_hash
+                && self.block_hash(pass, receipt.block_number).await? == receipt.block_hash
             {
                 mined = Some((index, receipt));
                 break;
