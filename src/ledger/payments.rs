@@ -452,6 +452,21 @@ pub async fn insert_transaction(
     Ok(())
 }
 
+/// Transactions by hash, for broadcasting what was just signed.
+pub async fn transactions_by_hash(
+    pool: &SqlitePool,
+    hashes: &[String],
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    let list = serde_json::to_string(hashes)
+        .map_err(|_| LedgerError::Corrupt("transaction hashes".into()))?;
+    Ok(sqlx::query_as(
+        "SELECT * FROM transactions WHERE tx_hash IN (SELECT value FROM json_each(?)) ORDER BY nonce",
+    )
+    .bind(list)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Every transaction of every open nonce slot (a slot whose live transaction is signed,
 /// submitted or included), replaced and dropped ones included, ordered by wallet, nonce and age.
 pub async fn open_slots(pool: &SqlitePool) -> Result<Vec<TransactionRow>, LedgerError> {

@@ -258,7 +258,6 @@ impl Payments {
                 _ => return Err(error),
             }
         }
-        self.fail_point("after_sign")?;
         pass.report.alarms += self.check_finality(head).await?;
         self.resolve_slots(&mut pass).await?;
         self.publish_waiting().await?;
@@ -284,6 +283,35 @@ impl Payments {
                     serde_json::json!({"error": error.to_string()}),
                 )
                 .await
+            }
+        }
+    }
+
+    /// `isolate` for every payment of a batch that one error stopped.
+    async fn isolate_all(
+        &self,
+        pass: &mut Pass,
+        payment_ids: &[String],
+        error: PaymentsError,
+    ) -> Result<()> {
+        match disposition(&error) {
+            Disposition::Halt => Err(error),
+            Disposition::Skip => {
+                tracing::warn!(count = payment_ids.len(), %error, "cannot settle yet; will retry");
+                Ok(())
+            }
+            Disposition::Park(reason) => {
+                tracing::error!(count = payment_ids.len(), %error, %reason, "payments parked: they cannot be processed");
+                for payment_id in payment_ids {
+                    pass.report.parked += 1;
+                    self.wait(
+                        payment_id,
+                        reason,
+                        serde_json::json!({"error": error.to_string()}),
+                    )
+                    .await?;
+                }
+                Ok(())
             }
         }
     }

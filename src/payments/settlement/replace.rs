@@ -77,11 +77,24 @@ impl Payments {
     async fn record_sent(&self, live: &TransactionRow, head: u64) -> Result<()> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
+        self.record_sent_in(&mut tx, live, head, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `record_sent` inside the caller's write transaction (a lane's batch of first sends).
+    pub(super) async fn record_sent_in(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        live: &TransactionRow,
+        head: u64,
+        now: crate::ledger::Millis,
+    ) -> Result<()> {
+        let payment = payment_rows::get(&mut **tx, &live.payment_id).await?;
         if live.status == TransactionStatus::Signed {
-            payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
+            payment_rows::reopen_transaction(tx, live.id, head, now).await?;
             audit::append(
-                &mut tx,
+                tx,
                 now,
                 self.event(
                     &payment,
@@ -97,7 +110,7 @@ impl Payments {
             // The broadcast block stays: a pool that dropped the transaction is a sign that it
             // is stuck, not a reason to wait anew.
             audit::append(
-                &mut tx,
+                tx,
                 now,
                 self.event(
                     &payment,
@@ -110,13 +123,12 @@ impl Payments {
             )
             .await?;
         }
-        payment_rows::set_unsendable_since(&mut tx, live.id, None).await?;
+        payment_rows::set_unsendable_since(tx, live.id, None).await?;
         if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() && !live.is_filler()
         {
-            payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            payment_rows::set_waiting_reason(tx, &payment.id, None, now).await?;
         }
-        self.advance_payment(&mut tx, &live.payment_id, now).await?;
-        tx.commit().await?;
+        self.advance_payment(tx, &live.payment_id, now).await?;
         Ok(())
     }
 

@@ -59,13 +59,8 @@ impl Payments {
         let lanes: Vec<Result<Pass>> = stream::iter(super::lanes(queued, |p| &p.from_wallet_id))
             .map(|(wallet_id, payments)| async move {
                 let mut lane = parent.lane(&wallet_id);
-                for payment in payments {
-                    match self.sign_payment(&mut lane, &payment, fees, paused).await {
-                        Ok(true) => lane.report.signed += 1,
-                        Ok(false) => {}
-                        Err(error) => self.isolate(&mut lane, &payment.id, error).await?,
-                    }
-                }
+                self.sign_lane(&mut lane, &wallet_id, payments, fees, paused)
+                    .await?;
                 Ok(lane)
             })
             .buffer_unordered(super::MAX_LANES)
@@ -81,26 +76,73 @@ impl Payments {
         halted.map_or(Ok(()), Err)
     }
 
-    /// Signs and stores the missing transaction(s) of one payment. `false` if it failed its
+    /// One wallet's lane: every payment is checked against the chain, then all that pass are
+    /// signed at consecutive nonces and stored in one write transaction, then broadcast in one
+    /// JSON-RPC batch and recorded as sent in one more. A payment that fails its checks uses no
+    /// nonce; one that cannot be processed is parked; the rest of the lane goes on.
+    async fn sign_lane(
+        &self,
+        lane: &mut Pass,
+        wallet_id: &str,
+        payments: Vec<PaymentRow>,
+        fees: Fees,
+        paused: bool,
+    ) -> Result<()> {
+        let mut ready = Vec::new();
+        for payment in payments {
+            match self.prepare(lane, &payment, fees, paused).await {
+                Ok(Some(plan)) => {
+                    let in_flight = self.in_flight_wei(lane, wallet_id).await?;
+                    lane.in_flight_wei.insert(
+                        wallet_id.to_string(),
+                        in_flight.saturating_add(plan.worst_case_wei()),
+                    );
+                    ready.push((payment, plan));
+                }
+                Ok(None) => {}
+                Err(error) => self.isolate(lane, &payment.id, error).await?,
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let signed = match self.sign_and_store(lane, wallet_id, &ready).await {
+            Ok(signed) => signed,
+            Err(error) => {
+                // The whole batch shares the wallet's key and nonce range: what stops one
+                // stops them all, and none of their nonces was used.
+                let ids: Vec<_> = ready.iter().map(|(p, _)| p.id.to_string()).collect();
+                return self.isolate_all(lane, &ids, error).await;
+            }
+        };
+        if signed.is_empty() {
+            return Ok(());
+        }
+        lane.report.signed += ready.len();
+        self.fail_point("after_sign")?;
+        self.first_send(lane, &signed).await
+    }
+
+    /// The checks of one payment. `Some(plan)` if it is ready to sign; `None` if it failed its
     /// checks (no nonce is used then) or waits.
-    async fn sign_payment(
+    async fn prepare(
         &self,
         pass: &mut Pass,
         payment: &PaymentRow,
         fees: Fees,
         paused: bool,
-    ) -> Result<bool> {
+    ) -> Result<Option<Plan>> {
         let plan = match self.plan(pass, payment, fees, paused).await? {
             Ok(plan) => plan,
             Err((reason, node_error)) => {
                 self.fail_before_signing(payment, &reason, node_error.as_deref())
                     .await?;
                 pass.report.failed += 1;
-                return Ok(false);
+                return Ok(None);
             }
         };
         if plan.count() == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         if let Some(hold) = self.check_gas(pass, payment, &plan).await? {
             match hold {
@@ -110,21 +152,9 @@ impl Payments {
                 }
                 Hold::Wait(reason, detail) => self.wait(&payment.id, reason, detail).await?,
             }
-            return Ok(false);
+            return Ok(None);
         }
-        let chain_nonce = self
-            .chain_nonce(pass, &payment.from_wallet_id, plan.from)
-            .await?;
-        self.fail_point("before_sign")?;
-        if !self.sign_and_store(payment, &plan, chain_nonce).await? {
-            return Ok(false);
-        }
-        let in_flight = self.in_flight_wei(pass, &payment.from_wallet_id).await?;
-        pass.in_flight_wei.insert(
-            payment.from_wallet_id.clone(),
-            in_flight.saturating_add(plan.worst_case_wei()),
-        );
-        Ok(true)
+        Ok(Some(plan))
     }
 
     /// The legs a payment needs and the token's own checks, read before a nonce is used: a
@@ -220,100 +250,185 @@ impl Payments {
         )))
     }
 
-    /// In one database transaction: reserve the nonces, sign, store the raw bytes, audit.
-    /// `false` if another pass or a freeze got to the payment first.
+    /// Signs the lane's ready payments at consecutive nonces, off the async runtime and before
+    /// taking the writer, then in one database transaction reserves exactly those nonces, stores
+    /// the raw bytes and audits each payment; nothing is broadcast before it is stored. Returns
+    /// the hashes stored. If a payment changed meanwhile (a freeze, another pass) or the nonce
+    /// counter moved, nothing is stored and the lane tries again next pass.
     async fn sign_and_store(
         &self,
-        payment: &PaymentRow,
-        plan: &Plan,
-        chain_nonce: u64,
-    ) -> Result<bool> {
-        let (wallet, key) = self.wallet_key(&payment.from_wallet_id).await?;
+        pass: &mut Pass,
+        wallet_id: &str,
+        ready: &[(PaymentRow, Plan)],
+    ) -> Result<Vec<String>> {
+        let (wallet, key) = self.wallet_key(wallet_id).await?;
+        let from = wallet.address()?;
+        let chain_nonce = self.chain_nonce(pass, wallet_id, from).await?;
+        let counter = wallet.next_nonce.and_then(|n| u64::try_from(n).ok());
+        let first = counter.unwrap_or(0).max(chain_nonce);
+        let mut unsigned = Vec::new();
+        let mut nonce = first;
+        for (_, plan) in ready {
+            if let Some(gas_limit) = plan.usdc_gas {
+                unsigned.push(self.chain.usdc_transfer(
+                    nonce,
+                    gas_limit,
+                    plan.fees,
+                    plan.to,
+                    plan.amount,
+                ));
+                nonce += 1;
+            }
+            if let Some(wei) = plan.eth_wei {
+                unsigned.push(self.chain.eth_transfer(nonce, plan.fees, plan.to, wei));
+                nonce += 1;
+            }
+        }
+        self.fail_point("before_sign")?;
+        let custody = self.custody.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            unsigned
+                .into_iter()
+                .map(|transaction| custody.sign(&key, transaction))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|_| LedgerError::Corrupt("the signing task stopped".into()))??;
+
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        let current = payment_rows::get(&mut *tx, &payment.id).await?;
-        let (needs_usdc, needs_eth) = payment_rows::missing_legs(&mut *tx, &current).await?;
-        let status = current.status()?;
-        if !matches!(status, PaymentStatus::Queued | PaymentStatus::Submitted)
-            || needs_usdc != plan.usdc_gas.is_some()
-            || needs_eth != plan.eth_wei.is_some()
-        {
-            return Ok(false);
+        for (payment, plan) in ready {
+            let current = payment_rows::get(&mut *tx, &payment.id).await?;
+            let (needs_usdc, needs_eth) = payment_rows::missing_legs(&mut *tx, &current).await?;
+            if !matches!(
+                current.status()?,
+                PaymentStatus::Queued | PaymentStatus::Submitted
+            ) || needs_usdc != plan.usdc_gas.is_some()
+                || needs_eth != plan.eth_wei.is_some()
+            {
+                return Ok(Vec::new());
+            }
         }
-        let (mut nonce, before) =
-            wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, plan.count()).await?;
-        let mut legs = Vec::new();
-        if let Some(gas_limit) = plan.usdc_gas {
-            legs.push((
-                Asset::Usdc,
-                self.chain
-                    .usdc_transfer(nonce, gas_limit, plan.fees, plan.to, plan.amount),
-                None,
-            ));
-            nonce += 1;
-        }
-        if let Some(wei) = plan.eth_wei {
-            legs.push((
-                Asset::Eth,
-                self.chain.eth_transfer(nonce, plan.fees, plan.to, wei),
-                Some(wei),
-            ));
-        }
-        let mut signed_legs = Vec::new();
-        for (asset, unsigned, wei) in legs {
-            let signed = self.custody.sign(&key, unsigned)?;
-            let hash = signed.hash.to_string();
-            let leg_nonce =
-                i64::try_from(signed.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
-            let new = NewTransaction {
-                payment_id: &payment.id,
-                asset,
-                purpose: TRANSFER,
-                wallet_id: &wallet.id,
-                nonce: leg_nonce,
-                tx_hash: &hash,
-                raw: &signed.raw,
-            };
-            payment_rows::insert_transaction(&mut tx, new, now).await?;
-            signed_legs.push(serde_json::json!({
-                "asset": asset, "nonce": signed.nonce, "tx_hash": hash, "wei": wei.map(|w| w.to_string()),
-            }));
+        let (reserved, before) =
+            wallets::reserve_nonces(&mut tx, &wallet.id, chain_nonce, nonce - first).await?;
+        if reserved != first || before != counter {
+            return Ok(Vec::new());
         }
         if let Some(before) = before.filter(|before| *before < chain_nonce) {
             // The wallet's key was used outside Bursar (or the database was restored): the chain
             // is ahead of the counter, which moves up to it.
-            audit::append(&mut tx, now, self.event(&current, AuditKind::NonceResynced, serde_json::json!({
-                "from": plan.from.to_string(), "counter": before, "chain_nonce": chain_nonce,
-            }), None, None, None)).await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    &ready[0].0,
+                    AuditKind::NonceResynced,
+                    serde_json::json!({
+                        "from": from.to_string(), "counter": before, "chain_nonce": chain_nonce,
+                    }),
+                    None,
+                    None,
+                    None,
+                ),
+            )
+            .await?;
         }
-        let primary = signed_legs
-            .first()
-            .and_then(|leg| leg["tx_hash"].as_str())
-            .map(str::to_string);
-        payment_rows::sync_chain_fields(&mut tx, &payment.id, now).await?;
-        payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
-        audit::append(
-            &mut tx,
-            now,
-            self.event(
-                &current,
-                AuditKind::TransactionSigned,
-                serde_json::json!({
-                    "from": plan.from.to_string(),
-                    "max_fee_per_gas": plan.fees.max_fee_per_gas.to_string(),
-                    "max_priority_fee_per_gas": plan.fees.max_priority_fee_per_gas.to_string(),
-                    "usdc_gas_limit": plan.usdc_gas,
-                    "transactions": signed_legs,
-                }),
-                primary.clone(),
-                None,
-                None,
-            ),
-        )
-        .await?;
+        let mut signed = signed.into_iter();
+        let mut hashes = Vec::new();
+        for (payment, plan) in ready {
+            let mut legs = Vec::new();
+            for (asset, wei) in [
+                (Asset::Usdc, plan.usdc_gas.map(|_| None)),
+                (Asset::Eth, plan.eth_wei.map(Some)),
+            ] {
+                let Some(wei) = wei else { continue };
+                let leg = signed
+                    .next()
+                    .ok_or_else(|| LedgerError::Corrupt("a leg was not signed".into()))?;
+                let hash = leg.hash.to_string();
+                let leg_nonce =
+                    i64::try_from(leg.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
+                payment_rows::insert_transaction(
+                    &mut tx,
+                    NewTransaction {
+                        payment_id: &payment.id,
+                        asset,
+                        purpose: TRANSFER,
+                        wallet_id: &wallet.id,
+                        nonce: leg_nonce,
+                        tx_hash: &hash,
+                        raw: &leg.raw,
+                    },
+                    now,
+                )
+                .await?;
+                legs.push(serde_json::json!({
+                    "asset": asset, "nonce": leg.nonce, "tx_hash": hash, "wei": wei.map(|w| w.to_string()),
+                }));
+                hashes.push(hash);
+            }
+            let primary = legs
+                .first()
+                .and_then(|leg| leg["tx_hash"].as_str())
+                .map(str::to_string);
+            payment_rows::sync_chain_fields(&mut tx, &payment.id, now).await?;
+            payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            audit::append(
+                &mut tx,
+                now,
+                self.event(
+                    payment,
+                    AuditKind::TransactionSigned,
+                    serde_json::json!({
+                        "from": from.to_string(),
+                        "max_fee_per_gas": plan.fees.max_fee_per_gas.to_string(),
+                        "max_priority_fee_per_gas": plan.fees.max_priority_fee_per_gas.to_string(),
+                        "usdc_gas_limit": plan.usdc_gas,
+                        "transactions": legs,
+                    }),
+                    primary,
+                    None,
+                    None,
+                ),
+            )
+            .await?;
+        }
         tx.commit().await?;
-        tracing::info!(payment_id = %payment.id, tx_hash = primary.as_deref().unwrap_or_default(), "signed");
-        Ok(true)
+        tracing::info!(
+            wallet_id,
+            count = ready.len(),
+            first_nonce = first,
+            "signed"
+        );
+        Ok(hashes)
+    }
+
+    /// Broadcasts what the lane just stored, in one JSON-RPC batch, and records every
+    /// transaction the node took as sent, in one write transaction. One it refused stays
+    /// `signed`: resolving its slot asks the chain why.
+    async fn first_send(&self, pass: &mut Pass, hashes: &[String]) -> Result<()> {
+        let rows = payment_rows::transactions_by_hash(self.ledger.pool(), hashes).await?;
+        let raws: Vec<&[u8]> = rows.iter().map(|row| row.raw.as_slice()).collect();
+        let results = match self.chain.broadcast_batch(&raws).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::warn!(%error, "batch broadcast failed; the slots will resend");
+                return Ok(());
+            }
+        };
+        self.fail_point("after_broadcast")?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let mut sent = 0;
+        for (row, result) in rows.iter().zip(results) {
+            if result.is_ok() {
+                self.record_sent_in(&mut tx, row, pass.head, now).await?;
+                sent += 1;
+            }
+        }
+        tx.finish("a batch the node refused entirely").await?;
+        pass.report.broadcast += sent;
+        Ok(())
     }
 
     pub(super) async fn fail_before_signing(
