@@ -227,3 +227,47 @@ async fn payment_without_usdc_fails_before_signing_and_uses_no_nonce() {
         .body;
     assert_eq!(agent["spent_24h"], "0");
 }
+
+/// Each wallet is a lane: one pass signs a whole burst of every wallet at consecutive nonces,
+/// stores it and broadcasts it, and one block takes all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_signs_and_sends_every_wallets_burst_at_consecutive_nonces() {
+    let app = TestApp::spawn().await;
+    let mut tokens = Vec::new();
+    for name in ["lane-a", "lane-b"] {
+        let (agent, _) = app.create_agent(name).await;
+        app.fund(&agent, "100", "0.05").await;
+        tokens.push(app.credential(&agent, json!({})).await);
+    }
+    let mut ids = Vec::new();
+    for index in 0..24u8 {
+        let token = &tokens[usize::from(index % 2)];
+        let amount = format!("0.{:02}", index + 1);
+        ids.push(
+            app.pay_id(token, recipient(0x40 + index), &amount, &format!("burst-{index}"))
+                .await,
+        );
+    }
+    let report = app.settle().await;
+    assert_eq!((report.signed, report.broadcast), (24, 24), "{report:?}");
+    let mut nonces: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    for (index, id) in ids.iter().enumerate() {
+        let payment = crate::support::payment(&app, id).await;
+        assert_eq!(payment["status"], "submitted", "{payment}");
+        nonces[index % 2].push(payment["nonce"].as_i64().unwrap());
+    }
+    for lane in &mut nonces {
+        lane.sort_unstable();
+        assert_eq!(*lane, (0..12).collect::<Vec<i64>>(), "consecutive, none twice");
+    }
+    app.mine(1).await;
+    app.settle().await;
+    let mut blocks = std::collections::BTreeSet::new();
+    for id in &ids {
+        let payment = crate::support::payment(&app, id).await;
+        assert_eq!(payment["status"], "included", "{payment}");
+        blocks.insert(payment["block_number"].as_i64().unwrap());
+    }
+    assert_eq!(blocks.len(), 1, "one block took the whole burst");
+    app.settle_to_confirmed(&ids).await;
+}
