@@ -244,8 +244,13 @@ async fn one_pass_signs_and_sends_every_wallets_burst_at_consecutive_nonces() {
         let token = &tokens[usize::from(index % 2)];
         let amount = format!("0.{:02}", index + 1);
         ids.push(
-            app.pay_id(token, recipient(0x40 + index), &amount, &format!("burst-{index}"))
-                .await,
+            app.pay_id(
+                token,
+                recipient(0x40 + index),
+                &amount,
+                &format!("burst-{index}"),
+            )
+            .await,
         );
     }
     let report = app.settle().await;
@@ -258,7 +263,11 @@ async fn one_pass_signs_and_sends_every_wallets_burst_at_consecutive_nonces() {
     }
     for lane in &mut nonces {
         lane.sort_unstable();
-        assert_eq!(*lane, (0..12).collect::<Vec<i64>>(), "consecutive, none twice");
+        assert_eq!(
+            *lane,
+            (0..12).collect::<Vec<i64>>(),
+            "consecutive, none twice"
+        );
     }
     app.mine(1).await;
     app.settle().await;

@@ -24,46 +24,73 @@ impl Payments {
         index: usize,
         receipt: &Receipt,
     ) -> Result<bool> {
+        let reason = self
+            .revert_reason_at_depth(pass, slot, index, receipt)
+            .await?;
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let changed = self
+            .record_in(&mut tx, pass, slot, index, receipt, reason.as_deref(), now)
+            .await?;
+        tx.finish("the confirmation count of an included transaction")
+            .await?;
+        Ok(changed)
+    }
+
+    /// What `record` reads from the node before any write transaction starts: the reason of a
+    /// revert that reached the required depth.
+    pub(super) async fn revert_reason_at_depth(
+        &self,
+        pass: &Pass,
+        slot: &Slot,
+        index: usize,
+        receipt: &Receipt,
+    ) -> Result<Option<String>> {
+        let confirmations = pass.head.saturating_sub(receipt.block_number);
+        if !receipt.success && confirmations >= self.confirmations_required() {
+            let winner = &slot.transactions[index];
+            return Ok(Some(
+                self.revert_reason(winner, receipt.block_number).await?,
+            ));
+        }
+        Ok(None)
+    }
+
+    /// `record`'s writes, inside the caller's write transaction (a lane records every slot a
+    /// pass found mined in one).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_in(
+        &self,
+        tx: &mut Tx,
+        pass: &Pass,
+        slot: &Slot,
+        index: usize,
+        receipt: &Receipt,
+        reason: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
         let winner = &slot.transactions[index];
         let confirmations = pass.head.saturating_sub(receipt.block_number);
         let final_depth = confirmations >= self.confirmations_required();
-        // A revert's reason is read from the node before the write transaction starts.
-        let reason = if !receipt.success && final_depth {
-            Some(self.revert_reason(winner, receipt.block_number).await?)
-        } else {
-            None
-        };
-        let now = self.now();
-        let mut tx = self.ledger.begin().await?;
         let live = slot.live();
         let switched = live.id != winner.id;
         if switched {
             // An earlier fee level (or the original of a filler) got mined after all.
-            payment_rows::set_transaction_status(
-                &mut tx,
-                live.id,
-                TransactionStatus::Replaced,
-                now,
-            )
-            .await?;
+            payment_rows::set_transaction_status(tx, live.id, TransactionStatus::Replaced, now)
+                .await?;
         }
         if final_depth {
             for other in slot.transactions.iter().filter(|t| t.id != winner.id) {
-                payment_rows::set_transaction_status(
-                    &mut tx,
-                    other.id,
-                    TransactionStatus::Dropped,
-                    now,
-                )
-                .await?;
+                payment_rows::set_transaction_status(tx, other.id, TransactionStatus::Dropped, now)
+                    .await?;
             }
         }
-        let payment = payment_rows::get(&mut *tx, &winner.payment_id).await?;
-        if let Some(node_reason) = &reason {
+        let payment = payment_rows::get(&mut **tx, &winner.payment_id).await?;
+        if let Some(node_reason) = reason {
             // The agent sees `reverted`; the node's sentence is kept in the audit log.
-            payment_rows::set_failure_reason(&mut tx, &winner.payment_id, "reverted").await?;
+            payment_rows::set_failure_reason(tx, &winner.payment_id, "reverted").await?;
             audit::append(
-                &mut tx,
+                tx,
                 now,
                 self.event(
                     &payment,
@@ -84,21 +111,13 @@ impl Payments {
         if payment.waiting_reason.as_deref() != waiting.map(|w| w.as_str())
             && !payment.status()?.is_terminal()
         {
-            payment_rows::set_waiting_reason(
-                &mut tx,
-                &payment.id,
-                waiting.map(|w| w.as_str()),
-                now,
-            )
-            .await?;
+            payment_rows::set_waiting_reason(tx, &payment.id, waiting.map(|w| w.as_str()), now)
+                .await?;
         }
-        let changed = self
-            .record_receipt(&mut tx, &payment, winner, receipt, pass.head, now)
+        Ok(self
+            .record_receipt(tx, &payment, winner, receipt, pass.head, now)
             .await?
-            || switched;
-        tx.finish("the confirmation count of an included transaction")
-            .await?;
-        Ok(changed)
+            || switched)
     }
 
     /// Writes where the chain has a transaction and rolls the payment up. A block hash that

@@ -4,6 +4,7 @@
 use super::replace::Sent;
 use super::slot::{self, Action, Live, Observed};
 use super::{Pass, parse_hash};
+use crate::chain::Receipt;
 use crate::domain::{Address, PaymentStatus, TransactionStatus};
 use crate::ledger::payments::{self as payment_rows, TransactionRow};
 use crate::ledger::{LedgerError, wallets};
@@ -21,6 +22,14 @@ impl Slot {
     pub fn live(&self) -> &TransactionRow {
         &self.transactions[self.live]
     }
+}
+
+/// What resolving a slot came to.
+enum Settled {
+    /// Acted (or not) on the slot; `true` if anything changed.
+    Changed(bool),
+    /// A canonical block includes the slot's transaction at `index`: to be recorded.
+    Mined { index: usize, receipt: Receipt },
 }
 
 /// Groups the open slots' transactions by wallet and nonce.
@@ -67,14 +76,19 @@ impl Payments {
             stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
                 .map(|(wallet_id, slots)| async move {
                     let mut lane = parent.lane(&wallet_id);
-                    for slot in slots {
+                    let mut mined = Vec::new();
+                    for (at, slot) in slots.iter().enumerate() {
                         let payment_id = slot.live().payment_id.clone();
-                        match self.settle_slot(&mut lane, &slot).await {
-                            Ok(true) => lane.report.updated += 1,
-                            Ok(false) => {}
+                        match self.settle_slot(&mut lane, slot).await {
+                            Ok(Settled::Changed(true)) => lane.report.updated += 1,
+                            Ok(Settled::Changed(false)) => {}
+                            Ok(Settled::Mined { index, receipt }) => {
+                                mined.push((at, index, receipt));
+                            }
                             Err(error) => self.isolate(&mut lane, &payment_id, error).await?,
                         }
                     }
+                    self.record_mined(&mut lane, &slots, mined).await?;
                     Ok(lane)
                 })
                 .buffer_unordered(super::MAX_LANES)
@@ -90,8 +104,68 @@ impl Payments {
         halted.map_or(Ok(()), Err)
     }
 
-    /// Reads the chain for one slot, decides, acts. `true` if anything changed.
-    async fn settle_slot(&self, pass: &mut Pass, slot: &Slot) -> Result<bool> {
+    /// Records every slot of a lane that a block includes, in one write transaction. If any of
+    /// them cannot be written, each is recorded on its own instead, so that one bad row holds up
+    /// none of the others.
+    async fn record_mined(
+        &self,
+        lane: &mut Pass,
+        slots: &[Slot],
+        mined: Vec<(usize, usize, Receipt)>,
+    ) -> Result<()> {
+        if mined.is_empty() {
+            return Ok(());
+        }
+        let mut reasons = Vec::with_capacity(mined.len());
+        for (at, index, receipt) in &mined {
+            reasons.push(
+                self.revert_reason_at_depth(lane, &slots[*at], *index, receipt)
+                    .await,
+            );
+        }
+        if reasons.iter().all(Result::is_ok) {
+            let now = self.now();
+            let mut tx = self.ledger.begin().await?;
+            let mut changed = 0;
+            let mut all_written = true;
+            for ((at, index, receipt), reason) in mined.iter().zip(&reasons) {
+                let reason = reason.as_ref().ok().and_then(Option::as_deref);
+                match self
+                    .record_in(&mut tx, lane, &slots[*at], *index, receipt, reason, now)
+                    .await
+                {
+                    Ok(true) => changed += 1,
+                    Ok(false) => {}
+                    Err(_) => {
+                        all_written = false;
+                        break;
+                    }
+                }
+            }
+            if all_written {
+                tx.finish("the confirmation counts of included transactions")
+                    .await?;
+                lane.report.updated += changed;
+                return Ok(());
+            }
+        }
+        for (at, index, receipt) in mined {
+            let slot = &slots[at];
+            match self.record(lane, slot, index, &receipt).await {
+                Ok(true) => lane.report.updated += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    let payment_id = slot.live().payment_id.clone();
+                    self.isolate(lane, &payment_id, error).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the chain for one slot, decides, acts. A slot a block includes is handed back to
+    /// be recorded with the lane's others.
+    async fn settle_slot(&self, pass: &mut Pass, slot: &Slot) -> Result<Settled> {
         let live = slot.live();
         let wallet = wallets::get(self.ledger.pool(), &live.wallet_id).await?;
         let address = wallet.address()?;
@@ -110,8 +184,8 @@ impl Payments {
                 .map(|b| pass.head.saturating_sub(b)),
         };
         let action = slot::resolve(view, &observed, self.settings().stuck_after_blocks);
-        match action {
-            Action::Record { index, receipt } => self.record(pass, slot, index, &receipt).await,
+        let changed = match action {
+            Action::Record { index, receipt } => return Ok(Settled::Mined { index, receipt }),
             Action::ConsumedElsewhere => {
                 self.consumed_elsewhere(slot, address).await.map(|()| true)
             }
@@ -131,7 +205,8 @@ impl Payments {
                 Ok(true)
             }
             Action::Replace => self.replace_stuck(pass, live, address).await,
-        }
+        };
+        changed.map(Settled::Changed)
     }
 
     /// What the chain says of a slot. The wallet's nonce is read first (once per pass), so a
