@@ -253,6 +253,40 @@ impl Chain {
         }))
     }
 
+    /// The receipts of `hashes` in one JSON-RPC batch, in order (`None`: not mined).
+    pub async fn receipts(&self, hashes: &[B256]) -> Result<Vec<Option<Receipt>>, ChainError> {
+        const METHOD: &str = "eth_getTransactionReceipt";
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
+        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+        let mut waiters = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            waiters.push(
+                batch
+                    .add_call::<_, Option<alloy::rpc::types::TransactionReceipt>>(METHOD, &(hash,))
+                    .map_err(failed)?,
+            );
+        }
+        match tokio::time::timeout(self.timeout, batch.send()).await {
+            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
+            Ok(result) => result.map_err(failed)?,
+        }
+        let mut receipts = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            let receipt = waiter.await.map_err(failed)?;
+            receipts.push(receipt.and_then(|r| {
+                Some(Receipt {
+                    block_number: r.block_number?,
+                    block_hash: r.block_hash?,
+                    success: r.status(),
+                })
+            }));
+        }
+        Ok(receipts)
+    }
+
     /// Whether the node knows the transaction at all (pending in its pool or mined).
     pub async fn knows_transaction(&self, hash: B256) -> Result<bool, ChainError> {
         let found = self

@@ -131,21 +131,53 @@ pub async fn spend_snapshot(
     now: Millis,
     exclude: Option<&str>,
 ) -> Result<(i64, i64, i64), LedgerError> {
-    let row: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT COALESCE(SUM(CASE WHEN status IN ('pending_approval', 'authorized')
-                    OR COALESCE(committed_at, created_at) > ?2 THEN amount END), 0),
-                COALESCE(SUM(amount), 0),
-                COUNT(CASE WHEN created_at > ?3 THEN 1 END)
-         FROM payments WHERE credential_id = ?1 AND status IN {} AND id IS NOT ?4",
-        PaymentStatus::HOLDING_SQL
-    )))
-    .bind(credential_id)
-    .bind(now - 24 * 60 * 60 * 1000)
-    .bind(now - 60 * 1000)
-    .bind(exclude)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(row)
+    // Each figure reads an index range, never the credential's whole history: the lifetime
+    // total is kept by triggers (migration 0007); the day counts the money committed in the
+    // window plus every live hold; the minute counts what was created in the window.
+    let day_ago = now - 24 * 60 * 60 * 1000;
+    let minute_ago = now - 60 * 1000;
+    let (committed_day, live_holds, minute, total): (i64, i64, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT
+                (SELECT COALESCE(SUM(amount), 0) FROM payments
+                  WHERE credential_id = ?1 AND committed_at > ?2 AND status IN {holding}
+                    AND status NOT IN ('pending_approval', 'authorized')),
+                (SELECT COALESCE(SUM(amount), 0) FROM payments
+                  WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
+                (SELECT COUNT(*) FROM payments
+                  WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding}),
+                COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)",
+            holding = PaymentStatus::HOLDING_SQL
+        )))
+        .bind(credential_id)
+        .bind(day_ago)
+        .bind(minute_ago)
+        .fetch_one(&mut **tx)
+        .await?;
+    let (mut day, mut minute, mut total) = (committed_day + live_holds, minute, total);
+    if let Some(id) = exclude {
+        let excluded: Option<(i64, String, Option<Millis>, Millis)> = sqlx::query_as(
+            "SELECT amount, status, committed_at, created_at FROM payments
+              WHERE id = ? AND credential_id = ?",
+        )
+        .bind(id)
+        .bind(credential_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some((amount, status, committed_at, created_at)) = excluded
+            && PaymentStatus::HOLDING_SQL.contains(&format!("'{status}'"))
+        {
+            total -= amount;
+            let live = status == "pending_approval" || status == "authorized";
+            if live || committed_at.is_some_and(|at| at > day_ago) {
+                day -= amount;
+            }
+            if created_at > minute_ago {
+                minute -= 1;
+            }
+        }
+    }
+    Ok((day, total, minute))
 }
 
 /// Records when a payment's money was committed (an approval or a capture).

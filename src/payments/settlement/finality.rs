@@ -10,7 +10,10 @@ use crate::ledger::payments as payment_rows;
 use crate::payments::{Payments, Result};
 
 impl Payments {
-    pub(super) async fn check_finality(&self, head: u64) -> Result<usize> {
+    /// Block hashes are read once per block per pass (through the pass's cache), not once per
+    /// transaction: a window holds thousands of transactions and a few dozen blocks.
+    pub(super) async fn check_finality(&self, pass: &mut super::Pass) -> Result<usize> {
+        let head = pass.head;
         let window = self.settings().finality_watch_blocks;
         let from = i64::try_from(head.saturating_sub(window)).unwrap_or(0);
         let mut alarms = 0;
@@ -21,7 +24,7 @@ impl Payments {
             ) else {
                 continue;
             };
-            let canonical = self.chain.block_hash(number).await?.to_string();
+            let canonical = self.block_hash(pass, number).await?.to_string();
             if canonical == recorded {
                 continue;
             }

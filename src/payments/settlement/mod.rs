@@ -73,6 +73,8 @@ struct Pass {
     eth_balances: HashMap<String, U256>,
     blacklisted: HashMap<Address, bool>,
     block_hashes: HashMap<u64, alloy::primitives::B256>,
+    /// Receipts a lane read in one batch for the slots whose nonce is used.
+    receipts: HashMap<alloy::primitives::B256, Option<crate::chain::Receipt>>,
 }
 
 impl Pass {
@@ -88,6 +90,7 @@ impl Pass {
             eth_balances: HashMap::new(),
             blacklisted: HashMap::new(),
             block_hashes: HashMap::new(),
+            receipts: HashMap::new(),
         }
     }
 
@@ -247,6 +250,7 @@ impl Payments {
     /// One settlement pass: sign, re-check finality (reopening a slot whose block a deep reorg
     /// took), resolve every open nonce slot.
     pub async fn settle_once(&self) -> Result<PassReport> {
+        let started = std::time::Instant::now();
         let expired = self.expire_stale().await?;
         let head = self.chain.head().await?;
         let mut pass = Pass::new(head, expired);
@@ -258,10 +262,25 @@ impl Payments {
                 _ => return Err(error),
             }
         }
-        pass.report.alarms += self.check_finality(head).await?;
+        let signed_at = started.elapsed();
+        pass.report.alarms += self.check_finality(&mut pass).await?;
+        let finality_at = started.elapsed();
         self.resolve_slots(&mut pass).await?;
+        let resolved_at = started.elapsed();
         self.publish_waiting().await?;
+        let published_at = started.elapsed();
         self.checkpoint_audit(false).await?;
+        tracing::debug!(
+            publish_ms = (published_at - resolved_at).as_millis() as u64,
+            head,
+            sign_ms = signed_at.as_millis() as u64,
+            finality_ms = (finality_at - signed_at).as_millis() as u64,
+            resolve_ms = (resolved_at - finality_at).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            signed = pass.report.signed,
+            updated = pass.report.updated,
+            "settlement pass timing"
+        );
         Ok(pass.report)
     }
 

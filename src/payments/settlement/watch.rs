@@ -76,6 +76,8 @@ impl Payments {
             stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
                 .map(|(wallet_id, slots)| async move {
                     let mut lane = parent.lane(&wallet_id);
+                    self.prefetch_receipts(&mut lane, &wallet_id, &slots)
+                        .await?;
                     let mut mined = Vec::new();
                     for (at, slot) in slots.iter().enumerate() {
                         let payment_id = slot.live().payment_id.clone();
@@ -102,6 +104,49 @@ impl Payments {
             }
         }
         halted.map_or(Ok(()), Err)
+    }
+
+    /// Reads, in one JSON-RPC batch, the receipts `observe` will ask for: those of every
+    /// transaction of the lane's slots whose nonce the chain has used (or that were recorded as
+    /// included). The wallet's nonce is read first, as `observe` requires.
+    async fn prefetch_receipts(
+        &self,
+        lane: &mut Pass,
+        wallet_id: &str,
+        slots: &[Slot],
+    ) -> Result<()> {
+        let Some(first) = slots.first() else {
+            return Ok(());
+        };
+        let wallet = match wallets::get(self.ledger.pool(), wallet_id).await {
+            Ok(wallet) => wallet,
+            // The slots' own path reports (and parks) what is wrong with the wallet.
+            Err(_) => return Ok(()),
+        };
+        let Ok(address) = wallet.address() else {
+            return Ok(());
+        };
+        let chain_nonce = match self
+            .chain_nonce(lane, &first.live().wallet_id, address)
+            .await
+        {
+            Ok(nonce) => nonce,
+            Err(_) => return Ok(()),
+        };
+        let mut hashes = Vec::new();
+        for slot in slots {
+            let used = u64::try_from(slot.live().nonce).is_ok_and(|nonce| chain_nonce > nonce);
+            if used || live_included(slot) {
+                for transaction in &slot.transactions {
+                    hashes.push(parse_hash(&transaction.tx_hash)?);
+                }
+            }
+        }
+        // A batch the node cannot answer now leaves each slot to read its own receipts.
+        if let Ok(receipts) = self.chain.receipts(&hashes).await {
+            lane.receipts.extend(hashes.into_iter().zip(receipts));
+        }
+        Ok(())
     }
 
     /// Records every slot of a lane that a block includes, in one write transaction. If any of
@@ -223,7 +268,12 @@ impl Payments {
             if !nonce_used && !live_included(slot) {
                 break;
             }
-            if let Some(receipt) = self.chain.receipt(parse_hash(&candidate.tx_hash)?).await?
+            let hash = parse_hash(&candidate.tx_hash)?;
+            let receipt = match pass.receipts.get(&hash) {
+                Some(prefetched) => prefetched.clone(),
+                None => self.chain.receipt(hash).await?,
+            };
+            if let Some(receipt) = receipt
                 && self.block_hash(pass, receipt.block_number).await? == receipt.block_hash
             {
                 mined = Some((index, receipt));
