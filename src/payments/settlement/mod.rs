@@ -43,6 +43,8 @@ const SIGN_BATCH: i64 = 2_000;
 /// slots resolved in order, one at a time, while the other wallets' lanes go on beside it, so a
 /// slow payment holds up only its own wallet, and the lanes' writes share group commits.
 const MAX_LANES: usize = 32;
+/// Payments one lane writes in one transaction (signed, or recorded as mined).
+const WRITE_CHUNK: usize = 32;
 /// The longest the worker backs off after consecutive failing passes.
 const MAX_BACKOFF_MS: u64 = 30_000;
 /// How often the background loop checks agent wallets' ETH for the gas float and reconciles

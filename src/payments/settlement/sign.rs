@@ -103,24 +103,26 @@ impl Payments {
                 Err(error) => self.isolate(lane, &payment.id, error).await?,
             }
         }
-        if ready.is_empty() {
-            return Ok(());
-        }
-        let signed = match self.sign_and_store(lane, wallet_id, &ready).await {
-            Ok(signed) => signed,
-            Err(error) => {
-                // The whole batch shares the wallet's key and nonce range: what stops one
-                // stops them all, and none of their nonces was used.
-                let ids: Vec<_> = ready.iter().map(|(p, _)| p.id.to_string()).collect();
-                return self.isolate_all(lane, &ids, error).await;
+        // In chunks, so that one write transaction never holds the writer for long: intents
+        // accepted meanwhile wait for a chunk, not for a whole burst.
+        for chunk in ready.chunks(super::WRITE_CHUNK) {
+            let signed = match self.sign_and_store(lane, wallet_id, chunk).await {
+                Ok(signed) => signed,
+                Err(error) => {
+                    // The chunk shares the wallet's key and nonce range: what stops one stops
+                    // them all, and none of their nonces was used.
+                    let ids: Vec<_> = chunk.iter().map(|(p, _)| p.id.to_string()).collect();
+                    return self.isolate_all(lane, &ids, error).await;
+                }
+            };
+            if signed.is_empty() {
+                return Ok(());
             }
-        };
-        if signed.is_empty() {
-            return Ok(());
+            lane.report.signed += chunk.len();
+            self.fail_point("after_sign")?;
+            self.first_send(lane, &signed).await?;
         }
-        lane.report.signed += ready.len();
-        self.fail_point("after_sign")?;
-        self.first_send(lane, &signed).await
+        Ok(())
     }
 
     /// The checks of one payment. `Some(plan)` if it is ready to sign; `None` if it failed its

@@ -158,9 +158,18 @@ impl Payments {
         slots: &[Slot],
         mined: Vec<(usize, usize, Receipt)>,
     ) -> Result<()> {
-        if mined.is_empty() {
-            return Ok(());
+        for chunk in mined.chunks(super::WRITE_CHUNK) {
+            self.record_chunk(lane, slots, chunk.to_vec()).await?;
         }
+        Ok(())
+    }
+
+    async fn record_chunk(
+        &self,
+        lane: &mut Pass,
+        slots: &[Slot],
+        mined: Vec<(usize, usize, Receipt)>,
+    ) -> Result<()> {
         let mut reasons = Vec::with_capacity(mined.len());
         for (at, index, receipt) in &mined {
             reasons.push(
