@@ -123,10 +123,16 @@ impl AuditEvent {
 /// Appends `event` in the caller's transaction and returns its sequence number.
 pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
     tx.mark_audited();
-    let last: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
+    let last: Option<(i64, String)> = match tx.audit_head() {
+        Some(head) => Some(head),
+        None => {
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    // If the insert below fails, the head is unknown until read again.
+    tx.set_audit_head(None);
     let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
     let seq = prev_seq + 1;
     let alarm = event.kind.is_alarm().then(|| {
@@ -167,9 +173,10 @@ pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, Led
     .bind(event.block_number)
     .bind(event.block_hash)
     .bind(prev_hash)
-    .bind(hash)
+    .bind(&hash)
     .execute(&mut **tx)
     .await?;
+    tx.set_audit_head(Some((seq, hash)));
     if let Some(mut alarm) = alarm {
         alarm["seq"] = serde_json::json!(seq);
         super::webhooks::enqueue(tx, super::webhooks::AUDIT_ALARM, &alarm, at).await?;
@@ -311,6 +318,18 @@ pub struct Checkpoint {
 
 /// Signs the chain's current head as a checkpoint, unless the newest checkpoint is already it,
 /// or fewer than `min_new_events` events came since. Returns the new checkpoint's seq.
+/// Whether at least `min_new_events` events (and at least one) came since the last checkpoint,
+/// read from committed state; `checkpoint` decides again inside its write.
+pub async fn checkpoint_due(pool: &SqlitePool, min_new_events: i64) -> Result<bool, LedgerError> {
+    let (seq, prev_seq): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE((SELECT MAX(seq) FROM audit_events), 0),
+                COALESCE((SELECT MAX(seq) FROM audit_checkpoints), 0)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(seq > prev_seq && seq - prev_seq >= min_new_events)
+}
+
 pub async fn checkpoint(
     tx: &mut Tx,
     key: &AuditKey,

@@ -66,6 +66,10 @@ struct Writer {
     abandoned: bool,
     /// Callers whose savepoint was released into the open transaction, waiting for its commit.
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// The last audit event's sequence number and hash, as written inside the open transaction
+    /// (which holds SQLite's write lock, so no one else can append). Forgotten at every commit
+    /// and rollback, so it is read again once per group.
+    audit_head: Option<(i64, String)>,
 }
 
 impl Writer {
@@ -79,6 +83,7 @@ impl Writer {
     async fn discard_abandoned(&mut self) -> Result<(), LedgerError> {
         if self.abandoned {
             self.abandoned = false;
+            self.audit_head = None;
             let rolled_back = sqlx::query("ROLLBACK TO tx; RELEASE tx")
                 .execute(self.connection()?)
                 .await;
@@ -99,6 +104,7 @@ impl Writer {
     /// Commits the open transaction (one fsync) and tells every waiter how it went. A failed
     /// commit rolls back the whole group: none of its writes happened, and every waiter is told.
     async fn flush(&mut self) {
+        self.audit_head = None;
         let mut outcome = self.discard_abandoned().await.map_err(|e| e.to_string());
         if self.open {
             self.open = false;
@@ -202,6 +208,15 @@ impl Tx {
         self.audited = true;
     }
 
+    /// The audit chain's head as known inside the open transaction, if it was read or written.
+    pub(crate) fn audit_head(&self) -> Option<(i64, String)> {
+        self.writer.audit_head.clone()
+    }
+
+    pub(crate) fn set_audit_head(&mut self, head: Option<(i64, String)>) {
+        self.writer.audit_head = head;
+    }
+
     /// Commits; refuses (and rolls back) a transaction that appended no audit event.
     pub async fn commit(self) -> Result<(), LedgerError> {
         if !self.audited {
@@ -303,6 +318,7 @@ impl Ledger {
                 open: false,
                 abandoned: false,
                 waiters: Vec::new(),
+                audit_head: None,
             })),
             flush: Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),

@@ -75,6 +75,8 @@ struct Pass {
     eth_balances: HashMap<String, U256>,
     blacklisted: HashMap<Address, bool>,
     block_hashes: HashMap<u64, alloy::primitives::B256>,
+    /// Wallet addresses, read once per pass.
+    addresses: HashMap<String, Address>,
     /// Receipts a lane read in one batch for the slots whose nonce is used.
     receipts: HashMap<alloy::primitives::B256, Option<crate::chain::Receipt>>,
 }
@@ -93,6 +95,7 @@ impl Pass {
             blacklisted: HashMap::new(),
             block_hashes: HashMap::new(),
             receipts: HashMap::new(),
+            addresses: HashMap::new(),
         }
     }
 
@@ -383,6 +386,18 @@ impl Payments {
                 .set(count as f64);
         }
         Ok(())
+    }
+
+    /// The wallet's address, read once per pass.
+    async fn wallet_address(&self, pass: &mut Pass, wallet_id: &str) -> Result<Address> {
+        if let Some(address) = pass.addresses.get(wallet_id) {
+            return Ok(*address);
+        }
+        let address = wallets::get(self.ledger.pool(), wallet_id)
+            .await?
+            .address()?;
+        pass.addresses.insert(wallet_id.to_string(), address);
+        Ok(address)
     }
 
     /// The wallet's ETH at the latest block, read once per pass.

@@ -6,8 +6,8 @@ use super::slot::{self, Action, Live, Observed};
 use super::{Pass, parse_hash};
 use crate::chain::Receipt;
 use crate::domain::{Address, PaymentStatus, TransactionStatus};
+use crate::ledger::LedgerError;
 use crate::ledger::payments::{self as payment_rows, TransactionRow};
-use crate::ledger::{LedgerError, wallets};
 use crate::payments::{Payments, Result};
 use futures_util::{StreamExt, stream};
 
@@ -118,12 +118,8 @@ impl Payments {
         let Some(first) = slots.first() else {
             return Ok(());
         };
-        let wallet = match wallets::get(self.ledger.pool(), wallet_id).await {
-            Ok(wallet) => wallet,
-            // The slots' own path reports (and parks) what is wrong with the wallet.
-            Err(_) => return Ok(()),
-        };
-        let Ok(address) = wallet.address() else {
+        // The slots' own path reports (and parks) what is wrong with the wallet.
+        let Ok(address) = self.wallet_address(lane, wallet_id).await else {
             return Ok(());
         };
         let chain_nonce = match self
@@ -221,17 +217,21 @@ impl Payments {
     /// be recorded with the lane's others.
     async fn settle_slot(&self, pass: &mut Pass, slot: &Slot) -> Result<Settled> {
         let live = slot.live();
-        let wallet = wallets::get(self.ledger.pool(), &live.wallet_id).await?;
-        let address = wallet.address()?;
+        let address = self.wallet_address(pass, &live.wallet_id).await?;
         let observed = self.observe(pass, slot, address).await?;
-        let payment = payment_rows::get(self.ledger.pool(), &live.payment_id).await?;
         let status = live.status()?;
+        // Only a transaction no node has accepted can belong to a cancelled payment (a freeze
+        // cancels those alone), so the payment is read only then.
+        let payment_cancelled = status == TransactionStatus::Signed
+            && payment_rows::get(self.ledger.pool(), &live.payment_id)
+                .await?
+                .status()?
+                == PaymentStatus::Cancelled;
         let view = Live {
             accepted: status != TransactionStatus::Signed,
             included: status == TransactionStatus::Included,
             filler: live.is_filler(),
-            payment_cancelled: payment.status()? == PaymentStatus::Cancelled
-                && status == TransactionStatus::Signed,
+            payment_cancelled,
             blocks_waiting: live
                 .broadcast_block
                 .and_then(|b| u64::try_from(b).ok())
