@@ -123,7 +123,9 @@ impl Payments {
             )
             .await?;
         }
-        payment_rows::set_unsendable_since(tx, live.id, None).await?;
+        if live.unsendable_since.is_some() {
+            payment_rows::set_unsendable_since(tx, live.id, None).await?;
+        }
         if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() && !live.is_filler()
         {
             payment_rows::set_waiting_reason(tx, &payment.id, None, now).await?;

@@ -299,8 +299,10 @@ impl Payments {
 
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
+        let mut waiting = Vec::new();
         for (payment, plan) in ready {
             let current = payment_rows::get(&mut *tx, &payment.id).await?;
+            waiting.push(current.waiting_reason.is_some());
             let (needs_usdc, needs_eth) = payment_rows::missing_legs(&mut *tx, &current).await?;
             if !matches!(
                 current.status()?,
@@ -337,7 +339,7 @@ impl Payments {
         }
         let mut signed = signed.into_iter();
         let mut hashes = Vec::new();
-        for (payment, plan) in ready {
+        for ((payment, plan), was_waiting) in ready.iter().zip(waiting) {
             let mut legs = Vec::new();
             for (asset, wei) in [
                 (Asset::Usdc, plan.usdc_gas.map(|_| None)),
@@ -374,7 +376,9 @@ impl Payments {
                 .and_then(|leg| leg["tx_hash"].as_str())
                 .map(str::to_string);
             payment_rows::sync_chain_fields(&mut tx, &payment.id, now).await?;
-            payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            if was_waiting {
+                payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            }
             audit::append(
                 &mut tx,
                 now,
