@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// The devnet's block gas limit (Base's is in the hundreds of millions).
     #[arg(long, default_value_t = 300_000_000)]
     pub gas_limit: u64,
+    /// Payments already stored before the run (synthetic, confirmed, spread over the agents'
+    /// credentials and older than every rolling window), to see whether acceptance slows as the
+    /// history grows.
+    #[arg(long, default_value_t = 0)]
+    pub stored: u64,
     /// Give up waiting for confirmations after this many seconds without progress.
     #[arg(long, default_value_t = 60)]
     pub stall_timeout_secs: u64,
@@ -70,6 +75,7 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub agents: u32,
+    pub stored: u64,
     pub payments: u32,
     pub clients: u32,
     pub block_time_secs: u64,
@@ -224,6 +230,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     setup.set_message("creating and funding agents");
     let per_agent = per_agent_total(args);
     let mut agents = Vec::new();
+    let mut credentials = Vec::new();
     for index in 0..args.agents {
         let agent = post(
             &http,
@@ -246,6 +253,20 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         devnet.mint(address, per_agent).await?;
         devnet.set_eth_balance(address, "10").await?;
         agents.push((address, text(&credential, "token")?));
+        credentials.push(text(&credential, "id")?);
+    }
+    if args.stored > 0 {
+        setup.set_message(format!("storing {} payments of history", args.stored));
+        let ledger = crate::ledger::Ledger::open(&config.database_url).await?;
+        let two_days_ago = chrono::Utc::now().timestamp_millis() - 2 * 24 * 60 * 60 * 1000;
+        let share = args.stored.div_ceil(credentials.len() as u64);
+        let mut left = args.stored;
+        for credential in &credentials {
+            let count = share.min(left);
+            ledger_bench::preload(&ledger, credential, count, two_days_ago).await?;
+            left -= count;
+        }
+        ledger.close().await;
     }
     let recipients: Vec<Address> = (0..RECIPIENTS)
         .map(|_| Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>())))
@@ -254,10 +275,11 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     devnet.mine_every(args.block_time_secs.max(1)).await?;
     setup.finish_and_clear();
 
+    let since = chrono::Utc::now().timestamp_millis();
     let accept = fire(&http, &api, args, &agents, &recipients).await?;
-    let settled = wait_for_settlement(&running.payments, args).await?;
+    let settled = wait_for_settlement(&running.payments, args, since).await?;
     let peak_rss_mb = peak_rss_mb();
-    let outcomes = ledger_bench::outcomes(running.payments.reader().pool()).await?;
+    let outcomes = ledger_bench::outcomes(running.payments.reader().pool(), since).await?;
     let head = chain.head().await?;
     let senders: Vec<Address> = agents.iter().map(|(address, _)| *address).collect();
     let logs = chain.usdc_transfers(start_block, head, &senders).await?;
@@ -283,6 +305,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     };
     Ok(Report {
         agents: args.agents,
+        stored: args.stored,
         payments: args.payments,
         clients: args.clients,
         block_time_secs: args.block_time_secs.max(1),
@@ -456,13 +479,14 @@ async fn fire(
 async fn wait_for_settlement(
     payments: &crate::payments::Payments,
     args: &BenchArgs,
+    since: i64,
 ) -> anyhow::Result<u64> {
     let bar = counter("confirming on chain", u64::from(args.payments));
     let stall = Duration::from_secs(args.stall_timeout_secs.max(1));
     let mut last_progress = Instant::now();
     let mut last_final = 0;
     loop {
-        let counts = ledger_bench::status_counts(payments.reader().pool()).await?;
+        let counts = ledger_bench::status_counts(payments.reader().pool(), since).await?;
         let count = |status: &str| {
             counts
                 .iter()
@@ -696,8 +720,9 @@ fn print_table(report: &Report) {
     let r = &report.ratios;
     let v = &report.verification;
     println!(
-        "bursar bench: {} payments, {} agent wallets, {} clients, {}s blocks, {} confirmations",
+        "bursar bench: {} payments ({} stored before), {} agent wallets, {} clients, {}s blocks, {} confirmations",
         report.payments,
+        report.stored,
         report.agents,
         report.clients,
         report.block_time_secs,

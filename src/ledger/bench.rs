@@ -21,23 +21,30 @@ pub struct Outcome {
     pub confirmed_at: Option<Millis>,
 }
 
-/// Every agent payment (not fundings or sweeps) with its confirmation time, if any.
-pub async fn outcomes(pool: &SqlitePool) -> Result<Vec<Outcome>, LedgerError> {
+/// Every agent payment (not fundings or sweeps) created since `since`, with its confirmation
+/// time, if any.
+pub async fn outcomes(pool: &SqlitePool, since: Millis) -> Result<Vec<Outcome>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT p.id, p.status, p.to_address, p.amount, p.tx_hash, p.created_at,
                 (SELECT MIN(e.at) FROM audit_events e
                   WHERE e.payment_id = p.id AND e.kind = 'payment_confirmed') AS confirmed_at
-           FROM payments p WHERE p.kind = 'payment'",
+           FROM payments p WHERE p.kind = 'payment' AND p.created_at >= ?",
     )
+    .bind(since)
     .fetch_all(pool)
     .await?)
 }
 
-/// How many agent payments are in each status.
-pub async fn status_counts(pool: &SqlitePool) -> Result<Vec<(String, i64)>, LedgerError> {
+/// How many agent payments created since `since` are in each status.
+pub async fn status_counts(
+    pool: &SqlitePool,
+    since: Millis,
+) -> Result<Vec<(String, i64)>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT status, COUNT(*) FROM payments WHERE kind = 'payment' GROUP BY status",
+        "SELECT status, COUNT(*) FROM payments
+          WHERE kind = 'payment' AND created_at >= ? GROUP BY status",
     )
+    .bind(since)
     .fetch_all(pool)
     .await?)
 }
@@ -104,4 +111,44 @@ pub async fn sqlite_ceiling(path: &std::path::Path) -> Result<Ceiling, LedgerErr
         single_commits_per_second: single,
         group_commit_rows_per_second: group,
     })
+}
+
+/// Rows written per transaction while preloading.
+const PRELOAD_CHUNK: u64 = 100_000;
+
+/// Stores `count` synthetic confirmed payments of `credential_id` (of its agent and wallet),
+/// dated `at`, so that `bursar bench --stored` can show whether the cost of accepting an intent
+/// grows with the history behind it. A bench fixture for the bench's own throwaway database:
+/// written without audit events, which is why it is here and nowhere else.
+pub async fn preload(
+    ledger: &super::Ledger,
+    credential_id: &str,
+    count: u64,
+    at: Millis,
+) -> Result<(), LedgerError> {
+    let mut start = 0;
+    while start < count {
+        let end = (start + PRELOAD_CHUNK).min(count);
+        let mut tx = ledger.begin().await?;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)
+             INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address,
+                 amount, currency, capture, status, idempotency_scope, idempotency_key,
+                 request_hash, created_at, updated_at, committed_at)
+             SELECT 'pay_stored_' || c.id || '_' || n.i, 'payment', c.agent_id, c.id, a.wallet_id,
+                 '0x000000000000000000000000000000000000dEaD', 1000, 'USDC', 'automatic',
+                 'confirmed', c.id, 'stored-' || n.i, 'stored', ?3, ?3, ?3
+               FROM n, credentials c JOIN agents a ON a.id = c.agent_id WHERE c.id = ?4",
+        )
+        .bind(i64::try_from(start).unwrap_or(i64::MAX))
+        .bind(i64::try_from(end).unwrap_or(i64::MAX))
+        .bind(at)
+        .bind(credential_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit_unaudited("a bench fixture in a throwaway database")
+            .await?;
+        start = end;
+    }
+    Ok(())
 }
