@@ -786,3 +786,77 @@ fn print_table(report: &Report) {
         v.transfers_on_chain, report.payments, v.lost, v.doubled, s.confirmed, a.errors, a.retries
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::TransferLog;
+    use alloy::primitives::{B256, U256};
+
+    fn address(byte: u8) -> Address {
+        Address::from(alloy::primitives::Address::repeat_byte(byte))
+    }
+
+    fn outcome(id: u8, hash: B256, to: Address, amount: i64) -> ledger_bench::Outcome {
+        ledger_bench::Outcome {
+            id: format!("pay_{id}"),
+            status: "confirmed".into(),
+            to_address: to.to_string(),
+            amount,
+            tx_hash: Some(hash.to_string()),
+            created_at: 0,
+            confirmed_at: Some(1),
+        }
+    }
+
+    fn log(hash: B256, from: Address, to: Address, value: u64) -> TransferLog {
+        TransferLog {
+            tx_hash: hash,
+            log_index: 0,
+            block_number: 1,
+            block_hash: B256::ZERO,
+            from,
+            to,
+            value: U256::from(value),
+        }
+    }
+
+    #[test]
+    fn verification_counts_lost_doubled_and_mismatched_transfers() {
+        let (agent, other, to) = (address(1), address(2), address(3));
+        let (a, b, c) = (
+            B256::repeat_byte(0xa),
+            B256::repeat_byte(0xb),
+            B256::repeat_byte(0xc),
+        );
+        let outcomes = [outcome(1, a, to, 1_000), outcome(2, b, to, 2_000)];
+
+        let exact = [log(a, agent, to, 1_000), log(b, agent, to, 2_000)];
+        let v = verify(&outcomes, &exact, &[agent], 2);
+        assert_eq!((v.transfers_on_chain, v.lost, v.doubled), (2, 0, 0));
+
+        // A second transfer for the same intent, in another transaction: doubled.
+        let twice = [exact[0].clone(), exact[1].clone(), log(c, agent, to, 1_000)];
+        let v = verify(&outcomes, &twice, &[agent], 2);
+        assert_eq!((v.lost, v.doubled), (0, 1));
+
+        // The wrong amount matches nothing: the intent is lost and the transfer is extra.
+        let wrong = [exact[0].clone(), log(b, agent, to, 2_001)];
+        let v = verify(&outcomes, &wrong, &[agent], 2);
+        assert_eq!((v.lost, v.doubled), (1, 1));
+
+        // An intent accepted but never sent; transfers from other senders are not ours.
+        let missing = [exact[0].clone(), log(b, other, to, 2_000)];
+        let v = verify(&outcomes, &missing, &[agent], 2);
+        assert_eq!((v.transfers_on_chain, v.lost, v.doubled), (1, 1, 0));
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7], 99.0), 7.0);
+    }
+}
