@@ -5,6 +5,13 @@ pragma solidity ^0.8.0;
 /// What settlement, balances and reconciliation use.
 interface IUSDC {
     event Transfer(address indexed from, address indexed to, uint256 value);
+    /// EIP-3009: an authorization was executed (or cancelled); x402 payments confirm on it.
+    event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+
+    /// The EIP-712 domain's name and version, which x402 authorizations are signed under.
+    function name() external view returns (string memory);
+    function version() external view returns (string memory);
+    function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
 
     function transfer(address to, uint256 value) external returns (bool);
     function balanceOf(address account) external view returns (uint256);

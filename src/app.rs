@@ -70,6 +70,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             write_rate_per_second: config.write_rate_per_second,
             write_rate_burst: config.write_rate_burst,
             finality_watch_blocks: config.finality_watch_blocks,
+            x402_allow_private_targets: config.x402_allow_private_targets,
         },
     );
     payments.ensure_treasury().await?;
@@ -167,6 +168,7 @@ pub async fn start(
         reader: payments.reader(),
         payments: payments.clone(),
         metrics: metrics_handle(),
+        payer: crate::x402::Payer::new(payments.clone(), settings.x402_allow_private_targets),
     };
     let router = api::router(state);
     let mut server_stop = receiver.clone();

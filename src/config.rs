@@ -45,6 +45,10 @@ pub struct Config {
     pub write_rate_per_second: std::num::NonZeroU32,
     /// Write requests at once per credential or staff token before the rate applies.
     pub write_rate_burst: std::num::NonZeroU32,
+    /// Whether the x402 payer may reach private, loopback and link-local targets.
+    pub x402_allow_private_targets: bool,
+    /// `Host` values the MCP endpoint accepts (empty: the listen address and loopback names).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,8 @@ struct FileConfig {
     finality_watch_blocks: Option<u64>,
     write_rate_per_second: Option<u64>,
     write_rate_burst: Option<u64>,
+    x402_allow_private_targets: Option<bool>,
+    mcp_allowed_hosts: Option<Vec<String>>,
 }
 
 impl Config {
@@ -273,7 +279,28 @@ impl Config {
             number("BURSAR_WRITE_RATE_BURST", file.write_rate_burst)?,
             100,
         )?;
+        let x402_allow_private_targets = match env("BURSAR_X402_ALLOW_PRIVATE_TARGETS").as_deref() {
+            None => file.x402_allow_private_targets.unwrap_or(false),
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    key: "BURSAR_X402_ALLOW_PRIVATE_TARGETS",
+                    message: format!("must be true or false, not {other:?}"),
+                });
+            }
+        };
+        let mcp_allowed_hosts = match env("BURSAR_MCP_ALLOWED_HOSTS") {
+            Some(list) => list
+                .split(',')
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            None => file.mcp_allowed_hosts.unwrap_or_default(),
+        };
         Ok(Config {
+            x402_allow_private_targets,
+            mcp_allowed_hosts,
             listen,
             database_url,
             rpc_url,

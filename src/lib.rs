@@ -13,3 +13,4 @@ pub mod domain;
 pub mod ledger;
 pub mod payments;
 pub mod policy;
+pub mod x402;

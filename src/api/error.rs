@@ -28,6 +28,14 @@ pub enum ApiError {
         payment: Option<Box<serde_json::Value>>,
     },
     Unavailable(String),
+    /// An upstream (an x402 seller) answered with something that cannot be used.
+    BadGateway(String),
+    /// Well-formed, but it cannot be done: `code` says why.
+    Unprocessable {
+        code: &'static str,
+        field: Option<String>,
+        message: String,
+    },
     RateLimited {
         retry_after_secs: u64,
     },
@@ -140,6 +148,14 @@ impl IntoResponse for ApiError {
                 );
                 return response;
             }
+            ApiError::BadGateway(message) => {
+                (StatusCode::BAD_GATEWAY, "seller_error", message, None)
+            }
+            ApiError::Unprocessable {
+                code,
+                field,
+                message,
+            } => (StatusCode::UNPROCESSABLE_ENTITY, code, message, field),
             ApiError::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

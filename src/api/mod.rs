@@ -16,6 +16,7 @@ mod service;
 mod tokens;
 mod treasury;
 mod webhooks;
+mod x402;
 
 pub use error::ApiError;
 pub use rate_limit::WriteLimiter;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub reader: crate::ledger::LedgerReader,
     pub write_limiter: WriteLimiter,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The x402 payer (outbound requests to sellers).
+    pub payer: crate::x402::Payer,
 }
 
 #[derive(OpenApi)]
@@ -58,6 +61,7 @@ pub struct AppState {
         audit::list, audit::verify, audit::export, reports::spend, reports::balances, reports::reconciliation,
         webhooks::create, webhooks::list, webhooks::disable, webhooks::deliveries, webhooks::replay,
         deny_list::add, deny_list::list, deny_list::remove,
+        x402::fetch, x402::authorize,
     ),
     components(schemas(
         crate::domain::PaymentStatus, crate::payments::Policy, crate::payments::Decision, crate::payments::Check,
@@ -95,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::router())
         .merge(webhooks::router())
         .merge(deny_list::router())
+        .merge(x402::router())
         .route("/docs", axum::routing::get(reference::docs))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -125,6 +125,16 @@ pub struct TransferLog {
     pub value: U256,
 }
 
+/// One USDC `AuthorizationUsed` log (EIP-3009).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationLog {
+    pub authorizer: Address,
+    pub nonce: B256,
+    pub tx_hash: B256,
+    pub block_number: u64,
+    pub block_hash: B256,
+}
+
 /// What the node reports for a mined transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -497,6 +507,81 @@ impl Chain {
             }
             _ => None,
         }
+    }
+
+    /// The token's EIP-712 domain name and version, as the contract itself reports them.
+    pub async fn usdc_domain(&self) -> Result<(String, String), ChainError> {
+        let token = usdc::IUSDC::new(self.usdc.into_inner(), &self.provider);
+        let name = self.call("name", token.name().call()).await?;
+        let version = self.call("version", token.version().call()).await?;
+        Ok((name, version))
+    }
+
+    /// The head block's number and timestamp (seconds): what "now" is on chain.
+    pub async fn head_block(&self) -> Result<(u64, u64), ChainError> {
+        let block = self
+            .call(
+                "eth_getBlockByNumber",
+                self.provider.get_block_by_number(BlockNumberOrTag::Latest),
+            )
+            .await?
+            .ok_or(ChainError::MissingBlock { number: u64::MAX })?;
+        Ok((block.header.number, block.header.timestamp))
+    }
+
+    /// USDC `AuthorizationUsed` logs in `[from_block, to_block]` of any of `authorizers`, in
+    /// chain order, read `LOG_RANGE_BLOCKS` blocks at a time.
+    pub async fn authorizations_used(
+        &self,
+        from_block: u64,
+        to_block: u64,
+        authorizers: &[Address],
+    ) -> Result<Vec<AuthorizationLog>, ChainError> {
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        if authorizers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topics: Vec<B256> = authorizers
+            .iter()
+            .map(|a| a.into_inner().into_word())
+            .collect();
+        let mut found = Vec::new();
+        let mut start = from_block;
+        while start <= to_block {
+            let end = to_block.min(start.saturating_add(LOG_RANGE_BLOCKS - 1));
+            let filter = Filter::new()
+                .address(self.usdc.into_inner())
+                .event_signature(usdc::IUSDC::AuthorizationUsed::SIGNATURE_HASH)
+                .from_block(start)
+                .to_block(end)
+                .topic1(topics.clone());
+            for log in self
+                .call("eth_getLogs", self.provider.get_logs(&filter))
+                .await?
+            {
+                let (Some(tx_hash), Some(block_number), Some(block_hash), false) = (
+                    log.transaction_hash,
+                    log.block_number,
+                    log.block_hash,
+                    log.removed,
+                ) else {
+                    continue;
+                };
+                let Ok(event) = usdc::IUSDC::AuthorizationUsed::decode_log(&log.inner) else {
+                    continue;
+                };
+                found.push(AuthorizationLog {
+                    authorizer: event.authorizer.into(),
+                    nonce: event.nonce,
+                    tx_hash,
+                    block_number,
+                    block_hash,
+                });
+            }
+            start = end + 1;
+        }
+        Ok(found)
     }
 
     /// Whether USDC's pauser has paused all transfers.

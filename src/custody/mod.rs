@@ -4,7 +4,7 @@
 //! private key, and every type holding one has a `Debug` that prints only the address. Imports
 //! only `domain`.
 
-use crate::domain::Address;
+use crate::domain::{Address, TransferAuthorization};
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
 use alloy::primitives::B256;
@@ -228,6 +228,38 @@ impl Custody {
         let hash = *signed.hash();
         let raw = TxEnvelope::from(signed).encoded_2718();
         Ok(SignedTransaction { hash, raw, nonce })
+    }
+
+    /// Signs an EIP-3009 transfer authorization (x402) with the wallet's key: the authorization
+    /// must be from this wallet and for the configured chain, and the signature must recover to
+    /// the wallet's address. Returns the 65-byte signature (r, s, v).
+    pub fn sign_transfer_authorization(
+        &self,
+        sealed: &SealedKey,
+        authorization: &TransferAuthorization,
+    ) -> Result<[u8; 65], CustodyError> {
+        let address = sealed.address;
+        if authorization.chain_id != self.chain_id {
+            return Err(CustodyError::WrongChain {
+                requested: authorization.chain_id,
+                configured: self.chain_id,
+            });
+        }
+        if authorization.from != address {
+            return Err(CustodyError::Signing { address });
+        }
+        let signer = self.open(sealed)?;
+        let hash = authorization.signing_hash();
+        let signature = signer
+            .sign_hash_sync(&hash)
+            .map_err(|_| CustodyError::Signing { address })?;
+        let recovered = signature
+            .recover_address_from_prehash(&hash)
+            .map_err(|_| CustodyError::Signing { address })?;
+        if Address::from(recovered) != address {
+            return Err(CustodyError::Signing { address });
+        }
+        Ok(signature.as_bytes())
     }
 
     /// Test support: the private key bytes of a sealed wallet, so tests can prove they never

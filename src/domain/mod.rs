@@ -37,6 +37,7 @@ macro_rules! sqlx_text {
 mod address;
 mod amount;
 mod audit_key;
+mod eip3009;
 mod ids;
 mod status;
 mod wei;
@@ -44,6 +45,7 @@ mod wei;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use audit_key::AuditKey;
+pub use eip3009::TransferAuthorization;
 pub use ids::{
     AgentId, CredentialId, IdempotencyKey, IdempotencyKeyError, PaymentId, new_id, new_secret_token,
 };

@@ -77,7 +77,8 @@ impl PaymentStatus {
         match (self, next) {
             // An approved manual-capture payment becomes a hold, not a transfer.
             (PendingApproval, Queued | Authorized | Cancelled | Expired) => true,
-            (Authorized, Queued | Cancelled | Expired) => true,
+            // An x402 hold becomes a transfer when the seller executes its authorization.
+            (Authorized, Queued | Submitted | Cancelled | Expired) => true,
             (Queued, Submitted | Failed | Cancelled) => true,
             (Submitted, Included | Failed) => true,
             // A reorg can take an included transaction out of the canonical chain.
@@ -185,6 +186,9 @@ string_enum!(
         FinalityRepairFailed => "finality_repair_failed",
         CancelledPaymentExecuted => "cancelled_payment_executed",
         UnknownOutflow => "unknown_outflow",
+        X402AuthorizationSigned => "x402_authorization_signed",
+        X402SellerResponded => "x402_seller_responded",
+        UnknownAuthorization => "unknown_authorization",
     }
 );
 
@@ -196,6 +200,7 @@ impl AuditKind {
             Self::Reorg
                 | Self::FinalityViolation
                 | Self::UnknownOutflow
+                | Self::UnknownAuthorization
                 | Self::NonceConsumedExternally
                 | Self::PaymentStalled
                 | Self::SettlementParked

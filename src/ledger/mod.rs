@@ -14,6 +14,7 @@ pub mod reports;
 pub mod tokens;
 pub mod wallets;
 pub mod webhooks;
+pub mod x402;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};

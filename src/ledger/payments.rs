@@ -42,6 +42,8 @@ pub struct PaymentRow {
     pub request_hash: String,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// `Some("x402")` for a payment a seller executes with an EIP-3009 authorization.
+    pub protocol: Option<String>,
 }
 
 impl PaymentRow {
@@ -55,8 +57,8 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
          currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
-         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(row.kind)
@@ -81,6 +83,7 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(row.created_at)
     .bind(row.updated_at)
     .bind(row.committed_at)
+    .bind(&row.protocol)
     .execute(&mut **tx)
     .await?;
     super::webhooks::enqueue(
@@ -207,7 +210,7 @@ pub async fn live_holds_of_credential(
     credential_id: &str,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE credential_id = ? AND status IN ('pending_approval', 'authorized') ORDER BY rowid",
+        "SELECT * FROM payments WHERE credential_id = ? AND status IN ('pending_approval', 'authorized') AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL) ORDER BY rowid",
     )
     .bind(credential_id)
     .fetch_all(&mut **tx)
@@ -222,7 +225,7 @@ pub async fn live_holds_of_expired_credentials(
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT p.* FROM payments p JOIN credentials c ON c.id = p.credential_id
-         WHERE c.expires_at <= ? AND p.status IN ('pending_approval', 'authorized') ORDER BY p.rowid LIMIT ?",
+         WHERE c.expires_at <= ? AND p.status IN ('pending_approval', 'authorized') AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = p.id AND a.nonce IS NOT NULL) ORDER BY p.rowid LIMIT ?",
     )
     .bind(now)
     .bind(limit)
@@ -686,7 +689,7 @@ pub async fn stale(
     limit: i64,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE status = ? AND COALESCE(held_since, created_at) <= ? ORDER BY rowid LIMIT ?",
+        "SELECT * FROM payments WHERE status = ? AND COALESCE(held_since, created_at) <= ? AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL) ORDER BY rowid LIMIT ?",
     )
     .bind(status.as_str())
     .bind(cutoff)
@@ -704,7 +707,7 @@ pub async fn unbroadcast_of_agent(
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
         "SELECT * FROM payments WHERE agent_id = ? AND status IN ('pending_approval', 'authorized', 'queued')
-         ORDER BY rowid",
+         AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL) ORDER BY rowid",
     )
     .bind(agent_id)
     .fetch_all(&mut **tx)
@@ -774,8 +777,14 @@ pub async fn ledger_transfers(
                 p.to_address, p.amount
          FROM transactions t JOIN payments p ON p.id = t.payment_id JOIN wallets w ON w.id = t.wallet_id
          WHERE t.asset = 'usdc' AND (
-             (t.status IN ('included', 'confirmed') AND t.block_number BETWEEN ? AND ?)
-             OR t.status IN ('signed', 'submitted', 'replaced'))",
+             (t.status IN ('included', 'confirmed') AND t.block_number BETWEEN ?1 AND ?2)
+             OR t.status IN ('signed', 'submitted', 'replaced'))
+         UNION ALL
+         SELECT p.id, p.tx_hash, p.status, p.block_number, p.block_hash, w.address, p.to_address, p.amount
+         FROM payments p JOIN wallets w ON w.id = p.from_wallet_id
+         WHERE p.protocol = 'x402' AND p.tx_hash IS NOT NULL AND (
+             (p.status IN ('included', 'confirmed') AND p.block_number BETWEEN ?1 AND ?2)
+             OR p.status = 'submitted')",
     )
     .bind(from_block)
     .bind(to_block)

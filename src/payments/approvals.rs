@@ -176,6 +176,11 @@ impl Payments {
         let payment = self
             .load_for(&mut tx, actor, id, PaymentStatus::Authorized)
             .await?;
+        if payment.protocol.is_some() {
+            return Err(PaymentsError::Conflict(
+                "an x402 payment is captured by the seller executing its authorization".into(),
+            ));
+        }
         let authorized = Amount::from_sql(payment.amount);
         let captured = amount.unwrap_or(authorized);
         if captured > authorized {
@@ -200,6 +205,16 @@ impl Payments {
         let payment = self
             .load_for(&mut tx, actor, id, PaymentStatus::Authorized)
             .await?;
+        if payment.protocol.is_some()
+            && crate::ledger::x402::get(&mut *tx, &payment.id)
+                .await?
+                .nonce
+                .is_some()
+        {
+            return Err(PaymentsError::Conflict(
+                "this x402 authorization is signed: its hold is released when it can no longer be used (validBefore)".into(),
+            ));
+        }
         transition(
             &mut tx,
             &payment,
@@ -335,7 +350,7 @@ pub(super) async fn cancel_all(
 }
 
 /// Moves `payment` along one legal edge and appends the audit event that explains it.
-async fn transition(
+pub(super) async fn transition(
     tx: &mut Tx,
     payment: &PaymentRow,
     to: PaymentStatus,

@@ -165,6 +165,7 @@ impl Payments {
             request_hash,
             created_at: now,
             updated_at: now,
+            protocol: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod screening;
 pub mod settlement;
 pub mod treasury;
 pub mod webhooks;
+pub mod x402;
 
 use crate::chain::{Chain, ChainError};
 use crate::custody::{Custody, CustodyError, SealedKey};
@@ -239,6 +240,8 @@ pub struct Settings {
     pub write_rate_per_second: std::num::NonZeroU32,
     /// Write requests a credential or token may make at once before the rate applies.
     pub write_rate_burst: std::num::NonZeroU32,
+    /// Whether the x402 payer may reach private, loopback and link-local targets.
+    pub x402_allow_private_targets: bool,
 }
 
 impl std::fmt::Debug for Payments {

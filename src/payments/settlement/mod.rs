@@ -271,6 +271,7 @@ impl Payments {
         pass.report.alarms += self.check_finality(&mut pass).await?;
         let finality_at = started.elapsed();
         self.resolve_slots(&mut pass).await?;
+        pass.report.updated += self.track_x402().await?;
         let resolved_at = started.elapsed();
         self.publish_waiting().await?;
         let published_at = started.elapsed();
