@@ -148,6 +148,7 @@ pub async fn start(
     listen: SocketAddr,
     poll_interval: Duration,
     run_worker: bool,
+    mcp_allowed_hosts: Vec<String>,
 ) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -160,7 +161,29 @@ pub async fn start(
     let address = listener.local_addr()?;
     let (shutdown, receiver) = watch::channel(false);
     let settings = payments.settings();
+    // `/mcp` checks `Host` against this list (DNS rebinding); by default the address served
+    // and the loopback names, on the port served.
+    let mcp_allowed_hosts = if mcp_allowed_hosts.is_empty() {
+        let port = address.port();
+        let ip = address.ip().to_string();
+        let mut hosts = vec![
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        if !address.ip().is_unspecified() {
+            hosts.push(if address.is_ipv6() {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            });
+        }
+        hosts
+    } else {
+        mcp_allowed_hosts
+    };
     let state = AppState {
+        mcp_allowed_hosts,
         write_limiter: api::WriteLimiter::new(
             settings.write_rate_per_second,
             settings.write_rate_burst,
@@ -213,6 +236,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.listen,
         Duration::from_millis(config.poll_interval_ms),
         true,
+        config.mcp_allowed_hosts.clone(),
     )
     .await?;
     shutdown_signal().await;

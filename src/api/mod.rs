@@ -8,6 +8,7 @@ mod audit;
 mod deny_list;
 mod error;
 mod extract;
+mod mcp;
 mod payments;
 mod rate_limit;
 mod reference;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The x402 payer (outbound requests to sellers).
     pub payer: crate::x402::Payer,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 #[derive(OpenApi)]
@@ -89,7 +92,9 @@ impl utoipa::Modify for BearerAuth {
 }
 
 pub fn router(state: AppState) -> Router {
+    let mcp = mcp::router(state.clone(), state.mcp_allowed_hosts.clone());
     Router::new()
+        .merge(mcp)
         .merge(service::router())
         .merge(tokens::router())
         .merge(agents::router())

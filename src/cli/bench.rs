@@ -220,6 +220,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         config.listen,
         Duration::from_millis(config.poll_interval_ms.min(100)),
         true,
+        config.mcp_allowed_hosts.clone(),
     )
     .await?;
     let api = format!("http://{}", running.address);

@@ -211,6 +211,7 @@ async fn dev(mut config: Config, block_time_secs: u64, data_dir: &Path) -> anyho
         config.listen,
         Duration::from_millis(config.poll_interval_ms.min(500)),
         true,
+        config.mcp_allowed_hosts.clone(),
     )
     .await?;
     let api_url = format!("http://{}", running.address);

@@ -184,3 +184,71 @@ pub(super) fn replay(existing: PaymentRow, hash: &str) -> Result<Created> {
         replayed: true,
     })
 }
+
+/// What a credential may still spend now (the MCP `budget` tool): each limit of its policy with
+/// what is held against it, and the largest single payment the hard limits allow right now.
+#[derive(Debug, Serialize)]
+pub struct Budget {
+    pub max_per_payment: Option<String>,
+    pub daily_limit: Option<String>,
+    pub held_last_24h: String,
+    pub daily_remaining: Option<String>,
+    pub total_limit: Option<String>,
+    pub held_total: String,
+    pub total_remaining: Option<String>,
+    pub require_approval_above: Option<String>,
+    pub max_payments_per_minute: Option<u32>,
+    pub payments_last_minute: u32,
+    pub payments_left_this_minute: Option<u32>,
+    pub min_confidence: Option<f64>,
+    pub allowed_recipients: Option<Vec<String>>,
+    /// The largest payment the caps and budgets allow now; null when nothing limits it.
+    pub largest_payment_now: Option<String>,
+}
+
+impl Payments {
+    pub async fn budget(&self, credential_id: &CredentialId) -> Result<Budget> {
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let credential = tokens::get_credential(&mut *tx, credential_id).await?;
+        self.check_credential(&credential)?;
+        let policy: Policy = serde_json::from_str(&credential.policy)
+            .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
+        let (day, total, minute) =
+            payment_rows::spend_snapshot(&mut tx, &credential.id, now, None).await?;
+        tx.finish("a budget read").await?;
+        let held_day = Amount::from_sql(day);
+        let held_total = Amount::from_sql(total);
+        let remaining = |limit: Option<Amount>, held: Amount| {
+            limit.map(|l| l.checked_sub(held).unwrap_or(Amount::from_micros(0)))
+        };
+        let daily_remaining = remaining(policy.daily_limit, held_day);
+        let total_remaining = remaining(policy.total_limit, held_total);
+        let minute = u32::try_from(minute).unwrap_or(u32::MAX);
+        let largest = [policy.max_per_payment, daily_remaining, total_remaining]
+            .into_iter()
+            .flatten()
+            .min();
+        let text = |a: Option<Amount>| a.map(|a| a.to_string());
+        Ok(Budget {
+            max_per_payment: text(policy.max_per_payment),
+            daily_limit: text(policy.daily_limit),
+            held_last_24h: held_day.to_string(),
+            daily_remaining: text(daily_remaining),
+            total_limit: text(policy.total_limit),
+            held_total: held_total.to_string(),
+            total_remaining: text(total_remaining),
+            require_approval_above: text(policy.require_approval_above),
+            max_payments_per_minute: policy.max_payments_per_minute,
+            payments_last_minute: minute,
+            payments_left_this_minute: policy
+                .max_payments_per_minute
+                .map(|m| m.saturating_sub(minute)),
+            min_confidence: policy.min_confidence,
+            allowed_recipients: policy
+                .allowed_recipients
+                .map(|list| list.iter().map(ToString::to_string).collect()),
+            largest_payment_now: text(largest),
+        })
+    }
+}

@@ -106,6 +106,7 @@ impl TestApp {
             self.config.listen,
             Duration::from_secs(3600),
             false,
+            self.config.mcp_allowed_hosts.clone(),
         )
         .await
         .unwrap();
