@@ -56,7 +56,7 @@ pub struct CreatePaymentRequest {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PaymentResponse {
     id: String,
-    /// payment, funding or sweep
+    /// payment, funding, sweep, or x402 (an agent payment a seller executes with a signed authorization)
     kind: String,
     agent_id: Option<String>,
     credential_id: Option<String>,
@@ -96,7 +96,7 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
     let corrupt = || ApiError::Internal(format!("stored payment {} is unreadable", row.id));
     Ok(PaymentResponse {
         id: row.id.to_string(),
-        kind: row.kind.to_string(),
+        kind: row.protocol.clone().unwrap_or_else(|| row.kind.to_string()),
         agent_id: row.agent_id.as_ref().map(ToString::to_string),
         credential_id: row.credential_id.as_ref().map(ToString::to_string),
         to: row.to_address.to_string(),

@@ -379,13 +379,14 @@ pub async fn list(
 /// Payments the settlement worker must sign for, oldest first: queued or submitted payments with
 /// a leg (USDC when there is an amount, ETH when there is `gas_wei`) that has no transaction
 /// other than dropped ones. A new payment has no transactions at all; a payment whose nonce a
-/// foreign transaction consumed has only dropped ones for that leg.
+/// foreign transaction consumed has only dropped ones for that leg. x402 payments are never
+/// signed here: the seller's facilitator executes their authorization.
 pub async fn needing_transactions(
     pool: &SqlitePool,
     limit: i64,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments p WHERE p.status IN ('queued', 'submitted') AND (
+        "SELECT * FROM payments p WHERE p.status IN ('queued', 'submitted') AND p.protocol IS NULL AND (
              (p.amount > 0 AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
                  AND t.asset = 'usdc' AND t.purpose = 'transfer' AND t.status != 'dropped'))
           OR (p.gas_wei IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id

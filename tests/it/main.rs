@@ -12,3 +12,4 @@ mod never_stuck;
 mod policy;
 mod secrets;
 mod settlement;
+mod x402;

@@ -1,0 +1,452 @@
+//! x402: Bursar pays sellers that answer `402 Payment Required`. The other side is independent:
+//! a paid route served by the `x402-axum` middleware, settled on the devnet by
+//! `x402-facilitator-local` (the x402-rs crates), against Circle's USDC on anvil.
+
+use crate::support::{TestApp, recipient, usdc};
+use alloy::primitives::{Bytes, U256};
+use alloy::providers::Provider;
+use alloy::providers::ext::AnvilApi;
+use axum::Router;
+use axum::routing::get;
+use base64::Engine;
+use bursar::domain::Address;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use x402_chain_eip155::V2Eip155Exact;
+use x402_chain_eip155::chain::config::{Eip155ChainConfig, Eip155ChainConfigInner};
+use x402_chain_eip155::chain::{
+    AssetTransferMethod, Eip155ChainProvider, Eip155ChainReference, Eip155TokenDeployment,
+};
+use x402_facilitator_local::FacilitatorLocal;
+use x402_types::chain::{ChainId, ChainProviderOps, ChainRegistry, FromConfig};
+use x402_types::scheme::{
+    SchemeBlueprints, SchemeConfig, SchemeRegistry, X402SchemeFacilitator,
+    X402SchemeFacilitatorBuilder,
+};
+
+/// The facilitator's chain provider, wrapped so the scheme registry can build on it.
+#[derive(Clone)]
+struct FacilitatorChain(Arc<Eip155ChainProvider>);
+
+impl ChainProviderOps for FacilitatorChain {
+    fn signer_addresses(&self) -> Vec<String> {
+        self.0.signer_addresses()
+    }
+    fn chain_id(&self) -> ChainId {
+        self.0.chain_id()
+    }
+}
+
+impl X402SchemeFacilitatorBuilder<&FacilitatorChain> for V2Eip155Exact {
+    fn build(
+        &self,
+        provider: &FacilitatorChain,
+        config: Option<Value>,
+    ) -> Result<Box<dyn X402SchemeFacilitator>, Box<dyn std::error::Error>> {
+        X402SchemeFacilitatorBuilder::<Arc<Eip155ChainProvider>>::build(
+            self,
+            provider.0.clone(),
+            config,
+        )
+    }
+}
+
+/// The seller: `x402-axum` in front of `/report` (price `price_units` of USDC base units, paid to
+/// `pay_to`), settling through a local facilitator whose gas comes from an anvil dev account.
+/// Returns the base URL and a counter of requests that carried a payment.
+async fn x402_seller(
+    app: &TestApp,
+    pay_to: Address,
+    price_units: u64,
+) -> (String, Arc<AtomicUsize>) {
+    // The facilitator refuses to start unless the contracts it may use exist at their canonical
+    // addresses, as they do on Base. This test pays by EIP-3009 only, which calls none of them.
+    for address in [
+        x402_chain_eip155::v1_eip155_exact::facilitator::VALIDATOR_ADDRESS,
+        x402_chain_eip155::chain::permit2::PERMIT2_ADDRESS,
+        x402_chain_eip155::chain::permit2::EXACT_PERMIT2_PROXY_ADDRESS,
+    ] {
+        app.devnet
+            .provider
+            .anvil_set_code(address, Bytes::from_static(&[0x00]))
+            .await
+            .unwrap();
+    }
+    let key = app.devnet.anvil.keys()[7].to_bytes();
+    let inner: Eip155ChainConfigInner = serde_json::from_value(json!({
+        "signers": [format!("0x{}", hex::encode(key))],
+        "rpc": [{"http": app.devnet.rpc_url}],
+    }))
+    .unwrap();
+    let config = Eip155ChainConfig {
+        chain_reference: Eip155ChainReference::new(8453),
+        inner,
+    };
+    let provider = FacilitatorChain(Arc::new(
+        Eip155ChainProvider::from_config(&config).await.unwrap(),
+    ));
+    let chains = ChainRegistry::new([(provider.chain_id(), provider)].into_iter().collect());
+    let blueprints = SchemeBlueprints::new().and_register(V2Eip155Exact);
+    let schemes: Vec<SchemeConfig> =
+        serde_json::from_value(json!([{"id": "v2-eip155-exact", "chains": "eip155:8453"}]))
+            .unwrap();
+    let facilitator = Arc::new(FacilitatorLocal::new(SchemeRegistry::build(
+        chains, blueprints, &schemes,
+    )));
+    let token = Eip155TokenDeployment {
+        chain_reference: Eip155ChainReference::new(8453),
+        address: app.devnet.usdc.into_inner(),
+        decimals: 6,
+        transfer_method: AssetTransferMethod::Eip3009 {
+            name: "USD Coin".into(),
+            version: "2".into(),
+        },
+    };
+    let x402 = x402_axum::X402Middleware::from_facilitator(facilitator);
+    let paid = Arc::new(AtomicUsize::new(0));
+    let counter = paid.clone();
+    let router = Router::new()
+        .route(
+            "/report",
+            get(|| async { "the quarterly report" }).layer(x402.with_price_tag(
+                V2Eip155Exact::price_tag(pay_to.into_inner(), token.amount(price_units)),
+            )),
+        )
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                if request.headers().contains_key("payment-signature") {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                next.run(request)
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{address}"), paid)
+}
+
+async fn fetch(app: &TestApp, token: &str, key: &str, body: Value) -> crate::support::Response {
+    app.request(
+        Method::POST,
+        "/v1/x402/fetch",
+        Some(token),
+        Some(body),
+        Some(key),
+    )
+    .await
+}
+
+async fn audit_kinds(app: &TestApp, payment_id: &str) -> Vec<String> {
+    let events = app
+        .get(
+            &format!("/v1/audit?payment_id={payment_id}&limit=500"),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    let mut kinds: Vec<String> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.reverse();
+    kinds
+}
+
+/// An agent with `policy`, funded with 10 USDC; returns its credential and address.
+async fn x402_agent(app: &TestApp, policy: Value) -> (String, Address) {
+    let (agent_id, address) = app.create_agent("buyer").await;
+    let token = app.credential(&agent_id, policy).await;
+    app.fund(&agent_id, "10", "0.01").await;
+    (token, address)
+}
+
+#[tokio::test]
+async fn a_paid_endpoint_is_paid_exactly_once_and_confirms_on_chain() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, buyer) = x402_agent(&app, json!({"max_per_payment": "1"})).await;
+    let seller = recipient(0x51);
+    let (base, paid_requests) = x402_seller(&app, seller, 250_000).await;
+    // The facilitator waits for its transaction's receipt: blocks come as transactions do.
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let body = json!({"url": format!("{base}/report"), "max_amount": "1"});
+
+    let response = fetch(&app, &token, "x402-report-1", body.clone()).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert_eq!(response.body["response"]["status"], 200);
+    assert_eq!(response.body["response"]["body"], "the quarterly report");
+    let payment = &response.body["payment"];
+    assert_eq!(payment["kind"], "x402");
+    assert_eq!(payment["to"], seller.to_string());
+    assert_eq!(payment["amount"], "0.25");
+    assert_eq!(
+        payment["status"], "submitted",
+        "captured on the seller's PAYMENT-RESPONSE"
+    );
+    let id = payment["id"].as_str().unwrap().to_string();
+    let tx_hash = payment["tx_hash"].as_str().unwrap().to_string();
+    assert_eq!(app.usdc_balance(seller).await, usdc("0.25"));
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
+
+    // The chain, not the seller, decides: included, then confirmed at the required depth.
+    app.devnet
+        .provider
+        .anvil_set_auto_mine(false)
+        .await
+        .unwrap();
+    app.settle().await;
+    let included = crate::support::payment(&app, &id).await;
+    assert_eq!(included["status"], "included", "{included}");
+    app.mine(app.config.confirmations_required).await;
+    app.settle().await;
+    let confirmed = crate::support::payment(&app, &id).await;
+    assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+    let (receipt, transfers) = app.usdc_transfers_of(&tx_hash).await;
+    assert_eq!(
+        confirmed["block_hash"],
+        receipt.block_hash.unwrap().to_string()
+    );
+    assert_eq!(confirmed["block_number"], receipt.block_number.unwrap());
+    assert_eq!(transfers.len(), 1);
+    assert_eq!(transfers[0].from, buyer.into_inner());
+    assert_eq!(transfers[0].to, seller.into_inner());
+    assert_eq!(transfers[0].value, U256::from(250_000u64));
+    assert!(confirmed["nonce"].is_null(), "{confirmed}");
+    let sent = app
+        .devnet
+        .provider
+        .get_transaction_count(buyer.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(sent, 0, "the agent's wallet sent nothing itself");
+
+    // The same key again: the same payment, and never a second authorization or transfer.
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let replay = fetch(&app, &token, "x402-report-1", body).await;
+    assert!(replay.status.is_success(), "{}", replay.body);
+    assert_eq!(replay.body["payment"]["id"], id.as_str(), "{}", replay.body);
+    app.mine(1).await;
+    assert_eq!(app.usdc_balance(seller).await, usdc("0.25"));
+    assert_eq!(app.usdc_balance(buyer).await, usdc("9.75"));
+
+    let kinds = audit_kinds(&app, &id).await;
+    for step in [
+        "payment_decided",
+        "x402_authorization_signed",
+        "x402_seller_responded",
+        "payment_captured",
+        "payment_included",
+        "payment_confirmed",
+    ] {
+        assert!(
+            kinds.contains(&step.to_string()),
+            "{step} missing from {kinds:?}"
+        );
+    }
+    let decided = kinds.iter().position(|k| k == "payment_decided").unwrap();
+    let signed = kinds
+        .iter()
+        .position(|k| k == "x402_authorization_signed")
+        .unwrap();
+    assert!(
+        decided < signed,
+        "the attempt is recorded before anything is signed"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "x402_authorization_signed")
+            .count(),
+        1
+    );
+
+    // Reconciliation matches the authorization's transfer like any other.
+    let report = app.get("/v1/reconciliation", &app.admin_token).await.body;
+    assert!(
+        report["discrepancies"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_price_above_the_cap_is_refused_before_anything_is_signed() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, buyer) = x402_agent(&app, json!({"max_per_payment": "0.1"})).await;
+    let seller = recipient(0x52);
+    let (base, paid_requests) = x402_seller(&app, seller, 250_000).await;
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+
+    let response = fetch(
+        &app,
+        &token,
+        "too-dear",
+        json!({"url": format!("{base}/report")}),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN, "{}", response.body);
+    assert_eq!(response.body["error"]["code"], "policy_denied");
+    assert_eq!(response.body["error"]["rule"], "max_per_payment");
+    assert_eq!(response.body["payment"]["status"], "rejected");
+    let id = response.body["payment"]["id"].as_str().unwrap();
+    assert_eq!(
+        paid_requests.load(Ordering::SeqCst),
+        0,
+        "no payment reached the seller"
+    );
+    assert!(
+        !audit_kinds(&app, id)
+            .await
+            .contains(&"x402_authorization_signed".to_string())
+    );
+    assert_eq!(app.usdc_balance(buyer).await, usdc("10"));
+
+    // Over the caller's own max_amount: refused before the policy is even asked.
+    let response = fetch(
+        &app,
+        &token,
+        "over-max",
+        json!({"url": format!("{base}/report"), "max_amount": "0.2"}),
+    )
+    .await;
+    assert_eq!(
+        response.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        response.body
+    );
+    assert_eq!(response.body["error"]["code"], "price_above_max_amount");
+    assert_eq!(response.body["error"]["field"], "max_amount");
+}
+
+/// A seller that answers 402 (x402 v2), then takes the signed payment and serves the content
+/// without ever settling it.
+async fn seller_that_never_settles(app: &TestApp, pay_to: Address) -> String {
+    let requirement = json!({
+        "scheme": "exact", "network": "eip155:8453", "amount": "300000",
+        "asset": app.devnet.usdc.to_string(), "payTo": pay_to.to_string(),
+        "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"},
+    });
+    let required = base64::engine::general_purpose::STANDARD.encode(
+        json!({"x402Version": 2, "resource": {"url": "http://seller/data"}, "accepts": [requirement]})
+            .to_string(),
+    );
+    let router = Router::new().route(
+        "/data",
+        get(move |headers: axum::http::HeaderMap| {
+            let required = required.clone();
+            async move {
+                if headers.contains_key("payment-signature") {
+                    (
+                        axum::http::StatusCode::OK,
+                        [("x-seller", "kept".to_string())],
+                        "data",
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::PAYMENT_REQUIRED,
+                        [("payment-required", required)],
+                        "",
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}/data")
+}
+
+#[tokio::test]
+async fn a_seller_that_never_settles_leaves_the_hold_until_valid_before_then_releases_it() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, buyer) = x402_agent(&app, json!({"daily_limit": "1"})).await;
+    let url = seller_that_never_settles(&app, recipient(0x53)).await;
+
+    let response = fetch(&app, &token, "never-settled", json!({"url": url})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert_eq!(response.body["response"]["body"], "data");
+    let id = response.body["payment"]["id"].as_str().unwrap().to_string();
+    assert_eq!(response.body["payment"]["status"], "authorized");
+
+    // Still usable by the seller: the hold stays, and the agent cannot void it.
+    app.mine(1).await;
+    app.settle().await;
+    assert_eq!(
+        crate::support::payment(&app, &id).await["status"],
+        "authorized"
+    );
+    let void = app
+        .request(
+            Method::POST,
+            &format!("/v1/payments/{id}/void"),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(void.status, StatusCode::CONFLICT, "{}", void.body);
+    let over = app.pay(&token, recipient(0x54), "0.8", "over-daily").await;
+    assert_eq!(
+        over.status,
+        StatusCode::FORBIDDEN,
+        "the hold still counts: {}",
+        over.body
+    );
+
+    // Once the chain is past validBefore with no AuthorizationUsed, the hold is released.
+    app.devnet
+        .provider
+        .raw_request::<_, Value>("evm_increaseTime".into(), (120u64,))
+        .await
+        .unwrap();
+    app.mine(1).await;
+    app.settle().await;
+    let ended = crate::support::payment(&app, &id).await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert_eq!(ended["failure_reason"], "authorization_expired");
+    assert_eq!(app.usdc_balance(buyer).await, usdc("10"));
+    let fits = app.pay(&token, recipient(0x54), "0.8", "fits-now").await;
+    assert_eq!(fits.status, StatusCode::ACCEPTED, "{}", fits.body);
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let app = TestApp::spawn().await;
+    let (agent_id, _) = app.create_agent("buyer").await;
+    let token = app.credential(&agent_id, json!({})).await;
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://localhost:9/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]:9/x",
+        "http://10.0.0.1/x",
+    ] {
+        let response = fetch(&app, &token, url, json!({"url": url})).await;
+        assert_eq!(
+            response.status,
+            StatusCode::BAD_REQUEST,
+            "{url}: {}",
+            response.body
+        );
+        assert_eq!(response.body["error"]["field"], "url", "{url}");
+    }
+    let response = fetch(
+        &app,
+        &token,
+        "leak",
+        json!({"url": "https://example.com/", "headers": {"x-api-key": token}}),
+    )
+    .await;
+    assert_eq!(
+        response.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        response.body
+    );
+    assert_eq!(response.body["error"]["field"], "headers.x-api-key");
+}
