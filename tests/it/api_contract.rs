@@ -526,6 +526,18 @@ async fn role_matrix_follows_the_roles_table() {
             &["admin", "agent"],
         ),
         (
+            Method::POST,
+            "/v1/x402/fetch".into(),
+            json!({"url": "http://127.0.0.1:9/paid"}),
+            &["agent"],
+        ),
+        (
+            Method::POST,
+            "/v1/x402/authorize".into(),
+            json!({"payment_required": {"x402Version": 2, "accepts": []}}),
+            &["agent"],
+        ),
+        (
             Method::GET,
             "/v1/treasury".into(),
             json!(null),

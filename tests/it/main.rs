@@ -8,6 +8,7 @@ mod support;
 mod api_contract;
 mod chain_truth;
 mod finance;
+mod mcp;
 mod never_stuck;
 mod policy;
 mod secrets;
