@@ -124,6 +124,34 @@ impl Payments {
                 report.matched += 1;
             }
         }
+        // EIP-3009 authorizations of custodied wallets that no x402 payment signed: a key or
+        // custody breach, like an unknown outflow (the transfer itself shows up above too).
+        let known: HashSet<(String, String)> =
+            crate::ledger::x402::known_nonces(self.ledger.pool())
+                .await?
+                .into_iter()
+                .map(|(authorizer, nonce)| (authorizer.to_lowercase(), nonce.to_lowercase()))
+                .collect();
+        for used in self
+            .chain
+            .authorizations_used(from_block, to_block, &accounts)
+            .await?
+        {
+            let pair = (
+                used.authorizer.to_string().to_lowercase(),
+                used.nonce.to_string().to_lowercase(),
+            );
+            if !known.contains(&pair) {
+                report.discrepancies.push(json!({
+                    "kind": "unknown_authorization",
+                    "tx_hash": used.tx_hash.to_string(),
+                    "block_number": used.block_number,
+                    "block_hash": used.block_hash.to_string(),
+                    "onchain": {"authorizer": used.authorizer.to_string(), "nonce": used.nonce.to_string()},
+                    "ledger": null,
+                }));
+            }
+        }
         for entry in ledger.values() {
             let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
             if in_block && !seen.contains(&entry.tx_hash) {
@@ -167,8 +195,13 @@ impl Payments {
         for discrepancy in report
             .discrepancies
             .iter()
-            .filter(|d| d["kind"] == "unknown_outflow")
+            .filter(|d| d["kind"] == "unknown_outflow" || d["kind"] == "unknown_authorization")
         {
+            let kind = if discrepancy["kind"] == "unknown_authorization" {
+                AuditKind::UnknownAuthorization
+            } else {
+                AuditKind::UnknownOutflow
+            };
             audit::append(
                 &mut tx,
                 now,
@@ -178,12 +211,13 @@ impl Payments {
                     tx_hash: discrepancy["tx_hash"].as_str().map(str::to_string),
                     block_number: discrepancy["block_number"].as_i64(),
                     block_hash: discrepancy["block_hash"].as_str().map(str::to_string),
-                    ..NewEvent::of(AuditKind::UnknownOutflow)
+                    ..NewEvent::of(kind)
                 },
             )
             .await?;
             tracing::error!(
                 tx_hash = discrepancy["tx_hash"].as_str().unwrap_or_default(),
+                kind = discrepancy["kind"].as_str().unwrap_or_default(),
                 "USDC left a custodied wallet without a payment"
             );
             alarms += 1;

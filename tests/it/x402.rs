@@ -450,3 +450,170 @@ async fn private_targets_are_refused_unless_allowed() {
     );
     assert_eq!(response.body["error"]["field"], "headers.x-api-key");
 }
+
+#[tokio::test]
+async fn an_authorization_no_payment_signed_is_flagged_by_reconciliation_and_alarmed() {
+    use alloy::network::TransactionBuilder;
+    use alloy::signers::SignerSync;
+    use alloy::sol_types::SolCall;
+    let app = TestApp::spawn().await;
+    let (token, buyer) = x402_agent(&app, json!({})).await;
+    let _ = token;
+    // Someone holding the agent's key (read here through the test-only reveal) signs an
+    // EIP-3009 authorization behind Bursar's back, and anyone submits it.
+    let wallet_id: String = sqlx::query_scalar("SELECT id FROM wallets WHERE address = ?")
+        .bind(buyer.to_string())
+        .fetch_one(&app.database().await)
+        .await
+        .unwrap();
+    let key = app
+        .payments()
+        .reveal_key_for_tests(&wallet_id)
+        .await
+        .unwrap();
+    let signer =
+        alloy::signers::local::PrivateKeySigner::from_slice(&key).expect("a secp256k1 key");
+    let authorization = bursar::domain::TransferAuthorization {
+        from: buyer,
+        to: recipient(0x77),
+        value: U256::from(1_000_000u64),
+        valid_after: 0,
+        valid_before: u64::MAX / 2,
+        nonce: alloy::primitives::B256::repeat_byte(0x42),
+        domain_name: "USD Coin".into(),
+        domain_version: "2".into(),
+        chain_id: 8453,
+        token: app.devnet.usdc,
+    };
+    let signature = signer
+        .sign_hash_sync(&authorization.signing_hash())
+        .unwrap();
+    let call = bursar::chain::usdc::IUSDC::transferWithAuthorizationCall {
+        from: buyer.into_inner(),
+        to: recipient(0x77).into_inner(),
+        value: authorization.value,
+        validAfter: U256::ZERO,
+        validBefore: U256::from(authorization.valid_before),
+        nonce: authorization.nonce,
+        v: 27 + u8::from(signature.v()),
+        r: signature.r().into(),
+        s: signature.s().into(),
+    };
+    let request = alloy::rpc::types::TransactionRequest::default()
+        .with_to(app.devnet.usdc.into_inner())
+        .with_input(call.abi_encode());
+    let pending = app.devnet.provider.send_transaction(request).await.unwrap();
+    app.mine(1).await;
+    let receipt = pending.get_receipt().await.unwrap();
+    assert!(receipt.status(), "the off-band authorization executed");
+    let head = app.head().await;
+
+    let report = app
+        .get(
+            &format!("/v1/reconciliation?from_block=0&to_block={head}"),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    let kinds: Vec<&str> = report["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"unknown_authorization"), "{report}");
+    assert!(kinds.contains(&"unknown_outflow"), "{report}");
+
+    app.mine(app.config.confirmations_required).await;
+    assert_eq!(app.payments().reconcile_new_blocks().await.unwrap(), 2);
+    let audit = app.get("/v1/audit?limit=500", &app.admin_token).await.body;
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "unknown_authorization"
+                && e["tx_hash"] == receipt.transaction_hash.to_string()),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_that_makes_its_own_request_gets_the_header_and_the_chain_confirms_it() {
+    let app = TestApp::spawn().await;
+    let (token, _) = x402_agent(&app, json!({"max_per_payment": "1"})).await;
+    let seller = recipient(0x55);
+    let (base, _) = x402_seller(&app, seller, 100_000).await;
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let http = reqwest::Client::new();
+    let challenge = http.get(format!("{base}/report")).send().await.unwrap();
+    assert_eq!(challenge.status(), StatusCode::PAYMENT_REQUIRED);
+    let required: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(challenge.headers()["payment-required"].as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+
+    let body = json!({"payment_required": required});
+    let authorized = app
+        .request(
+            Method::POST,
+            "/v1/x402/authorize",
+            Some(&token),
+            Some(body.clone()),
+            Some("own-1"),
+        )
+        .await;
+    assert_eq!(authorized.status, StatusCode::OK, "{}", authorized.body);
+    assert_eq!(authorized.body["header_name"], "PAYMENT-SIGNATURE");
+    assert_eq!(authorized.body["payment"]["status"], "authorized");
+    let header = authorized.body["header_value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = authorized.body["payment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = app
+        .request(
+            Method::POST,
+            "/v1/x402/authorize",
+            Some(&token),
+            Some(body),
+            Some("own-1"),
+        )
+        .await;
+    assert_eq!(
+        again.body["header_value"],
+        header.as_str(),
+        "a replay never signs again"
+    );
+
+    let paid = http
+        .get(format!("{base}/report"))
+        .header("PAYMENT-SIGNATURE", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    assert_eq!(app.usdc_balance(seller).await, usdc("0.1"));
+
+    // Bursar learns of it from the chain alone: AuthorizationUsed and the Transfer, at depth.
+    app.devnet
+        .provider
+        .anvil_set_auto_mine(false)
+        .await
+        .unwrap();
+    app.settle().await;
+    assert_eq!(
+        crate::support::payment(&app, &id).await["status"],
+        "included"
+    );
+    app.mine(app.config.confirmations_required).await;
+    app.settle().await;
+    let confirmed = crate::support::payment(&app, &id).await;
+    assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+    assert!(confirmed["block_hash"].as_str().unwrap().starts_with("0x"));
+}
