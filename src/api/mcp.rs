@@ -564,7 +564,7 @@ impl Tools {
                 message: failed
                     .map(|c| {
                         format!(
-                            "denied by {}: {}",
+                            "denied by {}: the check \"{}\" failed",
                             c["rule"].as_str().unwrap_or_default(),
                             c["detail"].as_str().unwrap_or_default()
                         )

@@ -611,3 +611,98 @@ impl Fetched {
         self.authorized.as_ref().map(|a| a.payment.status)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Address;
+
+    fn usdc() -> Address {
+        Address::parse("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913").unwrap()
+    }
+
+    fn requirement(network: &str, asset: &str, amount_key: &str) -> Value {
+        serde_json::json!({
+            "scheme": "exact", "network": network, amount_key: "250000",
+            "payTo": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "asset": asset,
+            "maxTimeoutSeconds": 60, "extra": {"name": "USD Coin", "version": "2"},
+        })
+    }
+
+    #[test]
+    fn private_loopback_and_link_local_addresses_are_private() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn the_exact_usdc_requirement_of_this_chain_is_chosen() {
+        let other_asset = "0x0000000000000000000000000000000000000001";
+        let required = serde_json::json!({"x402Version": 2, "resource": {"url": "https://x/y"}, "accepts": [
+            requirement("eip155:84532", &usdc().to_string(), "amount"),
+            requirement("eip155:8453", other_asset, "amount"),
+            requirement("eip155:8453", &usdc().to_string().to_lowercase(), "amount"),
+        ]});
+        let offer = choose(&required, "https://x/y", 8453, usdc()).unwrap();
+        assert_eq!(offer.amount.to_string(), "0.25");
+        assert_eq!(offer.version, 2);
+        assert_eq!(
+            offer.requirements, required["accepts"][2],
+            "echoed verbatim"
+        );
+        assert_eq!(offer.resource_info, Some(required["resource"].clone()));
+        assert_eq!(
+            (offer.domain_name.as_str(), offer.domain_version.as_str()),
+            ("USD Coin", "2")
+        );
+
+        let v1 = serde_json::json!({"x402Version": 1, "accepts": [
+            requirement("base", &usdc().to_string(), "maxAmountRequired")]});
+        assert_eq!(choose(&v1, "u", 8453, usdc()).unwrap().version, 1);
+
+        let none = serde_json::json!({"x402Version": 2, "accepts": [
+            requirement("eip155:1", &usdc().to_string(), "amount")]});
+        assert!(matches!(
+            choose(&none, "u", 8453, usdc()),
+            Err(X402Error::Unpayable(_))
+        ));
+        let mut zero = requirement("eip155:8453", &usdc().to_string(), "amount");
+        zero["amount"] = "0".into();
+        let zero = serde_json::json!({"x402Version": 2, "accepts": [zero]});
+        assert!(matches!(
+            choose(&zero, "u", 8453, usdc()),
+            Err(X402Error::Seller(_))
+        ));
+        assert!(matches!(
+            choose(&serde_json::json!({"x402Version": 3}), "u", 8453, usdc()),
+            Err(X402Error::Seller(_))
+        ));
+    }
+
+    #[test]
+    fn headers_may_not_carry_the_credential_or_protocol_headers() {
+        let ok = vec![("x-api-key".to_string(), "seller-key".to_string())];
+        assert!(check_headers(&ok, Some("bsr_secret")).is_ok());
+        let leak = vec![("x-note".to_string(), "token bsr_secret".to_string())];
+        assert!(check_headers(&leak, Some("bsr_secret")).is_err());
+        let reserved = vec![("PAYMENT-SIGNATURE".to_string(), "x".to_string())];
+        assert!(check_headers(&reserved, None).is_err());
+    }
+}
