@@ -92,6 +92,8 @@ pub struct PayArgs {
     /// A key that makes retries safe: the same key never pays twice. When omitted, one is
     /// derived from the other arguments, so re-sending the same call never pays twice.
     pub idempotency_key: Option<String>,
+    /// The spending scope (task) this payment belongs to, from open_scope.
+    pub scope_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -130,6 +132,8 @@ pub struct PayX402Args {
     pub max_amount: Option<String>,
     /// Same as for `pay`; derived from the arguments when omitted.
     pub idempotency_key: Option<String>,
+    /// The spending scope (task) this payment belongs to, from open_scope.
+    pub scope_id: Option<String>,
 }
 
 /// A tool's failure the model should read (bad argument, denial, conflict): a tool result with
@@ -453,7 +457,7 @@ impl Tools {
         let result = async {
             let (agent_id, credential_id) = agent_of(&parts)?;
             let derived = json!({"url": args.url, "method": args.method, "headers": args.headers,
-                "body": args.body, "max_amount": args.max_amount});
+                "body": args.body, "max_amount": args.max_amount, "scope_id": args.scope_id});
             let key = key_for("pay_x402", args.idempotency_key.as_deref(), &derived)?;
             let max_amount = args
                 .max_amount
@@ -475,6 +479,7 @@ impl Tools {
                 headers,
                 body: args.body,
                 max_amount,
+                scope_id: args.scope_id.clone(),
             };
             let fetched = self
                 .state
@@ -516,7 +521,7 @@ impl Tools {
     ) -> Result<Value, ApiError> {
         let (agent_id, credential_id) = agent_of(parts)?;
         let derived = json!({"to": args.to, "amount": args.amount, "memo": args.memo,
-            "reference": args.reference, "confidence": args.confidence});
+            "reference": args.reference, "confidence": args.confidence, "scope_id": args.scope_id});
         let key = key_for(tool, args.idempotency_key.as_deref(), &derived)?;
         let to = Address::parse(&args.to).map_err(|e| ApiError::invalid("to", e.to_string()))?;
         let amount = amount("amount", &args.amount)?;
@@ -545,6 +550,7 @@ impl Tools {
             confidence: args.confidence,
             capture,
             metadata: None,
+            scope_id: args.scope_id,
         };
         let created = self
             .state

@@ -13,6 +13,7 @@ mod payments;
 mod rate_limit;
 mod reference;
 mod reports;
+mod scopes;
 mod service;
 mod tokens;
 mod treasury;
@@ -65,6 +66,7 @@ pub struct AppState {
         webhooks::create, webhooks::list, webhooks::disable, webhooks::deliveries, webhooks::replay,
         deny_list::add, deny_list::list, deny_list::remove,
         x402::fetch, x402::authorize,
+        scopes::open, scopes::list, scopes::get_scope, scopes::set_phase, scopes::close, scopes::trace,
     ),
     components(schemas(
         crate::domain::PaymentStatus, crate::payments::Policy, crate::payments::Decision, crate::payments::Check,
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(deny_list::router())
         .merge(x402::router())
+        .merge(scopes::router())
         .route("/docs", axum::routing::get(reference::docs))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -50,6 +50,8 @@ pub struct CreatePaymentRequest {
     capture: Option<Capture>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// A spending scope of the calling credential (`scp_...`): its rules are evaluated too.
+    scope_id: Option<String>,
 }
 
 /// The payment object of API.md.
@@ -179,6 +181,7 @@ impl CreatePaymentRequest {
             confidence: self.confidence,
             capture: self.capture.unwrap_or(Capture::Automatic),
             metadata: self.metadata,
+            scope_id: self.scope_id,
         })
     }
 }

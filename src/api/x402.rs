@@ -38,7 +38,7 @@ pub struct FetchBody {
     /// The most the agent will pay for this request, in USDC.
     #[schema(value_type = Option<String>, example = "0.05")]
     max_amount: Option<Amount>,
-    /// Spending scopes are not available in this version; any value is refused.
+    /// A spending scope of the calling credential: its rules are evaluated too.
     scope_id: Option<String>,
 }
 
@@ -49,6 +49,7 @@ pub struct AuthorizeBody {
     /// The 402's requirements: the decoded `PAYMENT-REQUIRED` header (v2) or the v1 JSON body.
     #[schema(value_type = Object)]
     payment_required: Value,
+    /// A spending scope of the calling credential.
     scope_id: Option<String>,
 }
 
@@ -78,16 +79,6 @@ impl From<X402Error> for ApiError {
             },
             X402Error::Payments(error) => error.into(),
         }
-    }
-}
-
-fn no_scopes(scope_id: &Option<String>) -> Result<(), ApiError> {
-    match scope_id {
-        Some(_) => Err(ApiError::invalid(
-            "scope_id",
-            "spending scopes are not available in this version",
-        )),
-        None => Ok(()),
     }
 }
 
@@ -143,7 +134,6 @@ pub async fn fetch(
 ) -> Result<Response, ApiError> {
     let (agent_id, credential_id) = auth.agent().ok_or(ApiError::Forbidden)?;
     let key = idempotency_key(&headers)?;
-    no_scopes(&body.scope_id)?;
     let outbound: Vec<(String, String)> = body.headers.unwrap_or_default().into_iter().collect();
     check_headers(&outbound, bearer(&headers).as_deref())?;
     let mut outbound = outbound;
@@ -166,6 +156,7 @@ pub async fn fetch(
         headers: outbound,
         body: request_body,
         max_amount: body.max_amount,
+        scope_id: body.scope_id,
     };
     let fetched = state
         .payer
@@ -211,7 +202,6 @@ pub async fn authorize(
 ) -> Result<Response, ApiError> {
     let (agent_id, credential_id) = auth.agent().ok_or(ApiError::Forbidden)?;
     let key = idempotency_key(&headers)?;
-    no_scopes(&body.scope_id)?;
     if !body.payment_required.is_object() {
         return Err(ApiError::invalid(
             "payment_required",
@@ -220,7 +210,13 @@ pub async fn authorize(
     }
     let (authorized, header_name) = state
         .payer
-        .authorize(agent_id, credential_id, &key, &body.payment_required)
+        .authorize(
+            agent_id,
+            credential_id,
+            &key,
+            &body.payment_required,
+            body.scope_id.as_deref(),
+        )
         .await?;
     let payment = payment_response(&authorized.payment)?;
     if authorized.payment.status == PaymentStatus::Rejected {

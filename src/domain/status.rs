@@ -189,6 +189,11 @@ string_enum!(
         X402AuthorizationSigned => "x402_authorization_signed",
         X402SellerResponded => "x402_seller_responded",
         UnknownAuthorization => "unknown_authorization",
+        ScopeOpened => "scope_opened",
+        ScopePhaseRequested => "scope_phase_requested",
+        ScopePhaseChanged => "scope_phase_changed",
+        ScopeClosed => "scope_closed",
+        ScopeExpired => "scope_expired",
     }
 );
 

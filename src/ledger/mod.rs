@@ -11,6 +11,7 @@ pub mod bench;
 pub mod deny_list;
 pub mod payments;
 pub mod reports;
+pub mod scopes;
 pub mod tokens;
 pub mod wallets;
 pub mod webhooks;

@@ -44,6 +44,10 @@ pub struct PaymentRow {
     pub updated_at: Millis,
     /// `Some("x402")` for a payment a seller executes with an EIP-3009 authorization.
     pub protocol: Option<String>,
+    /// The spending scope the payment was made in, the phase it was decided in and its tier.
+    pub scope_id: Option<String>,
+    pub scope_phase: Option<String>,
+    pub scope_tier: Option<i64>,
 }
 
 impl PaymentRow {
@@ -57,8 +61,9 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
          currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
-         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol,
+         scope_id, scope_phase, scope_tier)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(row.kind)
@@ -84,6 +89,9 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(row.updated_at)
     .bind(row.committed_at)
     .bind(&row.protocol)
+    .bind(&row.scope_id)
+    .bind(&row.scope_phase)
+    .bind(row.scope_tier)
     .execute(&mut **tx)
     .await?;
     super::webhooks::enqueue(

@@ -6,7 +6,8 @@ use sqlx::SqlitePool;
 
 pub const PAYMENT_STATUS_CHANGED: &str = "payment.status_changed";
 pub const AUDIT_ALARM: &str = "audit.alarm";
-pub const EVENT_TYPES: [&str; 2] = [PAYMENT_STATUS_CHANGED, AUDIT_ALARM];
+pub const SCOPE_CLOSED: &str = "scope.closed";
+pub const EVENT_TYPES: [&str; 3] = [PAYMENT_STATUS_CHANGED, AUDIT_ALARM, SCOPE_CLOSED];
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EndpointRow {

@@ -133,8 +133,27 @@ impl Payments {
             amount: Amount::from_sql(payment.amount),
             confidence: payment.confidence,
         };
-        self.decide(tx, &credential, &request, Some(&payment.id), now)
-            .await
+        let scope = match &payment.scope_id {
+            Some(id) => {
+                let scope = crate::ledger::scopes::get(&mut **tx, id).await?;
+                if scope.status != "open" || scope.expires_at.is_some_and(|at| at <= now) {
+                    return Err(PaymentsError::Conflict(format!(
+                        "the payment's scope {id} is no longer open"
+                    )));
+                }
+                Some(scope)
+            }
+            None => None,
+        };
+        self.decide(
+            tx,
+            &credential,
+            &request,
+            Some(&payment.id),
+            now,
+            scope.as_ref(),
+        )
+        .await
     }
 
     /// An approver (or admin) refuses a `pending_approval` payment: it is cancelled.
@@ -180,6 +199,15 @@ impl Payments {
             return Err(PaymentsError::Conflict(
                 "an x402 payment is captured by the seller executing its authorization".into(),
             ));
+        }
+        if let Some(scope_id) = &payment.scope_id {
+            let scope = crate::ledger::scopes::get(&mut *tx, scope_id).await?;
+            if scope.status != "open" {
+                return Err(PaymentsError::Conflict(format!(
+                    "the payment's scope is {}: its holds can no longer be captured",
+                    scope.status
+                )));
+            }
         }
         let authorized = Amount::from_sql(payment.amount);
         let captured = amount.unwrap_or(authorized);
@@ -313,6 +341,7 @@ impl Payments {
                 expired += 1;
             }
         }
+        expired += self.expire_scopes(&mut tx, now).await?;
         let orphaned =
             payment_rows::live_holds_of_expired_credentials(&mut tx, now, EXPIRE_BATCH).await?;
         expired += cancel_all(&mut tx, &orphaned, "credential_expired", "system", now)

@@ -32,6 +32,13 @@ impl Payments {
         }
         let from = agent.address;
         self.screen_recipient(&mut tx, from, request.to).await?;
+        let scope = match &request.scope_id {
+            Some(id) => Some(
+                self.scope_for_payment(&mut tx, id, credential_id, now)
+                    .await?,
+            ),
+            None => None,
+        };
         let decision = self
             .decide(
                 &mut tx,
@@ -43,6 +50,7 @@ impl Payments {
                 },
                 None,
                 now,
+                scope.as_ref(),
             )
             .await?;
         let status = match (decision.outcome, request.capture) {
@@ -66,6 +74,13 @@ impl Payments {
             hash,
             now,
         );
+        let mut row = row;
+        if let Some(scope) = &scope {
+            let (phase, tier) = super::scopes::marks(scope, request.amount)?;
+            row.scope_id = Some(scope.id.clone());
+            row.scope_phase = Some(phase);
+            row.scope_tier = tier;
+        }
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(
             &mut tx,
@@ -80,6 +95,9 @@ impl Payments {
                     "amount": request.amount.to_string(),
                     "status": status,
                     "decision": decision,
+                    "scope_id": row.scope_id,
+                    "phase": row.scope_phase,
+                    "tier": row.scope_tier,
                 }),
                 ..NewEvent::of(AuditKind::PaymentDecided)
             },
@@ -105,6 +123,7 @@ impl Payments {
         request: &policy::PaymentRequest,
         exclude: Option<&str>,
         now: Millis,
+        scope: Option<&crate::ledger::scopes::ScopeRow>,
     ) -> Result<Decision> {
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
@@ -115,7 +134,25 @@ impl Payments {
             held_total: Amount::from_sql(total),
             payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
         };
-        Ok(policy::evaluate(&policy, request, &snapshot))
+        let decision = policy::evaluate(&policy, request, &snapshot);
+        let Some(scope) = scope else {
+            return Ok(decision);
+        };
+        let rules = super::scopes::rules_of(scope)?;
+        let tier = policy::scope::tier_of(&rules.tiers, request.amount).map(|i| i as i64);
+        let (held, in_phase, in_tier) =
+            crate::ledger::scopes::snapshot(tx, &scope.id, &scope.phase, tier, now, exclude)
+                .await?;
+        Ok(policy::scope::evaluate_with_scope(
+            decision,
+            &rules,
+            request,
+            &policy::scope::ScopeSnapshot {
+                held: Amount::from_sql(held),
+                held_in_phase: Amount::from_sql(in_phase),
+                tier_held_24h: Amount::from_sql(in_tier),
+            },
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -166,6 +203,9 @@ impl Payments {
             created_at: now,
             updated_at: now,
             protocol: None,
+            scope_id: None,
+            scope_phase: None,
+            scope_tier: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod approvals;
 mod create;
 pub mod delivery;
 pub mod reconcile;
+pub mod scopes;
 pub mod screening;
 pub mod settlement;
 pub mod treasury;
@@ -167,6 +168,9 @@ pub struct NewPayment {
     pub confidence: Option<f64>,
     pub capture: Capture,
     pub metadata: Option<serde_json::Value>,
+    /// The spending scope the payment is made in (its rules are evaluated too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<String>,
 }
 
 /// How an allowed payment moves money (the domain's `CaptureMode`).

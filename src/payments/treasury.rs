@@ -39,6 +39,7 @@ impl Payments {
         }
         let key = IdempotencyKey::parse(&new_id("sweep")).expect("generated keys are valid");
         let request = super::NewPayment {
+            scope_id: None,
             to: treasury,
             amount: free,
             currency: "USDC".into(),
@@ -220,6 +221,7 @@ impl Payments {
         })?;
         let to = agent.address;
         let request = NewPayment {
+            scope_id: None,
             to,
             amount,
             currency: "USDC".into(),

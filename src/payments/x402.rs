@@ -68,6 +68,7 @@ impl Payments {
         key: &IdempotencyKey,
         offer: &X402Offer,
         request_hash: String,
+        scope_id: Option<&str>,
     ) -> Result<X402Authorized> {
         self.check_offer(offer).await?;
         let head = self.chain.head().await?;
@@ -118,6 +119,14 @@ impl Payments {
             confidence: None,
             capture: Capture::Manual,
             metadata: Some(serde_json::json!({"x402": {"resource": offer.resource}})),
+            scope_id: scope_id.map(str::to_string),
+        };
+        let scope = match scope_id {
+            Some(id) => Some(
+                self.scope_for_payment(&mut tx, id, credential_id, now)
+                    .await?,
+            ),
+            None => None,
         };
         let decision = self
             .decide(
@@ -130,6 +139,7 @@ impl Payments {
                 },
                 None,
                 now,
+                scope.as_ref(),
             )
             .await?;
         let status = match decision.outcome {
@@ -151,6 +161,12 @@ impl Payments {
             now,
         );
         row.protocol = Some(X402.into());
+        if let Some(scope) = &scope {
+            let (phase, tier) = super::scopes::marks(scope, offer.amount)?;
+            row.scope_id = Some(scope.id.clone());
+            row.scope_phase = Some(phase);
+            row.scope_tier = tier;
+        }
         row.held_since = (status == PaymentStatus::Authorized).then_some(now);
         payment_rows::insert(&mut tx, &row).await?;
         x402_rows::insert(
@@ -187,6 +203,7 @@ impl Payments {
                     "amount": offer.amount.to_string(),
                     "status": status,
                     "decision": decision,
+                    "scope_id": row.scope_id,
                 }),
                 ..NewEvent::of(AuditKind::PaymentDecided)
             },

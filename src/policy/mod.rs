@@ -3,6 +3,8 @@
 //! evaluated with the figures it compared. No I/O; imports only `domain`. A denial is a value,
 //! not an error.
 
+pub mod scope;
+
 use crate::domain::{Address, Amount};
 use serde::{Deserialize, Serialize};
 

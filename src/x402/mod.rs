@@ -62,6 +62,9 @@ pub struct FetchRequest {
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
     pub max_amount: Option<Amount>,
+    /// The spending scope the payment belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<String>,
 }
 
 /// A seller's answer: status, headers and body (text when UTF-8, else base64).
@@ -139,7 +142,14 @@ impl Payer {
         let hash = request_hash(request);
         let authorized = self
             .payments
-            .authorize_x402(agent_id, credential_id, key, &offer, hash)
+            .authorize_x402(
+                agent_id,
+                credential_id,
+                key,
+                &offer,
+                hash,
+                request.scope_id.as_deref(),
+            )
             .await?;
         let Some(header) = authorized.header_value.clone() else {
             // Rejected by policy, or waiting for a human: nothing was signed or sent.
@@ -176,6 +186,7 @@ impl Payer {
         credential_id: &CredentialId,
         key: &IdempotencyKey,
         payment_required: &Value,
+        scope_id: Option<&str>,
     ) -> Result<(X402Authorized, &'static str), X402Error> {
         let (chain_id, usdc) = self.payments.x402_chain();
         let resource = payment_required
@@ -191,10 +202,10 @@ impl Payer {
             },
             other => other,
         })?;
-        let hash = hex_sha256(&payment_required.to_string());
+        let hash = hex_sha256(&format!("{payment_required}{scope_id:?}"));
         let authorized = self
             .payments
-            .authorize_x402(agent_id, credential_id, key, &offer, hash)
+            .authorize_x402(agent_id, credential_id, key, &offer, hash, scope_id)
             .await?;
         let name = if offer.version == 1 {
             "X-PAYMENT"

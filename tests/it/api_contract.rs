@@ -527,6 +527,42 @@ async fn role_matrix_follows_the_roles_table() {
         ),
         (
             Method::POST,
+            "/v1/scopes".into(),
+            json!({"name": "matrix", "budget": "1"}),
+            &["admin", "agent"],
+        ),
+        (
+            Method::GET,
+            "/v1/scopes".into(),
+            json!(null),
+            &["admin", "auditor", "approver", "agent"],
+        ),
+        (
+            Method::GET,
+            "/v1/scopes/scp_nope".into(),
+            json!(null),
+            &["admin", "auditor", "approver", "agent"],
+        ),
+        (
+            Method::GET,
+            "/v1/scopes/scp_nope/trace".into(),
+            json!(null),
+            &["admin", "auditor", "approver", "agent"],
+        ),
+        (
+            Method::POST,
+            "/v1/scopes/scp_nope/phase".into(),
+            json!({"phase": "commit"}),
+            &["admin", "approver", "agent"],
+        ),
+        (
+            Method::POST,
+            "/v1/scopes/scp_nope/close".into(),
+            json!({"outcome": "failed"}),
+            &["admin", "agent"],
+        ),
+        (
+            Method::POST,
             "/v1/x402/fetch".into(),
             json!({"url": "http://127.0.0.1:9/paid"}),
             &["agent"],
@@ -663,7 +699,8 @@ async fn role_matrix_follows_the_roles_table() {
                     || segment.starts_with("tok_")
                     || segment.starts_with("cred_")
                     || segment.starts_with("whk_")
-                    || segment.starts_with("whd_");
+                    || segment.starts_with("whd_")
+                    || segment.starts_with("scp_");
                 if id {
                     "{id}"
                 } else if segment.starts_with("0x") {

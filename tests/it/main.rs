@@ -11,6 +11,7 @@ mod finance;
 mod mcp;
 mod never_stuck;
 mod policy;
+mod scopes;
 mod secrets;
 mod settlement;
 mod x402;
