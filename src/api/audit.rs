@@ -21,7 +21,8 @@ pub fn router() -> Router<AppState> {
 
 /// Audit events, newest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
-    params(("agent_id" = Option<String>, Query), ("payment_id" = Option<String>, Query), ("from" = Option<String>, Query),
+    params(("agent_id" = Option<String>, Query), ("payment_id" = Option<String>, Query),
+        ("scope_id" = Option<String>, Query, description = "a spending scope's events: its own and its payments'"), ("from" = Option<String>, Query),
         ("to" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200), (status = 400), (status = 403)))]
 pub async fn list(
@@ -46,6 +47,7 @@ pub async fn list(
         from: get("from").map(|t| parse_time("from", t)).transpose()?,
         to: get("to").map(|t| parse_time("to", t)).transpose()?,
         before_seq,
+        scope_id: get("scope_id").map(str::to_string),
     };
     let events = audit::list(state.reader.pool(), &filter, page.limit())
         .await
@@ -72,7 +74,8 @@ pub async fn verify(State(state): State<AppState>, auth: Auth) -> Result<Json<Va
 
 /// Every event in `[from, to)` as a CSV or JSON Lines file, streamed page by page.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
-    params(("format" = String, Query, description = "csv or jsonl"), ("from" = Option<String>, Query), ("to" = Option<String>, Query)),
+    params(("format" = String, Query, description = "csv or jsonl"), ("from" = Option<String>, Query), ("to" = Option<String>, Query),
+        ("scope_id" = Option<String>, Query, description = "only a spending scope's events")),
     responses((status = 200, description = "the events, one row or line each"), (status = 400), (status = 403)))]
 pub async fn export(
     State(state): State<AppState>,
@@ -93,14 +96,16 @@ pub async fn export(
     } else {
         "jsonl"
     };
-    let stream = audit::export_stream(state.reader.pool().clone(), from, to, format).map(|page| {
-        page.map(axum::body::Bytes::from).map_err(|error| {
-            // Headers are gone by now: cut the body short (the client sees a truncated transfer)
-            // and log why, rather than send a partial file that looks complete.
-            tracing::error!(%error, "audit export failed mid-stream");
-            std::io::Error::other("audit export failed")
-        })
-    });
+    let scope_id = get("scope_id").map(str::to_string);
+    let stream =
+        audit::export_stream(state.reader.pool().clone(), from, to, format, scope_id).map(|page| {
+            page.map(axum::body::Bytes::from).map_err(|error| {
+                // Headers are gone by now: cut the body short (the client sees a truncated transfer)
+                // and log why, rather than send a partial file that looks complete.
+                tracing::error!(%error, "audit export failed mid-stream");
+                std::io::Error::other("audit export failed")
+            })
+        });
     Ok((
         [
             (

@@ -136,7 +136,48 @@ pub struct PayX402Args {
     pub scope_id: Option<String>,
 }
 
-/// A tool's failure the model should read (bad argument, denial, conflict): a tool result with
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct OpenScopeArgs {
+    /// What the task is, for humans.
+    pub name: String,
+    /// Your reference for the task.
+    pub task_ref: Option<String>,
+    /// What the task may spend in total, USDC decimal string.
+    pub budget: String,
+    /// When the task's mandate ends (RFC 3339); it then closes as failed.
+    pub expires_at: Option<String>,
+    /// Phases with their limits, e.g. {"explore": {"max_per_payment": "0.05", "budget": "1"},
+    /// "commit": {}}; explore comes first, commit last. Default: explore then commit.
+    pub phases: Option<Value>,
+    /// Whether moving to the next phase needs a human approval.
+    pub phase_change_requires_approval: Option<bool>,
+    /// Tiers by payment size, e.g. [{"up_to": "0.10", "daily_limit": "5"},
+    /// {"daily_limit": "20", "require_approval": true}].
+    pub tiers: Option<Value>,
+    /// Only these recipients, within the credential's own allowlist.
+    pub allowed_recipients: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct SetPhaseArgs {
+    /// The scope id (scp_...).
+    pub scope_id: String,
+    /// The phase to move forward to.
+    pub phase: String,
+    /// Why (recorded in the audit log and shown to the approver).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CloseScopeArgs {
+    /// The scope id (scp_...).
+    pub scope_id: String,
+    /// "succeeded" or "failed". Failed voids every open hold and unsigned payment of the task.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// A failure the model should read (bad argument, denial, conflict): a tool result with
 /// `isError`, never a transport error.
 fn failure(error: ApiError) -> CallToolResult {
     let response = error.into_response();
@@ -506,6 +547,153 @@ impl Tools {
                 });
             }
             Ok(json!({"response": fetched.response, "payment": payment}))
+        };
+        done(result.await).await
+    }
+
+    #[tool(
+        description = "Open a spending scope: one task's budget inside this credential, with phases (explore, then commit) that gate spending and optional tiers by payment size. Pass the returned scope_id to pay, authorize and pay_x402 so the task's limits apply. Cannot widen the credential's own limits.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn open_scope(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<OpenScopeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = async {
+            let principal = parts
+                .extensions
+                .get::<Principal>()
+                .ok_or(ApiError::Unauthorized)?;
+            let (_, credential_id) = agent_of(&parts)?;
+            let budget = Amount::parse_positive(&args.budget)
+                .map_err(|e| ApiError::invalid("budget", e.to_string()))?;
+            let phases = super::scopes::phases_from(args.phases)?;
+            let tiers: Vec<crate::policy::scope::Tier> = match args.tiers {
+                None => Vec::new(),
+                Some(value) => serde_json::from_value(value)
+                    .map_err(|e| ApiError::invalid("tiers", e.to_string()))?,
+            };
+            let allowed_recipients = args
+                .allowed_recipients
+                .map(|list| {
+                    list.iter()
+                        .map(|a| {
+                            Address::parse(a)
+                                .map_err(|e| ApiError::invalid("allowed_recipients", e.to_string()))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?;
+            let expires_at = args
+                .expires_at
+                .as_deref()
+                .map(|t| super::parse_time("expires_at", t))
+                .transpose()?;
+            let new = crate::payments::scopes::NewScope {
+                name: args.name,
+                task_ref: args.task_ref,
+                budget,
+                expires_at,
+                allowed_recipients,
+                phases,
+                initial_phase: None,
+                phase_change_requires_approval: args
+                    .phase_change_requires_approval
+                    .unwrap_or(false),
+                tiers,
+            };
+            let row = self
+                .state
+                .payments
+                .open_scope(principal, &credential_id, &new)
+                .await?;
+            let view = self.state.payments.scope(principal, &row.id).await?;
+            super::scopes::scope_json(&view)
+        };
+        done(result.await).await
+    }
+
+    #[tool(
+        description = "Move a scope forward to its next phase (e.g. from explore to commit once you have a plan), with the reason. If the scope requires approval, the change waits for a human (pending_phase) and spending stays under the current phase until then.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn set_phase(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SetPhaseArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = async {
+            let principal = parts
+                .extensions
+                .get::<Principal>()
+                .ok_or(ApiError::Unauthorized)?;
+            let (_, pending) = self
+                .state
+                .payments
+                .set_scope_phase(
+                    principal,
+                    &args.scope_id,
+                    &args.phase,
+                    args.reason.as_deref(),
+                )
+                .await?;
+            let view = self.state.payments.scope(principal, &args.scope_id).await?;
+            let mut value = super::scopes::scope_json(&view)?;
+            value["waiting_for_approval"] = json!(pending);
+            Ok(value)
+        };
+        done(result.await).await
+    }
+
+    #[tool(
+        description = "Close a scope when its task ends. outcome \"failed\" voids every open hold and unsigned payment of the task in one step and lists what was already paid; \"succeeded\" releases holds that were never captured.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn close_scope(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<CloseScopeArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let result = async {
+            let principal = parts
+                .extensions
+                .get::<Principal>()
+                .ok_or(ApiError::Unauthorized)?;
+            let failed = match args.outcome.as_str() {
+                "failed" => true,
+                "succeeded" => false,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "outcome",
+                        "must be \"succeeded\" or \"failed\"",
+                    ));
+                }
+            };
+            let closed = self
+                .state
+                .payments
+                .close_scope(principal, &args.scope_id, failed, args.reason.as_deref())
+                .await?;
+            Ok(
+                json!({"scope": super::scopes::scope_json(&closed.view)?, "released": closed.released,
+                "spent_without_delivery": closed.spent_without_delivery}),
+            )
         };
         done(result.await).await
     }

@@ -109,6 +109,44 @@ fn phase_order(bytes: &[u8]) -> Vec<String> {
 
 const MAX_TEXT: usize = 255;
 
+fn default_phases() -> Vec<(String, PhaseLimits)> {
+    vec![
+        ("explore".to_string(), PhaseLimits::default()),
+        ("commit".to_string(), PhaseLimits::default()),
+    ]
+}
+
+/// The order the caller wrote, except that `explore` always comes first and `commit` last
+/// (clients that send object keys sorted would otherwise reverse them).
+fn order_phases(mut names: Vec<String>) -> Vec<String> {
+    names.sort_by_key(|name| match name.as_str() {
+        "explore" => 0,
+        "commit" => 2,
+        _ => 1,
+    });
+    names
+}
+
+/// Phases from a JSON object whose key order is not known (the MCP tool's arguments).
+pub(super) fn phases_from(value: Option<Value>) -> Result<Vec<(String, PhaseLimits)>, ApiError> {
+    let Some(value) = value else {
+        return Ok(default_phases());
+    };
+    let mut map: HashMap<String, PhaseLimits> =
+        serde_json::from_value(value).map_err(|e| ApiError::invalid("phases", e.to_string()))?;
+    let names = order_phases(
+        map.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    );
+    Ok(names
+        .into_iter()
+        .filter_map(|name| map.remove(&name).map(|limits| (name, limits)))
+        .collect())
+}
+
 /// Staff outside `roles` (admin is always in) get `403` before anything is looked up; agents
 /// pass here and see only their own credential's scopes.
 fn staff_may(auth: &Auth, roles: &[Role]) -> Result<(), ApiError> {
@@ -120,7 +158,7 @@ fn staff_may(auth: &Auth, roles: &[Role]) -> Result<(), ApiError> {
 
 const READERS: &[Role] = &[Role::Auditor, Role::Approver];
 
-fn scope_json(view: &ScopeView) -> Result<Value, ApiError> {
+pub(super) fn scope_json(view: &ScopeView) -> Result<Value, ApiError> {
     let scope = &view.scope;
     let corrupt = || ApiError::Internal(format!("stored scope {} is unreadable", scope.id));
     let phases: Vec<Value> = phases_of(scope)
@@ -208,24 +246,11 @@ pub async fn open(
         }
     }
     let phases = match body.phases {
-        None => vec![
-            ("explore".to_string(), PhaseLimits::default()),
-            ("commit".to_string(), PhaseLimits::default()),
-        ],
-        Some(mut map) => {
-            // The order the caller wrote, except that `explore` always comes first and `commit`
-            // last (clients that send object keys sorted would otherwise reverse them).
-            let mut order = phase_order(&bytes);
-            order.sort_by_key(|name| match name.as_str() {
-                "explore" => 0,
-                "commit" => 2,
-                _ => 1,
-            });
-            order
-                .into_iter()
-                .filter_map(|name| map.remove(&name).map(|limits| (name, limits)))
-                .collect()
-        }
+        None => default_phases(),
+        Some(mut map) => order_phases(phase_order(&bytes))
+            .into_iter()
+            .filter_map(|name| map.remove(&name).map(|limits| (name, limits)))
+            .collect(),
     };
     let expires_at = body
         .expires_at

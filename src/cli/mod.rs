@@ -151,7 +151,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ledger.pool().clone(),
                 time(from)?,
                 time(to)?,
-                format
+                format,
+                None
             ));
             while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
                 writer.write_all(&page)?;

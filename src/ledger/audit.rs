@@ -192,7 +192,13 @@ pub struct AuditFilter {
     pub to: Option<Millis>,
     /// Only events with a smaller sequence number (the page cursor).
     pub before_seq: Option<i64>,
+    /// Only a spending scope's events: its own and its payments'.
+    pub scope_id: Option<String>,
 }
+
+/// The SQL condition of "belongs to scope `?N`" (its own events name it in their detail).
+const IN_SCOPE: &str = "(json_extract(detail, '$.scope_id') = {p}
+    OR payment_id IN (SELECT id FROM payments WHERE scope_id = {p}))";
 
 /// Events matching `filter`, newest first.
 pub async fn list(
@@ -200,18 +206,21 @@ pub async fn list(
     filter: &AuditFilter,
     limit: i64,
 ) -> Result<Vec<AuditEvent>, LedgerError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM audit_events
          WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR payment_id = ?2)
            AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4) AND (?5 IS NULL OR seq < ?5)
+           AND (?7 IS NULL OR {})
          ORDER BY seq DESC LIMIT ?6",
-    )
+        IN_SCOPE.replace("{p}", "?7")
+    )))
     .bind(&filter.agent_id)
     .bind(&filter.payment_id)
     .bind(filter.from)
     .bind(filter.to)
     .bind(filter.before_seq)
     .bind(limit)
+    .bind(&filter.scope_id)
     .fetch_all(pool)
     .await?)
 }
@@ -520,15 +529,19 @@ pub async fn export_page(
     from: Option<Millis>,
     to: Option<Millis>,
     after_seq: i64,
+    scope_id: Option<&str>,
 ) -> Result<Vec<AuditEvent>, LedgerError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT * FROM audit_events WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR at < ?3)
+           AND (?5 IS NULL OR {})
          ORDER BY seq LIMIT ?4",
-    )
+        IN_SCOPE.replace("{p}", "?5")
+    )))
     .bind(after_seq)
     .bind(from)
     .bind(to)
     .bind(EXPORT_PAGE_ROWS)
+    .bind(scope_id)
     .fetch_all(pool)
     .await?)
 }
@@ -539,15 +552,17 @@ pub fn export_stream(
     from: Option<Millis>,
     to: Option<Millis>,
     format: ExportFormat,
+    scope_id: Option<String>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, LedgerError>> + Send + 'static {
     // State: (next seq cursor, whether the header is still due, finished).
     futures_util::stream::try_unfold((0i64, true, false), move |(after, first, done)| {
         let pool = pool.clone();
+        let scope_id = scope_id.clone();
         async move {
             if done {
                 return Ok(None);
             }
-            let events = export_page(&pool, from, to, after).await?;
+            let events = export_page(&pool, from, to, after, scope_id.as_deref()).await?;
             let last = events.last().map(|e| e.seq);
             let finished = (events.len() as i64) < EXPORT_PAGE_ROWS;
             if events.is_empty() && !first {

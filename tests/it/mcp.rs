@@ -245,3 +245,97 @@ async fn only_an_agent_credential_opens_the_mcp_endpoint() {
         "a revoked credential gets nothing: {result:?}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_runs_a_task_in_a_scope_from_its_mcp_client() {
+    let app = TestApp::spawn().await;
+    let (agent_id, _) = app.create_agent("mcp-scoped").await;
+    let token = app
+        .credential(&agent_id, json!({"max_per_payment": "5"}))
+        .await;
+    let client = connect(&app, &token).await;
+    let names: Vec<String> = client
+        .list_tools(Default::default())
+        .await
+        .unwrap()
+        .tools
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    for tool in ["open_scope", "set_phase", "close_scope"] {
+        assert!(names.iter().any(|n| n == tool), "{tool} missing");
+    }
+    let wider = call(
+        &client,
+        "open_scope",
+        json!({"name": "t", "budget": "2",
+        "phases": {"explore": {"max_per_payment": "9"}}}),
+    )
+    .await;
+    assert_eq!(
+        body(&wider)["error"]["field"],
+        "phases.explore.max_per_payment"
+    );
+
+    let scope = body(
+        &call(
+            &client,
+            "open_scope",
+            json!({"name": "crawl", "budget": "2",
+        "phases": {"explore": {"max_per_payment": "0.05"}, "commit": {}}}),
+        )
+        .await,
+    );
+    assert_eq!(scope["phase"], "explore", "{scope}");
+    let scope_id = scope["id"].as_str().unwrap();
+    let to = recipient(0x62).to_string();
+    let small = call(
+        &client,
+        "pay",
+        json!({"to": to, "amount": "0.05", "scope_id": scope_id}),
+    )
+    .await;
+    assert_eq!(body(&small)["status"], "queued", "{small:?}");
+    let big = body(
+        &call(
+            &client,
+            "pay",
+            json!({"to": to, "amount": "1", "scope_id": scope_id}),
+        )
+        .await,
+    );
+    assert_eq!(big["error"]["rule"], "phase");
+    let moved = body(
+        &call(
+            &client,
+            "set_phase",
+            json!({"scope_id": scope_id, "phase": "commit", "reason": "plan ready"}),
+        )
+        .await,
+    );
+    assert_eq!(moved["phase"], "commit");
+    let hold = body(
+        &call(
+            &client,
+            "authorize",
+            json!({"to": to, "amount": "1", "scope_id": scope_id}),
+        )
+        .await,
+    );
+    assert_eq!(hold["status"], "authorized", "{hold}");
+    let closed = body(
+        &call(
+            &client,
+            "close_scope",
+            json!({"scope_id": scope_id, "outcome": "failed", "reason": "downstream error"}),
+        )
+        .await,
+    );
+    assert_eq!(closed["scope"]["status"], "closed_failed");
+    assert_eq!(
+        closed["released"].as_array().unwrap().len(),
+        2,
+        "the queued payment and the hold: {closed}"
+    );
+    client.cancel().await.unwrap();
+}

@@ -272,6 +272,30 @@ async fn a_research_task_explores_commits_with_approval_fails_and_leaves_a_trace
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
 
+    // The same chain is exportable from the audit log by scope.
+    let export = app
+        .http
+        .get(format!(
+            "{}/v1/audit/export?format=jsonl&scope_id={scope}",
+            app.base_url
+        ))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(export.lines().count(), events.len(), "{export}");
+    let listed = app
+        .get(
+            &format!("/v1/audit?scope_id={scope}&limit=500"),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    assert_eq!(listed["data"].as_array().unwrap().len(), events.len());
+
     // Another agent's credential cannot see it.
     let (other, _) = app.create_agent("other").await;
     let other_token = app.credential(&other, json!({})).await;
@@ -327,4 +351,35 @@ async fn forty_parallel_payments_never_overspend_a_scope_budget() {
     let view = app.get(&format!("/v1/scopes/{scope}"), &token).await.body;
     assert_eq!(view["held"], "0.99");
     assert!(usdc(view["held"].as_str().unwrap()) <= usdc("1"));
+}
+
+#[tokio::test]
+async fn an_expired_scope_closes_as_failed_and_releases_its_holds() {
+    let app = TestApp::spawn().await;
+    let (agent_id, _) = app.create_agent("late").await;
+    let token = app.credential(&agent_id, json!({})).await;
+    use bursar::payments::Clock;
+    let expires = bursar::domain::format_time(app.clock.now_ms() + 10 * 60 * 1000);
+    let opened = app
+        .post(
+            "/v1/scopes",
+            &token,
+            json!({"name": "short task", "budget": "5", "expires_at": expires}),
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let scope = opened.body["id"].as_str().unwrap().to_string();
+    let hold = scoped_pay(&app, &token, &scope, "1", "hold", "manual").await;
+    assert_eq!(hold.body["status"], "authorized", "{}", hold.body);
+    let hold_id = hold.body["id"].as_str().unwrap().to_string();
+
+    app.clock.advance_ms(20 * 60 * 1000);
+    app.settle().await;
+    let view = app.get(&format!("/v1/scopes/{scope}"), &token).await.body;
+    assert_eq!(view["status"], "expired", "{view}");
+    let held = crate::support::payment(&app, &hold_id).await;
+    assert_eq!(held["status"], "cancelled");
+    assert_eq!(held["failure_reason"], "scope_expired");
+    let late = scoped_pay(&app, &token, &scope, "0.1", "late", "automatic").await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
 }
