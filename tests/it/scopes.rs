@@ -192,6 +192,17 @@ async fn a_research_task_explores_commits_with_approval_fails_and_leaves_a_trace
         "{view}"
     );
 
+    // Finance hears of the close by webhook.
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            &app.admin_token,
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["scope.closed"]}),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+    let hook_id = hook.body["id"].as_str().unwrap().to_string();
+
     // Downstream failure: the scope closes as failed; the open hold is voided in the same step.
     let closed = app
         .post(
@@ -214,6 +225,21 @@ async fn a_research_task_explores_commits_with_approval_fails_and_leaves_a_trace
         crate::support::payment(&app, &hold_id).await["status"],
         "cancelled"
     );
+    let deliveries = app
+        .get(
+            &format!("/v1/webhooks/{hook_id}/deliveries"),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    let delivery = deliveries["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["type"] == "scope.closed")
+        .unwrap_or_else(|| panic!("no scope.closed delivery: {deliveries}"))
+        .clone();
+    assert_eq!(delivery["status"], "pending");
     let capture = app
         .request(
             Method::POST,
