@@ -27,7 +27,11 @@ CREATE INDEX scopes_open_expiry ON scopes (expires_at) WHERE status = 'open';
 ALTER TABLE payments ADD COLUMN scope_id TEXT REFERENCES scopes (id);
 ALTER TABLE payments ADD COLUMN scope_phase TEXT;
 ALTER TABLE payments ADD COLUMN scope_tier INTEGER;
+-- The tier of the credential's own policy (`tiers`) a payment fell in.
+ALTER TABLE payments ADD COLUMN credential_tier INTEGER;
 CREATE INDEX payments_scope ON payments (scope_id, status) WHERE scope_id IS NOT NULL;
+CREATE INDEX payments_credential_tier ON payments (credential_id, credential_tier, created_at)
+    WHERE credential_tier IS NOT NULL;
 
 -- A scope's own audit events name it in their detail; the trace reads them by this index.
 CREATE INDEX audit_scope ON audit_events (json_extract(detail, '$.scope_id'))

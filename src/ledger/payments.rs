@@ -48,6 +48,8 @@ pub struct PaymentRow {
     pub scope_id: Option<String>,
     pub scope_phase: Option<String>,
     pub scope_tier: Option<i64>,
+    /// The tier of the credential's policy the payment fell in.
+    pub credential_tier: Option<i64>,
 }
 
 impl PaymentRow {
@@ -62,8 +64,8 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
         "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
          currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
          idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol,
-         scope_id, scope_phase, scope_tier)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         scope_id, scope_phase, scope_tier, credential_tier)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&row.id)
     .bind(row.kind)
@@ -92,6 +94,7 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
     .bind(&row.scope_id)
     .bind(&row.scope_phase)
     .bind(row.scope_tier)
+    .bind(row.credential_tier)
     .execute(&mut **tx)
     .await?;
     super::webhooks::enqueue(
@@ -129,6 +132,30 @@ pub async fn find_by_idempotency_key(
         .fetch_optional(&mut **tx)
         .await?,
     )
+}
+
+/// What the credential's payments of `tier` hold in the 24 hours before `now` (live holds always
+/// count), leaving out `exclude`.
+pub async fn tier_held(
+    tx: &mut Tx,
+    credential_id: &str,
+    tier: i64,
+    now: Millis,
+    exclude: Option<&str>,
+) -> Result<i64, LedgerError> {
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(SUM(amount), 0) FROM payments
+          WHERE credential_id = ?1 AND credential_tier = ?2 AND status IN {}
+            AND (status IN ('pending_approval', 'authorized') OR COALESCE(committed_at, created_at) > ?3)
+            AND (?4 IS NULL OR id != ?4)",
+        PaymentStatus::HOLDING_SQL
+    )))
+    .bind(credential_id)
+    .bind(tier)
+    .bind(now - 24 * 60 * 60 * 1000)
+    .bind(exclude)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last

@@ -75,6 +75,7 @@ impl Payments {
             now,
         );
         let mut row = row;
+        row.credential_tier = tier_of_credential(&credential, request.amount);
         if let Some(scope) = &scope {
             let (phase, tier) = super::scopes::marks(scope, request.amount)?;
             row.scope_id = Some(scope.id.clone());
@@ -98,6 +99,7 @@ impl Payments {
                     "scope_id": row.scope_id,
                     "phase": row.scope_phase,
                     "tier": row.scope_tier,
+                    "credential_tier": row.credential_tier,
                 }),
                 ..NewEvent::of(AuditKind::PaymentDecided)
             },
@@ -129,10 +131,15 @@ impl Payments {
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
         let (day, total, minute) =
             payment_rows::spend_snapshot(tx, &credential.id, now, exclude).await?;
+        let tier_held = match credential_tier(&policy, request.amount) {
+            Some(tier) => payment_rows::tier_held(tx, &credential.id, tier, now, exclude).await?,
+            None => 0,
+        };
         let snapshot = SpendSnapshot {
             held_last_24h: Amount::from_sql(day),
             held_total: Amount::from_sql(total),
             payments_last_minute: u32::try_from(minute).unwrap_or(u32::MAX),
+            tier_held_24h: Amount::from_sql(tier_held),
         };
         let decision = policy::evaluate(&policy, request, &snapshot);
         let Some(scope) = scope else {
@@ -206,12 +213,26 @@ impl Payments {
             scope_id: None,
             scope_phase: None,
             scope_tier: None,
+            credential_tier: None,
         }
     }
 
     pub async fn get_payment(&self, id: &str) -> Result<PaymentRow> {
         Ok(payment_rows::get(self.ledger.pool(), id).await?)
     }
+}
+
+/// The tier of the credential's policy a payment of `amount` falls in, if it has tiers.
+pub(super) fn credential_tier(policy: &Policy, amount: Amount) -> Option<i64> {
+    let tiers = policy.tiers.as_ref()?;
+    policy::scope::tier_of(tiers, amount).map(|i| i as i64)
+}
+
+/// The tier recorded on a new payment of `credential` (its policy is checked on read).
+pub(super) fn tier_of_credential(credential: &CredentialRow, amount: Amount) -> Option<i64> {
+    serde_json::from_str::<Policy>(&credential.policy)
+        .ok()
+        .and_then(|policy| credential_tier(&policy, amount))
 }
 
 /// Same key: the same request replays the stored payment; a different one is a conflict.

@@ -161,6 +161,7 @@ impl Payments {
             now,
         );
         row.protocol = Some(X402.into());
+        row.credential_tier = super::create::tier_of_credential(&credential, offer.amount);
         if let Some(scope) = &scope {
             let (phase, tier) = super::scopes::marks(scope, offer.amount)?;
             row.scope_id = Some(scope.id.clone());

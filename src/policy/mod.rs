@@ -49,6 +49,11 @@ pub struct Policy {
     pub max_payments_per_minute: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_confidence: Option<f64>,
+    /// Budget gates by payment size: payments up to each tier's `up_to` share its daily counter
+    /// and may need a human approval. The decision names the tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tiers: Option<Vec<scope::Tier>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +90,16 @@ impl Policy {
                 message: "must list at most 1000 addresses",
             });
         }
+        if self
+            .tiers
+            .as_ref()
+            .is_some_and(|tiers| !scope::tiers_are_ordered(tiers))
+        {
+            return Err(PolicyError {
+                field: "policy.tiers",
+                message: "must be in increasing up_to, with at most one open-ended tier, last",
+            });
+        }
         Ok(())
     }
 }
@@ -109,6 +124,8 @@ pub struct SpendSnapshot {
     pub held_total: Amount,
     /// Payments holding budget created in the last 60 seconds.
     pub payments_last_minute: u32,
+    /// Payments of the request's tier (`Policy::tiers`) holding budget in the last 24 hours.
+    pub tier_held_24h: Amount,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -199,6 +216,11 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
             ),
         });
     }
+    if let Some(tiers) = &policy.tiers {
+        let (tier_hard, tier_soft) = scope::tier_checks(tiers, amount, spend.tier_held_24h);
+        hard.extend(tier_hard);
+        soft.extend(tier_soft);
+    }
     if let Some(threshold) = policy.require_approval_above {
         soft.push(Check {
             rule: "require_approval_above".into(),
@@ -275,6 +297,7 @@ mod tests {
 
     fn snapshot(day: &str, total: &str, minute: u32) -> SpendSnapshot {
         SpendSnapshot {
+            tier_held_24h: Amount::from_micros(0),
             held_last_24h: usdc(day),
             held_total: usdc(total),
             payments_last_minute: minute,
@@ -303,6 +326,7 @@ mod tests {
             require_approval_above: Some(usdc("40")),
             max_payments_per_minute: Some(3),
             min_confidence: Some(0.8),
+            tiers: None,
         };
         // (policy, request, snapshot, outcome, deciding rule)
         let other_recipient = PaymentRequest {
@@ -440,7 +464,7 @@ mod tests {
             };
             let mut held = Amount::ZERO;
             for micros in amounts {
-                let spend = SpendSnapshot { held_last_24h: held, held_total: held, payments_last_minute: 0 };
+                let spend = SpendSnapshot { held_last_24h: held, held_total: held, payments_last_minute: 0, ..Default::default() };
                 let req = PaymentRequest { to: address(1), amount: Amount::from_micros(micros), confidence: None };
                 if evaluate(&policy, &req, &spend).outcome == Outcome::Allow {
                     held = held.checked_add(req.amount).unwrap();

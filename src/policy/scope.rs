@@ -138,34 +138,8 @@ pub fn evaluate_with_scope(
             ),
         });
     }
-    let mut soft = Vec::new();
-    match tier_of(&scope.tiers, amount) {
-        Some(index) => {
-            let tier = &scope.tiers[index];
-            if let Some(limit) = tier.daily_limit {
-                hard.push(cumulative(
-                    "tier",
-                    snapshot.tier_held_24h,
-                    amount,
-                    limit,
-                    &format!("in tier {index} in the last 24h"),
-                ));
-            }
-            if tier.require_approval {
-                soft.push(Check {
-                    rule: "tier".into(),
-                    passed: false,
-                    detail: format!("tier {index} payments need a human approval"),
-                });
-            }
-        }
-        None if !scope.tiers.is_empty() => hard.push(Check {
-            rule: "tier".into(),
-            passed: false,
-            detail: format!("amount {amount} is above every tier"),
-        }),
-        None => {}
-    }
+    let (tier_hard, soft) = tier_checks(&scope.tiers, amount, snapshot.tier_held_24h);
+    hard.extend(tier_hard);
     let first_failed = |checks: &[Check]| checks.iter().find(|c| !c.passed).map(|c| c.rule.clone());
     let (outcome, rule) = match credential.outcome {
         Outcome::Deny => (Outcome::Deny, credential.rule.clone()),
@@ -186,6 +160,41 @@ pub fn evaluate_with_scope(
         rule,
         checks,
     }
+}
+
+/// The checks of a tier set for a payment of `amount`, whose tier holds `tier_held` in the last
+/// 24 hours: `(hard, soft)`. A payment above every tier is refused.
+pub fn tier_checks(tiers: &[Tier], amount: Amount, tier_held: Amount) -> (Vec<Check>, Vec<Check>) {
+    let mut hard = Vec::new();
+    let mut soft = Vec::new();
+    match tier_of(tiers, amount) {
+        Some(index) => {
+            let tier = &tiers[index];
+            if let Some(limit) = tier.daily_limit {
+                hard.push(cumulative(
+                    "tier",
+                    tier_held,
+                    amount,
+                    limit,
+                    &format!("in tier {index} in the last 24h"),
+                ));
+            }
+            if tier.require_approval {
+                soft.push(Check {
+                    rule: "tier".into(),
+                    passed: false,
+                    detail: format!("tier {index} payments need a human approval"),
+                });
+            }
+        }
+        None if !tiers.is_empty() => hard.push(Check {
+            rule: "tier".into(),
+            passed: false,
+            detail: format!("amount {amount} is above every tier"),
+        }),
+        None => {}
+    }
+    (hard, soft)
 }
 
 fn cumulative(rule: &str, used: Amount, amount: Amount, limit: Amount, window: &str) -> Check {

@@ -30,6 +30,7 @@ fn evaluate(c: &mut Criterion) {
         confidence: Some(0.93),
     };
     let spend = SpendSnapshot {
+        tier_held_24h: Amount::from_micros(0),
         held_last_24h: Amount::from_micros(120_000_000),
         held_total: Amount::from_micros(1_200_000_000),
         payments_last_minute: 7,

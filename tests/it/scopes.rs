@@ -409,3 +409,36 @@ async fn an_expired_scope_closes_as_failed_and_releases_its_holds() {
     let late = scoped_pay(&app, &token, &scope, "0.1", "late", "automatic").await;
     assert_eq!(late.status, StatusCode::CONFLICT);
 }
+
+#[tokio::test]
+async fn a_credential_s_tiers_give_micro_payments_their_own_budget_and_premium_ones_a_human() {
+    let app = TestApp::spawn().await;
+    let (agent_id, _) = app.create_agent("tiered").await;
+    let bad = app
+        .post(
+            &format!("/v1/agents/{agent_id}/credentials"),
+            &app.admin_token,
+            json!({"name": "x", "policy": {"tiers": [{"up_to": "1"}, {"up_to": "0.5"}]}}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert_eq!(bad.body["error"]["field"], "policy.tiers");
+    let token = app
+        .credential(
+            &agent_id,
+            json!({"tiers": [{"up_to": "0.10", "daily_limit": "0.25"}, {"daily_limit": "50", "require_approval": true}]}),
+        )
+        .await;
+    let to = recipient(0x72);
+    for key in ["m1", "m2"] {
+        let micro = app.pay(&token, to, "0.1", key).await;
+        assert_eq!(micro.status, StatusCode::ACCEPTED, "{}", micro.body);
+    }
+    let third = app.pay(&token, to, "0.1", "m3").await;
+    assert_eq!(third.status, StatusCode::FORBIDDEN, "{}", third.body);
+    assert_eq!(third.body["error"]["rule"], "tier");
+    let premium = app.pay(&token, to, "2", "p1").await;
+    assert_eq!(premium.status, StatusCode::ACCEPTED, "{}", premium.body);
+    assert_eq!(premium.body["status"], "pending_approval");
+    assert_eq!(premium.body["decision"]["rule"], "tier");
+}

@@ -14,11 +14,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use x402_chain_eip155::V2Eip155Exact;
 use x402_chain_eip155::chain::config::{Eip155ChainConfig, Eip155ChainConfigInner};
 use x402_chain_eip155::chain::{
     AssetTransferMethod, Eip155ChainProvider, Eip155ChainReference, Eip155TokenDeployment,
 };
+use x402_chain_eip155::{V1Eip155Exact, V2Eip155Exact};
 use x402_facilitator_local::FacilitatorLocal;
 use x402_types::chain::{ChainId, ChainProviderOps, ChainRegistry, FromConfig};
 use x402_types::scheme::{
@@ -53,7 +53,21 @@ impl X402SchemeFacilitatorBuilder<&FacilitatorChain> for V2Eip155Exact {
     }
 }
 
-/// The seller: `x402-axum` in front of `/report` (price `price_units` of USDC base units, paid to
+impl X402SchemeFacilitatorBuilder<&FacilitatorChain> for V1Eip155Exact {
+    fn build(
+        &self,
+        provider: &FacilitatorChain,
+        config: Option<Value>,
+    ) -> Result<Box<dyn X402SchemeFacilitator>, Box<dyn std::error::Error>> {
+        X402SchemeFacilitatorBuilder::<Arc<Eip155ChainProvider>>::build(
+            self,
+            provider.0.clone(),
+            config,
+        )
+    }
+}
+
+/// The seller: `x402-axum` in front of `/report` (x402 v2) and `/report-v1` (v1) (price `price_units` of USDC base units, paid to
 /// `pay_to`), settling through a local facilitator whose gas comes from an anvil dev account.
 /// Returns the base URL and a counter of requests that carried a payment.
 async fn x402_seller(
@@ -88,10 +102,14 @@ async fn x402_seller(
         Eip155ChainProvider::from_config(&config).await.unwrap(),
     ));
     let chains = ChainRegistry::new([(provider.chain_id(), provider)].into_iter().collect());
-    let blueprints = SchemeBlueprints::new().and_register(V2Eip155Exact);
-    let schemes: Vec<SchemeConfig> =
-        serde_json::from_value(json!([{"id": "v2-eip155-exact", "chains": "eip155:8453"}]))
-            .unwrap();
+    let blueprints = SchemeBlueprints::new()
+        .and_register(V2Eip155Exact)
+        .and_register(V1Eip155Exact);
+    let schemes: Vec<SchemeConfig> = serde_json::from_value(json!([
+        {"id": "v2-eip155-exact", "chains": "eip155:8453"},
+        {"id": "v1-eip155-exact", "chains": "eip155:8453"},
+    ]))
+    .unwrap();
     let facilitator = Arc::new(FacilitatorLocal::new(SchemeRegistry::build(
         chains, blueprints, &schemes,
     )));
@@ -114,9 +132,18 @@ async fn x402_seller(
                 V2Eip155Exact::price_tag(pay_to.into_inner(), token.amount(price_units)),
             )),
         )
+        .route(
+            "/report-v1",
+            get(|| async { "the v1 report" }).layer(x402.with_price_tag(V1Eip155Exact::price_tag(
+                pay_to.into_inner(),
+                token.amount(price_units),
+            ))),
+        )
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                if request.headers().contains_key("payment-signature") {
+                if request.headers().contains_key("payment-signature")
+                    || request.headers().contains_key("x-payment")
+                {
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
                 next.run(request)
@@ -616,4 +643,30 @@ async fn an_agent_that_makes_its_own_request_gets_the_header_and_the_chain_confi
     let confirmed = crate::support::payment(&app, &id).await;
     assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
     assert!(confirmed["block_hash"].as_str().unwrap().starts_with("0x"));
+}
+
+#[tokio::test]
+async fn an_x402_v1_seller_is_paid_through_the_same_path() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, _) = x402_agent(&app, json!({"max_per_payment": "1"})).await;
+    let seller = recipient(0x56);
+    let (base, paid_requests) = x402_seller(&app, seller, 120_000).await;
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let response = fetch(
+        &app,
+        &token,
+        "v1-report",
+        json!({"url": format!("{base}/report-v1")}),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert_eq!(
+        response.body["response"]["status"], 200,
+        "{}",
+        response.body
+    );
+    assert_eq!(response.body["response"]["body"], "the v1 report");
+    assert_eq!(response.body["payment"]["status"], "submitted");
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(app.usdc_balance(seller).await, usdc("0.12"));
 }
