@@ -527,25 +527,18 @@ impl Tools {
                 .payer
                 .fetch(&agent_id, &credential_id, &key, &request)
                 .await?;
+            if let Some(authorized) = &fetched.authorized
+                && authorized.payment.status == PaymentStatus::Rejected
+            {
+                return Err(super::payments::policy_denied(&payment_response(
+                    &authorized.payment,
+                )?)?);
+            }
             let payment = fetched
                 .authorized
                 .as_ref()
                 .map(|a| payment_value(&a.payment))
                 .transpose()?;
-            if let Some(payment) = &payment
-                && payment["status"] == "rejected"
-            {
-                return Err(ApiError::PolicyDenied {
-                    rule: payment["decision"]["rule"]
-                        .as_str()
-                        .unwrap_or("policy")
-                        .to_string(),
-                    message:
-                        "the credential's policy refused this x402 payment; nothing was signed"
-                            .into(),
-                    payment: Some(Box::new(payment.clone())),
-                });
-            }
             Ok(json!({"response": fetched.response, "payment": payment}))
         };
         done(result.await).await
@@ -745,29 +738,12 @@ impl Tools {
             .payments
             .create_payment(&agent_id, &credential_id, &key, &request)
             .await?;
-        let mut value = payment_value(&created.payment)?;
         if created.payment.status == PaymentStatus::Rejected {
-            let rule = value["decision"]["rule"]
-                .as_str()
-                .unwrap_or("policy")
-                .to_string();
-            let failed = value["decision"]["checks"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["passed"] == false).cloned());
-            return Err(ApiError::PolicyDenied {
-                message: failed
-                    .map(|c| {
-                        format!(
-                            "denied by {}: the check \"{}\" failed",
-                            c["rule"].as_str().unwrap_or_default(),
-                            c["detail"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_else(|| "denied by policy".into()),
-                rule,
-                payment: Some(Box::new(value)),
-            });
+            return Err(super::payments::policy_denied(&payment_response(
+                &created.payment,
+            )?)?);
         }
+        let mut value = payment_value(&created.payment)?;
         value["replayed"] = json!(created.replayed);
         value["idempotency_key"] = json!(key.as_str());
         Ok(value)

@@ -186,29 +186,34 @@ impl CreatePaymentRequest {
     }
 }
 
+/// The `403 policy_denied` of a rejected payment: the deciding rule, the first failed check in
+/// words, and the payment itself (the same for the HTTP API, x402 and MCP).
+pub fn policy_denied(body: &PaymentResponse) -> Result<ApiError, ApiError> {
+    let rule = body
+        .decision
+        .as_ref()
+        .map(|d| d.rule.clone())
+        .unwrap_or_default();
+    let message = body
+        .decision
+        .as_ref()
+        .and_then(|d| d.checks.iter().find(|c| !c.passed))
+        .map(|c| format!("denied by {}: the check \"{}\" failed", c.rule, c.detail))
+        .unwrap_or_else(|| "denied by policy".into());
+    let payment = serde_json::to_value(body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(ApiError::PolicyDenied {
+        rule,
+        message,
+        payment: Some(Box::new(payment)),
+    })
+}
+
 /// The response of a create: `202` with the payment, `200` with `Idempotent-Replayed: true` for
 /// a replay, `403 policy_denied` (with the payment) for a denial, replayed alike.
 pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response, ApiError> {
     let body = payment_response(payment)?;
     let mut response = if payment.status == PaymentStatus::Rejected {
-        let rule = body
-            .decision
-            .as_ref()
-            .map(|d| d.rule.clone())
-            .unwrap_or_default();
-        let message = body
-            .decision
-            .as_ref()
-            .and_then(|d| d.checks.iter().find(|c| !c.passed))
-            .map(|c| format!("denied by {}: the check \"{}\" failed", c.rule, c.detail))
-            .unwrap_or_else(|| "denied by policy".into());
-        let payment = serde_json::to_value(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
-        ApiError::PolicyDenied {
-            rule,
-            message,
-            payment: Some(Box::new(payment)),
-        }
-        .into_response()
+        policy_denied(&body)?.into_response()
     } else {
         let status = if replayed {
             StatusCode::OK

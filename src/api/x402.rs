@@ -93,25 +93,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 /// A rejected payment is `403 policy_denied` with the payment, as for `POST /v1/payments`.
 fn denied(payment: &PaymentResponse) -> Result<Response, ApiError> {
-    let value = serde_json::to_value(payment).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let decision = value.get("decision").cloned().unwrap_or(Value::Null);
-    let rule = decision["rule"].as_str().unwrap_or("policy").to_string();
-    let message = decision["checks"]
-        .as_array()
-        .and_then(|checks| checks.iter().find(|c| c["passed"] == false))
-        .map(|c| {
-            format!(
-                "denied by {}: the check \"{}\" failed",
-                c["rule"].as_str().unwrap_or_default(),
-                c["detail"].as_str().unwrap_or_default()
-            )
-        })
-        .unwrap_or_else(|| "denied by policy".into());
-    Err(ApiError::PolicyDenied {
-        rule,
-        message,
-        payment: Some(Box::new(value)),
-    })
+    Err(super::payments::policy_denied(payment)?)
 }
 
 /// Makes the agent's request; a `402` is paid under the credential's policy and the request is

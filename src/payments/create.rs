@@ -24,34 +24,13 @@ impl Payments {
         {
             return replay(existing, &hash);
         }
-        let credential = tokens::get_credential(&mut *tx, credential_id).await?;
-        self.check_credential(&credential)?;
-        let agent = agents::get(&mut *tx, agent_id).await?;
-        if agent.status != "active" {
-            return Err(PaymentsError::AgentFrozen);
-        }
-        let from = agent.address;
-        self.screen_recipient(&mut tx, from, request.to).await?;
-        let scope = match &request.scope_id {
-            Some(id) => Some(
-                self.scope_for_payment(&mut tx, id, credential_id, now)
-                    .await?,
-            ),
-            None => None,
-        };
-        let decision = self
-            .decide(
-                &mut tx,
-                &credential,
-                &policy::PaymentRequest {
-                    to: request.to,
-                    amount: request.amount,
-                    confidence: request.confidence,
-                },
-                None,
-                now,
-                scope.as_ref(),
-            )
+        let Admitted {
+            credential,
+            agent,
+            scope,
+            decision,
+        } = self
+            .admit(&mut tx, agent_id, credential_id, request, now)
             .await?;
         let status = match (decision.outcome, request.capture) {
             (Outcome::Deny, _) => PaymentStatus::Rejected,
@@ -75,13 +54,7 @@ impl Payments {
             now,
         );
         let mut row = row;
-        row.credential_tier = tier_of_credential(&credential, request.amount);
-        if let Some(scope) = &scope {
-            let (phase, tier) = super::scopes::marks(scope, request.amount)?;
-            row.scope_id = Some(scope.id.clone());
-            row.scope_phase = Some(phase);
-            row.scope_tier = tier;
-        }
+        mark(&mut row, &credential, scope.as_ref(), request.amount)?;
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(
             &mut tx,
@@ -112,6 +85,50 @@ impl Payments {
         Ok(Created {
             payment: row,
             replayed: false,
+        })
+    }
+
+    /// The checks every new agent payment passes in its write transaction, in order: the
+    /// credential is usable, the agent is active, the recipient passes screening, the scope it
+    /// names is open and the credential's, and the policy (with the scope's rules) decides.
+    pub(super) async fn admit(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        agent_id: &AgentId,
+        credential_id: &CredentialId,
+        request: &NewPayment,
+        now: Millis,
+    ) -> Result<Admitted> {
+        let credential = tokens::get_credential(&mut **tx, credential_id).await?;
+        self.check_credential(&credential)?;
+        let agent = agents::get(&mut **tx, agent_id).await?;
+        if agent.status != "active" {
+            return Err(PaymentsError::AgentFrozen);
+        }
+        self.screen_recipient(tx, agent.address, request.to).await?;
+        let scope = match &request.scope_id {
+            Some(id) => Some(self.scope_for_payment(tx, id, credential_id, now).await?),
+            None => None,
+        };
+        let decision = self
+            .decide(
+                tx,
+                &credential,
+                &policy::PaymentRequest {
+                    to: request.to,
+                    amount: request.amount,
+                    confidence: request.confidence,
+                },
+                None,
+                now,
+                scope.as_ref(),
+            )
+            .await?;
+        Ok(Admitted {
+            credential,
+            agent,
+            scope,
+            decision,
         })
     }
 
@@ -222,6 +239,31 @@ impl Payments {
     }
 }
 
+/// What `admit` found and decided.
+pub(super) struct Admitted {
+    pub credential: CredentialRow,
+    pub agent: agents::AgentRow,
+    pub scope: Option<crate::ledger::scopes::ScopeRow>,
+    pub decision: Decision,
+}
+
+/// Records on a new payment row the tiers and the scope phase it was decided under.
+pub(super) fn mark(
+    row: &mut PaymentRow,
+    credential: &CredentialRow,
+    scope: Option<&crate::ledger::scopes::ScopeRow>,
+    amount: Amount,
+) -> Result<()> {
+    row.credential_tier = tier_of_credential(credential, amount);
+    if let Some(scope) = scope {
+        let (phase, tier) = super::scopes::marks(scope, amount)?;
+        row.scope_id = Some(scope.id.clone());
+        row.scope_phase = Some(phase);
+        row.scope_tier = tier;
+    }
+    Ok(())
+}
+
 /// The tier of the credential's policy a payment of `amount` falls in, if it has tiers.
 pub(super) fn credential_tier(policy: &Policy, amount: Amount) -> Option<i64> {
     let tiers = policy.tiers.as_ref()?;
@@ -229,7 +271,7 @@ pub(super) fn credential_tier(policy: &Policy, amount: Amount) -> Option<i64> {
 }
 
 /// The tier recorded on a new payment of `credential` (its policy is checked on read).
-pub(super) fn tier_of_credential(credential: &CredentialRow, amount: Amount) -> Option<i64> {
+fn tier_of_credential(credential: &CredentialRow, amount: Amount) -> Option<i64> {
     serde_json::from_str::<Policy>(&credential.policy)
         .ok()
         .and_then(|policy| credential_tier(&policy, amount))

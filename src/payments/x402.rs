@@ -102,14 +102,6 @@ impl Payments {
                 replayed: true,
             });
         }
-        let credential = tokens::get_credential(&mut *tx, credential_id).await?;
-        self.check_credential(&credential)?;
-        let agent = agents::get(&mut *tx, agent_id).await?;
-        if agent.status != "active" {
-            return Err(PaymentsError::AgentFrozen);
-        }
-        self.screen_recipient(&mut tx, agent.address, offer.pay_to)
-            .await?;
         let request = NewPayment {
             to: offer.pay_to,
             amount: offer.amount,
@@ -121,26 +113,13 @@ impl Payments {
             metadata: Some(serde_json::json!({"x402": {"resource": offer.resource}})),
             scope_id: scope_id.map(str::to_string),
         };
-        let scope = match scope_id {
-            Some(id) => Some(
-                self.scope_for_payment(&mut tx, id, credential_id, now)
-                    .await?,
-            ),
-            None => None,
-        };
-        let decision = self
-            .decide(
-                &mut tx,
-                &credential,
-                &policy::PaymentRequest {
-                    to: offer.pay_to,
-                    amount: offer.amount,
-                    confidence: None,
-                },
-                None,
-                now,
-                scope.as_ref(),
-            )
+        let super::create::Admitted {
+            credential,
+            agent,
+            scope,
+            decision,
+        } = self
+            .admit(&mut tx, agent_id, credential_id, &request, now)
             .await?;
         let status = match decision.outcome {
             Outcome::Deny => PaymentStatus::Rejected,
@@ -161,14 +140,7 @@ impl Payments {
             now,
         );
         row.protocol = Some(X402.into());
-        row.credential_tier = super::create::tier_of_credential(&credential, offer.amount);
-        if let Some(scope) = &scope {
-            let (phase, tier) = super::scopes::marks(scope, offer.amount)?;
-            row.scope_id = Some(scope.id.clone());
-            row.scope_phase = Some(phase);
-            row.scope_tier = tier;
-        }
-        row.held_since = (status == PaymentStatus::Authorized).then_some(now);
+        super::create::mark(&mut row, &credential, scope.as_ref(), offer.amount)?;
         payment_rows::insert(&mut tx, &row).await?;
         x402_rows::insert(
             &mut tx,
