@@ -183,6 +183,14 @@ pub(super) fn scope_json(view: &ScopeView) -> Result<Value, ApiError> {
         "expires_at": scope.expires_at.map(time), "close_reason": scope.close_reason,
         "created_at": time(scope.created_at), "updated_at": time(scope.updated_at),
         "closed_at": scope.closed_at.map(time),
+        // What moved although the task failed (finance reads it here and in `scope.closed`).
+        "spent_without_delivery": (scope.status == "closed_failed" || scope.status == "expired").then(|| {
+            view.payments.iter()
+                .filter(|p| matches!(p.status, crate::domain::PaymentStatus::Submitted
+                    | crate::domain::PaymentStatus::Included | crate::domain::PaymentStatus::Confirmed))
+                .map(|p| p.id.to_string())
+                .collect::<Vec<_>>()
+        }),
         "payments": view.payments.iter().map(|p| json!({
             "id": p.id, "amount": Amount::from_sql(p.amount).to_string(), "status": p.status,
             "phase": p.scope_phase, "tier": p.scope_tier, "to": p.to_address.to_string(),

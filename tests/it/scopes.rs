@@ -221,6 +221,17 @@ async fn a_research_task_explores_commits_with_approval_fails_and_leaves_a_trace
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(wasted.len(), 4);
+    let after_close = app
+        .get(&format!("/v1/scopes/{scope}"), &app.admin_token)
+        .await
+        .body;
+    assert_eq!(
+        after_close["spent_without_delivery"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     assert_eq!(
         crate::support::payment(&app, &hold_id).await["status"],
         "cancelled"

@@ -670,3 +670,43 @@ async fn an_x402_v1_seller_is_paid_through_the_same_path() {
     assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
     assert_eq!(app.usdc_balance(seller).await, usdc("0.12"));
 }
+
+#[tokio::test]
+async fn an_x402_price_that_needs_a_human_is_signed_only_after_approval() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, _) = x402_agent(&app, json!({"require_approval_above": "0.1"})).await;
+    let approver = app.staff_token("approver").await;
+    let seller = recipient(0x57);
+    let (base, paid_requests) = x402_seller(&app, seller, 250_000).await;
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let body = json!({"url": format!("{base}/report")});
+
+    let waiting = fetch(&app, &token, "needs-human", body.clone()).await;
+    assert_eq!(waiting.status, StatusCode::ACCEPTED, "{}", waiting.body);
+    assert!(waiting.body["response"].is_null());
+    assert_eq!(waiting.body["payment"]["status"], "pending_approval");
+    let id = waiting.body["payment"]["id"].as_str().unwrap().to_string();
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 0);
+    // Asking again before the approval signs nothing.
+    let again = fetch(&app, &token, "needs-human", body.clone()).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 0);
+
+    let approved = app
+        .post(
+            &format!("/v1/payments/{id}/approve"),
+            &approver,
+            json!({"note": "ok"}),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(approved.body["status"], "authorized");
+
+    let paid = fetch(&app, &token, "needs-human", body).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    assert_eq!(paid.body["response"]["status"], 200);
+    assert_eq!(paid.body["payment"]["id"], id.as_str());
+    assert_eq!(paid.body["payment"]["status"], "submitted");
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
+    assert_eq!(app.usdc_balance(seller).await, usdc("0.25"));
+}
