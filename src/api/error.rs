@@ -185,10 +185,13 @@ impl IntoResponse for ApiError {
 /// one JSON error envelope. Responses that already are JSON pass through untouched.
 pub async fn envelope_for_bare_errors(response: Response) -> Response {
     let status = response.status();
+    // JSON errors are already enveloped; the console's HTML pages carry their own message.
     let is_json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .merge(deny_list::router())
         .merge(x402::router())
         .merge(scopes::router())
+        .merge(crate::console::router())
         .route("/docs", axum::routing::get(reference::docs))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

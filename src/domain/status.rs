@@ -194,6 +194,8 @@ string_enum!(
         ScopePhaseChanged => "scope_phase_changed",
         ScopeClosed => "scope_closed",
         ScopeExpired => "scope_expired",
+        ConsoleSignedIn => "console_signed_in",
+        ConsoleSignedOut => "console_signed_out",
     }
 );
 

@@ -573,3 +573,19 @@ pub fn export_stream(
         }
     })
 }
+
+/// The newest alarm events (kinds a human should look at now), newest first.
+pub async fn alarms(pool: &SqlitePool, limit: i64) -> Result<Vec<AuditEvent>, LedgerError> {
+    let kinds: Vec<String> = crate::domain::AuditKind::ALL
+        .iter()
+        .filter(|k| k.is_alarm())
+        .map(|k| format!("'{}'", k.as_str()))
+        .collect();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM audit_events WHERE kind IN ({}) ORDER BY seq DESC LIMIT ?",
+        kinds.join(", ")
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

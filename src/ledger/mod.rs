@@ -12,6 +12,7 @@ pub mod deny_list;
 pub mod payments;
 pub mod reports;
 pub mod scopes;
+pub mod sessions;
 pub mod tokens;
 pub mod wallets;
 pub mod webhooks;

@@ -104,7 +104,26 @@ pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
         row.created_at,
     )
     .await?;
+    if row.status == PaymentStatus::PendingApproval {
+        approval_required(tx, row, row.created_at).await?;
+    }
     Ok(())
+}
+
+/// The `payment.approval_required` webhook: what waits, and the console page to decide it on.
+async fn approval_required(
+    tx: &mut Tx,
+    payment: &PaymentRow,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let mut event = status_event(payment, None);
+    event["console_path"] = serde_json::json!(format!("/console/payments/{}", payment.id));
+    event["decision"] = payment
+        .decision
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    super::webhooks::enqueue(tx, super::webhooks::APPROVAL_REQUIRED, &event, now).await
 }
 
 pub async fn get(

@@ -7,7 +7,13 @@ use sqlx::SqlitePool;
 pub const PAYMENT_STATUS_CHANGED: &str = "payment.status_changed";
 pub const AUDIT_ALARM: &str = "audit.alarm";
 pub const SCOPE_CLOSED: &str = "scope.closed";
-pub const EVENT_TYPES: [&str; 3] = [PAYMENT_STATUS_CHANGED, AUDIT_ALARM, SCOPE_CLOSED];
+pub const APPROVAL_REQUIRED: &str = "payment.approval_required";
+pub const EVENT_TYPES: [&str; 4] = [
+    PAYMENT_STATUS_CHANGED,
+    AUDIT_ALARM,
+    SCOPE_CLOSED,
+    APPROVAL_REQUIRED,
+];
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EndpointRow {
@@ -195,4 +201,17 @@ pub async fn replay(tx: &mut Tx, id: &str, now: Millis) -> Result<DeliveryRow, L
     } else {
         LedgerError::NotFound
     })
+}
+
+/// Deliveries that gave up (every attempt failed), newest first.
+pub async fn failed_deliveries(
+    pool: &SqlitePool,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM webhook_deliveries WHERE status = 'failed' ORDER BY created_at DESC LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }

@@ -7,6 +7,7 @@
 mod access;
 mod agent_admin;
 pub mod approvals;
+pub mod console;
 mod create;
 pub mod delivery;
 pub mod reconcile;

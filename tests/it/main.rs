@@ -7,6 +7,7 @@ mod support;
 
 mod api_contract;
 mod chain_truth;
+mod console;
 mod finance;
 mod mcp;
 mod never_stuck;
