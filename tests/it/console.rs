@@ -164,8 +164,40 @@ async fn an_approver_approves_in_the_browser_and_watches_the_payment_confirm() {
             .ends_with("/console/approvals")
     );
 
+    let hook = app
+        .post(
+            "/v1/webhooks",
+            &app.admin_token,
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["payment.approval_required"]}),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+
     // A payment created over the API appears in the open page without a reload.
     let (id, _) = pending_payment(&app).await;
+    let deliveries = app
+        .get(
+            &format!(
+                "/v1/webhooks/{}/deliveries",
+                hook.body["id"].as_str().unwrap()
+            ),
+            &app.admin_token,
+        )
+        .await
+        .body;
+    assert_eq!(
+        deliveries["data"][0]["type"], "payment.approval_required",
+        "{deliveries}"
+    );
+    let database = app.database().await;
+    let data: String = sqlx::query_scalar(
+        "SELECT data FROM webhook_deliveries WHERE event_type = 'payment.approval_required'",
+    )
+    .fetch_one(&database)
+    .await
+    .unwrap();
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["console_path"], format!("/console/payments/{id}"));
     let row = client
         .wait()
         .at_most(Duration::from_secs(15))
