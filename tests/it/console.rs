@@ -211,6 +211,18 @@ async fn an_approver_approves_in_the_browser_and_watches_the_payment_confirm() {
         "the decision's checks: {row_text}"
     );
     screenshot(client, "approvals").await;
+    // At a phone's width the table becomes cards and nothing runs off the screen.
+    client.set_window_size(390, 844).await.unwrap();
+    let overflow: Value = client
+        .execute("return document.documentElement.scrollWidth", vec![])
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_u64().unwrap() <= 390,
+        "the page fits a phone: {overflow}"
+    );
+    screenshot(client, "approvals-phone").await;
+    client.set_window_size(1280, 1000).await.unwrap();
 
     client
         .find(Locator::Css(&format!("#row-{id} button.approve")))
