@@ -396,22 +396,21 @@ async fn figures(state: &AppState, from: i64, to: i64) -> Result<SpendFigures, C
 }
 
 /// A grouped bar chart of spend per agent per day, drawn on the server.
-fn chart(figures: &SpendFigures) -> Markup {
+fn chart(figures: &SpendFigures, from: i64, to: i64) -> Markup {
     const COLORS: [&str; 6] = [
         "#2563eb", "#16a34a", "#d97706", "#9333ea", "#dc2626", "#0891b2",
     ];
-    let days: Vec<&String> = figures
-        .per_day
-        .keys()
-        .map(|(d, _)| d)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
+    const DAY: i64 = 24 * 60 * 60 * 1000;
+    // Every day of the range, spent on or not.
+    let all_days: Vec<String> = (0..(to - from) / DAY)
+        .map(|i| crate::domain::format_time(from + i * DAY)[..10].to_string())
         .collect();
+    let days: Vec<&String> = all_days.iter().collect();
     let agents: Vec<&String> = figures.by_agent.keys().collect();
     let max = figures.per_day.values().copied().max().unwrap_or(1).max(1) as f64;
     let (width, height, pad) = (640.0, 220.0, 24.0);
     let slot = (width - 2.0 * pad) / days.len().max(1) as f64;
-    let bar = (slot * 0.8 / agents.len().max(1) as f64).max(1.0);
+    let bar = (slot * 0.8 / agents.len().max(1) as f64).clamp(1.0, 40.0);
     html! {
         svg class="chart" viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="Spend per agent per day" {
             line x1=(pad) y1=(height - pad) x2=(width - pad) y2=(height - pad) stroke="#999" {}
@@ -419,9 +418,11 @@ fn chart(figures: &SpendFigures) -> Markup {
                 @for (j, agent) in agents.iter().enumerate() {
                     @let value = figures.per_day.get(&((*day).clone(), (*agent).clone())).copied().unwrap_or(0);
                     @let h = (value as f64 / max) * (height - 2.0 * pad);
-                    rect x=(format!("{:.1}", pad + i as f64 * slot + j as f64 * bar)) y=(format!("{:.1}", height - pad - h))
-                        width=(format!("{:.1}", bar)) height=(format!("{:.1}", h)) fill=(COLORS[j % COLORS.len()]) {
-                        title { (day) " · " (agent) ": " (amount(value)) " USDC" }
+                    @if value > 0 {
+                        rect x=(format!("{:.1}", pad + i as f64 * slot + j as f64 * bar)) y=(format!("{:.1}", height - pad - h))
+                            width=(format!("{:.1}", bar)) height=(format!("{:.1}", h)) fill=(COLORS[j % COLORS.len()]) {
+                            title { (day) " · " (agent) ": " (amount(value)) " USDC" }
+                        }
                     }
                 }
                 text x=(format!("{:.1}", pad + i as f64 * slot)) y=(height - 6.0) font-size="9" { (&day[5..]) }
@@ -455,7 +456,7 @@ pub async fn spend(
                 a href=(format!("/console/spend.csv?from={from_day}&to={to_day}")) { "Download CSV" }
             }
             p { "Confirmed agent payments: " strong id="total" { (amount(figures.total)) " USDC" } }
-            (chart(&figures))
+            (chart(&figures, from, to))
             h2 { "By agent" }
             table { thead { tr { th { "Agent" } th { "USDC" } } }
                 tbody { @for (agent, sum) in &figures.by_agent { tr { td data-label="Agent" { (agent) } td data-label="USDC" class="num" { (amount(*sum)) } } } } }

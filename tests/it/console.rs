@@ -82,11 +82,20 @@ async fn sign_in(client: &Client, app: &TestApp, token: &str) {
         .click()
         .await
         .unwrap();
+    // Signed in once the page with the sign-out form has loaded.
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("form[action='/console/logout']"))
+        .await
+        .expect("signed in");
 }
 
 async fn text(client: &Client, css: &str) -> String {
     client
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
         .await
         .unwrap()
         .text()
@@ -174,7 +183,7 @@ async fn an_approver_approves_in_the_browser_and_watches_the_payment_confirm() {
     assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
 
     // A payment created over the API appears in the open page without a reload.
-    let (id, _) = pending_payment(&app).await;
+    let (id, agent_id) = pending_payment(&app).await;
     let deliveries = app
         .get(
             &format!(
@@ -248,6 +257,39 @@ async fn an_approver_approves_in_the_browser_and_watches_the_payment_confirm() {
             .any(|e| e["kind"] == "payment_approved"
                 && e["actor"].as_str().unwrap().starts_with("approver:"))
     );
+
+    // Finance sees it in the spend page: the chart, the totals and the same numbers as CSV.
+    client.delete_all_cookies().await.unwrap();
+    sign_in(client, &app, &app.admin_token).await;
+    client
+        .goto(&format!("{}/console/spend", app.base_url))
+        .await
+        .unwrap();
+    assert_eq!(text(client, "#total").await, "5 USDC");
+    assert_eq!(
+        client
+            .find_all(Locator::Css("svg.chart rect"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    screenshot(client, "spend").await;
+    let cookie = session_cookie(client).await;
+    let csv = app
+        .http
+        .get(format!("{}/console/spend.csv", app.base_url))
+        .header("cookie", format!("bursar_session={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "day,agent_id,usdc");
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].ends_with(&format!("{agent_id},5")), "{csv}");
     browser.client.close().await.unwrap();
 }
 
@@ -291,7 +333,7 @@ async fn roles_csrf_and_revocation_hold_in_the_console() {
             .unwrap()
             .contains("Your role may not do this")
     );
-    for page in ["alarms", "spend", "agents"] {
+    for page in ["alarms", "agents"] {
         client
             .goto(&format!("{}/console/{page}", app.base_url))
             .await
