@@ -19,6 +19,8 @@ CREATE TABLE x402_authorizations (
     header_value   TEXT,
     signed_at_block INTEGER,
     seller_tx_hash TEXT,
+    -- The seller's answer to the paid request (status, headers, body), returned to a replay.
+    seller_response TEXT,
     created_at     INTEGER NOT NULL
 );
 CREATE INDEX x402_authorizations_open ON x402_authorizations (valid_before) WHERE nonce IS NOT NULL;

@@ -159,11 +159,19 @@ pub async fn fetch(
     } else {
         StatusCode::OK
     };
-    Ok((
+    let replayed = fetched.authorized.as_ref().is_some_and(|a| a.replayed);
+    let mut response = (
         status,
         Json(json!({"response": fetched.response, "payment": payment})),
     )
-        .into_response())
+        .into_response();
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
 }
 
 /// Decides, holds and signs a payment for a 402 the agent met itself; returns the header to send.

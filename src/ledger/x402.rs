@@ -20,6 +20,7 @@ pub struct X402Row {
     pub signed_at_block: Option<i64>,
     pub seller_tx_hash: Option<String>,
     pub created_at: Millis,
+    pub seller_response: Option<String>,
 }
 
 pub async fn insert(tx: &mut Tx, row: &X402Row) -> Result<(), LedgerError> {
@@ -89,6 +90,40 @@ pub async fn set_seller_tx(tx: &mut Tx, payment_id: &str, hash: &str) -> Result<
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Keeps the seller's first answer to the paid request, for replays of the same key.
+pub async fn set_seller_response(
+    tx: &mut Tx,
+    payment_id: &str,
+    response: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "UPDATE x402_authorizations SET seller_response = ? WHERE payment_id = ? AND seller_response IS NULL",
+    )
+    .bind(response)
+    .bind(payment_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The x402 payment a credential made under `key`: its id, request hash and the seller's stored
+/// answer, if any.
+pub async fn by_key(
+    pool: &SqlitePool,
+    credential_id: &str,
+    key: &str,
+) -> Result<Option<(String, String, Option<String>)>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT p.id, p.request_hash, a.seller_response FROM payments p
+         JOIN x402_authorizations a ON a.payment_id = p.id
+         WHERE p.idempotency_scope = ? AND p.idempotency_key = ?",
+    )
+    .bind(credential_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Signed authorizations whose payment is not final yet (`authorized`, `submitted`,

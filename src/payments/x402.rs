@@ -50,6 +50,31 @@ pub struct X402Authorized {
 }
 
 impl Payments {
+    /// A replay of an x402 fetch already answered: the payment and the seller's stored answer.
+    /// The same key with another request is `IdempotencyKeyReused`.
+    pub async fn x402_replay(
+        &self,
+        credential_id: &CredentialId,
+        key: &IdempotencyKey,
+        request_hash: &str,
+    ) -> Result<Option<(PaymentRow, serde_json::Value)>> {
+        let Some((id, hash, response)) =
+            x402_rows::by_key(self.ledger.pool(), credential_id.as_str(), key.as_str()).await?
+        else {
+            return Ok(None);
+        };
+        if hash != request_hash {
+            return Err(PaymentsError::IdempotencyKeyReused);
+        }
+        let Some(response) = response.and_then(|r| serde_json::from_str(&r).ok()) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            payment_rows::get(self.ledger.pool(), &id).await?,
+            response,
+        )))
+    }
+
     /// The chain id and USDC contract x402 requirements must name.
     pub fn x402_chain(&self) -> (u64, Address) {
         (self.chain.chain_id(), self.chain.usdc_address())
@@ -158,6 +183,7 @@ impl Payments {
                 signed_at_block: None,
                 seller_tx_hash: None,
                 created_at: now,
+                seller_response: None,
             },
         )
         .await?;
@@ -290,10 +316,12 @@ impl Payments {
         payment_id: &str,
         http_status: u16,
         settled_tx: Option<&str>,
+        response: &serde_json::Value,
     ) -> Result<PaymentRow> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let payment = payment_rows::get(&mut *tx, payment_id).await?;
+        x402_rows::set_seller_response(&mut tx, payment_id, &response.to_string()).await?;
         audit::append(
             &mut tx,
             now,

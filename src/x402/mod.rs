@@ -68,7 +68,7 @@ pub struct FetchRequest {
 }
 
 /// A seller's answer: status, headers and body (text when UTF-8, else base64).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SellerResponse {
     pub status: u16,
     pub headers: serde_json::Map<String, Value>,
@@ -122,6 +122,22 @@ impl Payer {
         key: &IdempotencyKey,
         request: &FetchRequest,
     ) -> Result<Fetched, X402Error> {
+        // The same key again after the seller answered: its answer and the payment, as stored.
+        let hash = request_hash(request);
+        if let Some((payment, stored)) =
+            self.payments.x402_replay(credential_id, key, &hash).await?
+        {
+            let response: SellerResponse = serde_json::from_value(stored)
+                .map_err(|_| X402Error::Seller("the stored answer is unreadable".into()))?;
+            return Ok(Fetched {
+                response: Some(response),
+                authorized: Some(X402Authorized {
+                    payment,
+                    header_value: None,
+                    replayed: true,
+                }),
+            });
+        }
         let first = self.send(request, None).await?;
         if first.status != 402 {
             return Ok(Fetched {
@@ -139,7 +155,6 @@ impl Payer {
                 max,
             });
         }
-        let hash = request_hash(request);
         let authorized = self
             .payments
             .authorize_x402(
@@ -165,12 +180,15 @@ impl Payer {
         };
         let paid = self.send(request, Some((header_name, &header))).await?;
         let settled = paid.settled_transaction();
+        let status = paid.status;
+        let response = paid.into_response();
+        let stored = serde_json::to_value(&response).unwrap_or_default();
         let payment = self
             .payments
-            .record_x402_response(&authorized.payment.id, paid.status, settled.as_deref())
+            .record_x402_response(&authorized.payment.id, status, settled.as_deref(), &stored)
             .await?;
         Ok(Fetched {
-            response: Some(paid.into_response()),
+            response: Some(response),
             authorized: Some(X402Authorized {
                 payment,
                 ..authorized

@@ -253,9 +253,23 @@ async fn a_paid_endpoint_is_paid_exactly_once_and_confirms_on_chain() {
 
     // The same key again: the same payment, and never a second authorization or transfer.
     app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
-    let replay = fetch(&app, &token, "x402-report-1", body).await;
-    assert!(replay.status.is_success(), "{}", replay.body);
+    // The same key again: the seller's stored answer and the same payment; the seller is not
+    // asked again and nothing is signed or paid twice.
+    let replay = fetch(&app, &token, "x402-report-1", body.clone()).await;
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.body);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
     assert_eq!(replay.body["payment"]["id"], id.as_str(), "{}", replay.body);
+    assert_eq!(replay.body["response"]["body"], "the quarterly report");
+    assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
+    let other = fetch(
+        &app,
+        &token,
+        "x402-report-1",
+        json!({"url": format!("{base}/report-v1")}),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+    assert_eq!(other.body["error"]["code"], "idempotency_key_reused");
     app.mine(1).await;
     assert_eq!(app.usdc_balance(seller).await, usdc("0.25"));
     assert_eq!(app.usdc_balance(buyer).await, usdc("9.75"));
