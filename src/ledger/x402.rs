@@ -138,6 +138,22 @@ pub async fn open(pool: &SqlitePool) -> Result<Vec<X402Row>, LedgerError> {
     .await?)
 }
 
+/// Confirmed x402 payments to re-check against the canonical chain: those confirmed in a block
+/// at or after `since_block`, and those a deep reorg took out of the chain (no block recorded).
+pub async fn confirmed_to_watch(
+    pool: &SqlitePool,
+    since_block: i64,
+) -> Result<Vec<X402Row>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT a.* FROM x402_authorizations a JOIN payments p ON p.id = a.payment_id
+         WHERE p.status = 'confirmed' AND a.nonce IS NOT NULL
+           AND (p.block_hash IS NULL OR p.block_number >= ?)",
+    )
+    .bind(since_block)
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Every signed (authorizer, nonce) pair: what reconciliation knows of.
 pub async fn known_nonces(pool: &SqlitePool) -> Result<Vec<(String, String)>, LedgerError> {
     Ok(

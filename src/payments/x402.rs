@@ -509,6 +509,108 @@ impl Payments {
     }
 }
 
+impl Payments {
+    /// Re-checks confirmed x402 payments over `finality_watch_blocks`: a block reorganized away
+    /// after the required depth is a `finality_violation` alarm, and the payment shows no block
+    /// until its authorization is found again at the required depth (`finality_restored`).
+    /// Returns how many alarms it raised.
+    pub(super) async fn watch_x402_finality(&self, head: u64) -> Result<usize> {
+        let since = head.saturating_sub(self.settings().finality_watch_blocks);
+        let watched =
+            x402_rows::confirmed_to_watch(self.ledger.pool(), i64::try_from(since).unwrap_or(0))
+                .await?;
+        if watched.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now();
+        let mut tx = self.ledger.begin().await?;
+        let mut alarms = 0;
+        for authorization in &watched {
+            let payment = payment_rows::get(&mut *tx, &authorization.payment_id).await?;
+            let event = |kind: AuditKind, detail: serde_json::Value| NewEvent {
+                agent_id: payment.agent_id.clone(),
+                credential_id: payment.credential_id.clone(),
+                payment_id: Some(payment.id.clone()),
+                actor: "settlement".into(),
+                detail,
+                tx_hash: payment.tx_hash.clone(),
+                ..NewEvent::of(kind)
+            };
+            if let (Some(number), Some(recorded)) = (payment.block_number, &payment.block_hash) {
+                let canonical = self
+                    .chain
+                    .block_hash(u64::try_from(number).unwrap_or(0))
+                    .await?
+                    .to_string();
+                if canonical == *recorded {
+                    continue;
+                }
+                x402_rows::set_chain_fields(&mut tx, &payment.id, None, None, 0, now).await?;
+                audit::append(
+                    &mut tx,
+                    now,
+                    event(
+                        AuditKind::FinalityViolation,
+                        serde_json::json!({"block_number": number, "recorded_block_hash": recorded,
+                            "canonical_block_hash": canonical,
+                            "confirmations_required": self.confirmations_required(),
+                            "action": "watching for the x402 authorization on the canonical chain"}),
+                    ),
+                )
+                .await?;
+                tracing::error!(payment_id = %payment.id, "finality violation: a confirmed x402 payment's block was reorganized away");
+                alarms += 1;
+                continue;
+            }
+            // Taken out by a reorg: is its authorization on the canonical chain again?
+            let (Ok(authorizer), Some(Ok(nonce))) = (
+                Address::parse(&authorization.authorizer),
+                authorization.nonce.as_deref().map(str::parse::<B256>),
+            ) else {
+                continue;
+            };
+            let from = u64::try_from(authorization.signed_at_block.unwrap_or(0)).unwrap_or(0);
+            let found = self
+                .chain
+                .authorizations_used(from, head, &[authorizer])
+                .await?
+                .into_iter()
+                .find(|log| log.nonce == nonce);
+            if let Some(log) = found
+                && head.saturating_sub(log.block_number) >= self.confirmations_required()
+            {
+                let depth = head.saturating_sub(log.block_number);
+                let block_hash = log.block_hash.to_string();
+                x402_rows::set_chain_fields(
+                    &mut tx,
+                    &payment.id,
+                    Some(&log.tx_hash.to_string()),
+                    Some((
+                        i64::try_from(log.block_number).unwrap_or(i64::MAX),
+                        &block_hash,
+                    )),
+                    i64::try_from(depth).unwrap_or(i64::MAX),
+                    now,
+                )
+                .await?;
+                audit::append(
+                    &mut tx,
+                    now,
+                    event(
+                        AuditKind::FinalityRestored,
+                        serde_json::json!({"block_number": log.block_number, "block_hash": block_hash,
+                            "tx_hash": log.tx_hash.to_string()}),
+                    ),
+                )
+                .await?;
+            }
+        }
+        tx.finish("a finality check of x402 payments that found nothing new")
+            .await?;
+        Ok(alarms)
+    }
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }

@@ -724,3 +724,48 @@ async fn an_x402_price_that_needs_a_human_is_signed_only_after_approval() {
     assert_eq!(paid_requests.load(Ordering::SeqCst), 1);
     assert_eq!(app.usdc_balance(seller).await, usdc("0.25"));
 }
+
+#[tokio::test]
+async fn a_deep_reorg_under_a_confirmed_x402_payment_is_an_alarm_not_a_silent_lie() {
+    let app = TestApp::spawn_with(&[("BURSAR_X402_ALLOW_PRIVATE_TARGETS", "true")]).await;
+    let (token, _) = x402_agent(&app, json!({})).await;
+    let (base, _) = x402_seller(&app, recipient(0x58), 100_000).await;
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    let paid = fetch(
+        &app,
+        &token,
+        "reorged",
+        json!({"url": format!("{base}/report")}),
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let id = paid.body["payment"]["id"].as_str().unwrap().to_string();
+    app.devnet
+        .provider
+        .anvil_set_auto_mine(false)
+        .await
+        .unwrap();
+    app.settle().await;
+    app.mine(app.config.confirmations_required).await;
+    app.settle().await;
+    let confirmed = crate::support::payment(&app, &id).await;
+    assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+
+    // The blocks from the one that held the transfer on are replaced by empty ones.
+    app.devnet
+        .reorg(app.config.confirmations_required + 1)
+        .await
+        .unwrap();
+    let report = app.settle().await;
+    assert!(report.alarms >= 1, "{report:?}");
+    let after = crate::support::payment(&app, &id).await;
+    assert!(
+        after["block_hash"].is_null(),
+        "no longer claims a block: {after}"
+    );
+    assert!(
+        audit_kinds(&app, &id)
+            .await
+            .contains(&"finality_violation".to_string())
+    );
+}

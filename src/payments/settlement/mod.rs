@@ -272,6 +272,7 @@ impl Payments {
         let finality_at = started.elapsed();
         self.resolve_slots(&mut pass).await?;
         pass.report.updated += self.track_x402().await?;
+        pass.report.alarms += self.watch_x402_finality(head).await?;
         let resolved_at = started.elapsed();
         self.publish_waiting().await?;
         let published_at = started.elapsed();
