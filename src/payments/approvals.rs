@@ -145,15 +145,17 @@ impl Payments {
             }
             None => None,
         };
-        self.decide(
-            tx,
-            &credential,
-            &request,
-            Some(&payment.id),
-            now,
-            scope.as_ref(),
-        )
-        .await
+        Ok(self
+            .decide(
+                tx,
+                &credential,
+                &request,
+                Some(&payment.id),
+                now,
+                scope.as_ref(),
+            )
+            .await?
+            .decision)
     }
 
     /// An approver (or admin) refuses a `pending_approval` payment: it is cancelled.

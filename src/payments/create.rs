@@ -24,14 +24,10 @@ impl Payments {
         {
             return replay(existing, &hash);
         }
-        let Admitted {
-            credential,
-            agent,
-            scope,
-            decision,
-        } = self
+        let admitted = self
             .admit(&mut tx, agent_id, credential_id, request, now)
             .await?;
+        let (agent, decision) = (&admitted.agent, &admitted.decision);
         let status = match (decision.outcome, request.capture) {
             (Outcome::Deny, _) => PaymentStatus::Rejected,
             (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
@@ -40,12 +36,12 @@ impl Payments {
         };
         let row = self.payment_row(
             PaymentKind::Payment,
-            Some(&agent),
+            Some(agent),
             Some(credential_id),
             &agent.wallet_id,
             request,
             status,
-            Some(&decision),
+            Some(decision),
             // Keys are scoped to the credential: another credential of the same agent can neither
             // replay nor read a payment made under this one's policy.
             credential_id,
@@ -54,7 +50,7 @@ impl Payments {
             now,
         );
         let mut row = row;
-        mark(&mut row, &credential, scope.as_ref(), request.amount)?;
+        admitted.mark(&mut row);
         payment_rows::insert(&mut tx, &row).await?;
         audit::append(
             &mut tx,
@@ -110,7 +106,7 @@ impl Payments {
             Some(id) => Some(self.scope_for_payment(tx, id, credential_id, now).await?),
             None => None,
         };
-        let decision = self
+        let judged = self
             .decide(
                 tx,
                 &credential,
@@ -125,10 +121,11 @@ impl Payments {
             )
             .await?;
         Ok(Admitted {
-            credential,
             agent,
             scope,
-            decision,
+            decision: judged.decision,
+            credential_tier: judged.credential_tier,
+            scope_tier: judged.scope_tier,
         })
     }
 
@@ -143,12 +140,13 @@ impl Payments {
         exclude: Option<&str>,
         now: Millis,
         scope: Option<&crate::ledger::scopes::ScopeRow>,
-    ) -> Result<Decision> {
+    ) -> Result<Judged> {
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
         let (day, total, minute) =
             payment_rows::spend_snapshot(tx, &credential.id, now, exclude).await?;
-        let tier_held = match credential_tier(&policy, request.amount) {
+        let credential_tier = credential_tier(&policy, request.amount);
+        let tier_held = match credential_tier {
             Some(tier) => payment_rows::tier_held(tx, &credential.id, tier, now, exclude).await?,
             None => 0,
         };
@@ -160,14 +158,18 @@ impl Payments {
         };
         let decision = policy::evaluate(&policy, request, &snapshot);
         let Some(scope) = scope else {
-            return Ok(decision);
+            return Ok(Judged {
+                decision,
+                credential_tier,
+                scope_tier: None,
+            });
         };
         let rules = super::scopes::rules_of(scope)?;
         let tier = policy::scope::tier_of(&rules.tiers, request.amount).map(|i| i as i64);
         let (held, in_phase, in_tier) =
             crate::ledger::scopes::snapshot(tx, &scope.id, &scope.phase, tier, now, exclude)
                 .await?;
-        Ok(policy::scope::evaluate_with_scope(
+        let decision = policy::scope::evaluate_with_scope(
             decision,
             &rules,
             request,
@@ -176,7 +178,12 @@ impl Payments {
                 held_in_phase: Amount::from_sql(in_phase),
                 tier_held_24h: Amount::from_sql(in_tier),
             },
-        ))
+        );
+        Ok(Judged {
+            decision,
+            credential_tier,
+            scope_tier: tier,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -239,42 +246,39 @@ impl Payments {
     }
 }
 
+/// A decision and the tiers it counted the payment in (to be recorded on the payment).
+pub(super) struct Judged {
+    pub decision: Decision,
+    pub credential_tier: Option<i64>,
+    pub scope_tier: Option<i64>,
+}
+
 /// What `admit` found and decided.
 pub(super) struct Admitted {
-    pub credential: CredentialRow,
     pub agent: agents::AgentRow,
     pub scope: Option<crate::ledger::scopes::ScopeRow>,
     pub decision: Decision,
+    pub credential_tier: Option<i64>,
+    pub scope_tier: Option<i64>,
 }
 
-/// Records on a new payment row the tiers and the scope phase it was decided under.
-pub(super) fn mark(
-    row: &mut PaymentRow,
-    credential: &CredentialRow,
-    scope: Option<&crate::ledger::scopes::ScopeRow>,
-    amount: Amount,
-) -> Result<()> {
-    row.credential_tier = tier_of_credential(credential, amount);
-    if let Some(scope) = scope {
-        let (phase, tier) = super::scopes::marks(scope, amount)?;
-        row.scope_id = Some(scope.id.clone());
-        row.scope_phase = Some(phase);
-        row.scope_tier = tier;
+impl Admitted {
+    /// Records on a new payment row the tiers and the scope phase it was decided under, as the
+    /// decision counted them (so later counters read what was checked).
+    pub(super) fn mark(&self, row: &mut PaymentRow) {
+        row.credential_tier = self.credential_tier;
+        if let Some(scope) = &self.scope {
+            row.scope_id = Some(scope.id.clone());
+            row.scope_phase = Some(scope.phase.clone());
+            row.scope_tier = self.scope_tier;
+        }
     }
-    Ok(())
 }
 
 /// The tier of the credential's policy a payment of `amount` falls in, if it has tiers.
-pub(super) fn credential_tier(policy: &Policy, amount: Amount) -> Option<i64> {
+fn credential_tier(policy: &Policy, amount: Amount) -> Option<i64> {
     let tiers = policy.tiers.as_ref()?;
     policy::scope::tier_of(tiers, amount).map(|i| i as i64)
-}
-
-/// The tier recorded on a new payment of `credential` (its policy is checked on read).
-fn tier_of_credential(credential: &CredentialRow, amount: Amount) -> Option<i64> {
-    serde_json::from_str::<Policy>(&credential.policy)
-        .ok()
-        .and_then(|policy| credential_tier(&policy, amount))
 }
 
 /// Same key: the same request replays the stored payment; a different one is a conflict.

@@ -7,7 +7,7 @@ use super::*;
 use crate::domain::AuditKind;
 use crate::ledger::scopes::{self as scope_rows, ScopeRow};
 use crate::ledger::webhooks as webhook_rows;
-use crate::policy::scope::{PhaseLimits, ScopeRules, Tier, tier_of, tiers_are_ordered};
+use crate::policy::scope::{PhaseLimits, ScopeRules, Tier, tiers_are_ordered};
 
 /// Scopes expired per pass.
 const EXPIRE_BATCH: i64 = 100;
@@ -525,13 +525,4 @@ fn check_narrows(
         }
     }
     Ok(())
-}
-
-/// The phase and tier a payment of `amount` is recorded with in `scope`.
-pub(super) fn marks(scope: &ScopeRow, amount: Amount) -> Result<(String, Option<i64>)> {
-    let rules = rules_of(scope)?;
-    Ok((
-        scope.phase.clone(),
-        tier_of(&rules.tiers, amount).map(|i| i as i64),
-    ))
 }

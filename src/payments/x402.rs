@@ -138,14 +138,10 @@ impl Payments {
             metadata: Some(serde_json::json!({"x402": {"resource": offer.resource}})),
             scope_id: scope_id.map(str::to_string),
         };
-        let super::create::Admitted {
-            credential,
-            agent,
-            scope,
-            decision,
-        } = self
+        let admitted = self
             .admit(&mut tx, agent_id, credential_id, &request, now)
             .await?;
+        let (agent, decision) = (&admitted.agent, &admitted.decision);
         let status = match decision.outcome {
             Outcome::Deny => PaymentStatus::Rejected,
             Outcome::RequireApproval => PaymentStatus::PendingApproval,
@@ -153,19 +149,19 @@ impl Payments {
         };
         let mut row = self.payment_row(
             PaymentKind::Payment,
-            Some(&agent),
+            Some(agent),
             Some(credential_id),
             &agent.wallet_id,
             &request,
             status,
-            Some(&decision),
+            Some(decision),
             credential_id,
             key,
             request_hash,
             now,
         );
         row.protocol = Some(X402.into());
-        super::create::mark(&mut row, &credential, scope.as_ref(), offer.amount)?;
+        admitted.mark(&mut row);
         payment_rows::insert(&mut tx, &row).await?;
         x402_rows::insert(
             &mut tx,
