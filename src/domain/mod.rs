@@ -2,7 +2,7 @@
 //! status state machine. Pure types, no I/O; every other module may import this one, and this one
 //! imports nothing of ours.
 
-/// Stores a domain type in SQLite as text: `$encode` turns a value into the text written, and
+/// Stores a domain type in SQLite as text (through sqlx and through the writer's direct handle): `$encode` turns a value into the text written, and
 /// `$decode` turns the text read into a value or an error (an unknown value fails the read instead
 /// of travelling on as a string). One implementation for enums, ids and addresses.
 macro_rules! sqlx_text {
@@ -29,6 +29,25 @@ macro_rules! sqlx_text {
             ) -> Result<Self, sqlx::error::BoxDynError> {
                 let $text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
                 $decode
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                let $value = self;
+                Ok(rusqlite::types::ToSqlOutput::from(String::from($encode)))
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let $text = value.as_str()?;
+                // A closure, so that `$decode` may use `?` as in the sqlx impl above.
+                #[allow(clippy::redundant_closure_call)]
+                let decoded: Result<Self, sqlx::error::BoxDynError> = (|| $decode)();
+                decoded.map_err(rusqlite::types::FromSqlError::Other)
             }
         }
     };

@@ -1,6 +1,6 @@
 //! Agents: a name, a status and the custodied wallet they pay from.
 
-use super::{LedgerError, Millis, Page, Tx};
+use super::{LedgerError, Millis, Page, SyncTx, Tx};
 use crate::domain::{Address, AgentId, PaymentStatus};
 use sqlx::SqlitePool;
 
@@ -45,6 +45,27 @@ pub async fn get(
         .bind(id)
         .fetch_optional(executor)
         .await?
+        .ok_or(LedgerError::NotFound)
+}
+
+/// `get` in a synchronous transaction.
+pub fn get_in(tx: &mut SyncTx<'_>, id: &str) -> Result<AgentRow, LedgerError> {
+    use rusqlite::OptionalExtension;
+    static GET: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{SELECT} WHERE agents.id = ?"));
+    tx.prepare(&GET)?
+        .query_row([id], |row| {
+            Ok(AgentRow {
+                id: row.get(0)?,
+                name: row.get(1)?,
+                wallet_id: row.get(2)?,
+                address: row.get(3)?,
+                status: row.get(4)?,
+                created_at: row.get(5)?,
+                updated_at: row.get(6)?,
+            })
+        })
+        .optional()?
         .ok_or(LedgerError::NotFound)
 }
 

@@ -3,7 +3,7 @@
 //! from that point on. Events are appended inside the caller's transaction, with the state change
 //! they describe.
 
-use super::{LedgerError, Millis, Tx};
+use super::{LedgerError, Millis, SyncTx, Tx};
 use crate::domain::{AgentId, AuditKey, AuditKind, CredentialId, PaymentId};
 use futures_util::TryStreamExt;
 use serde::Serialize;
@@ -120,68 +120,131 @@ impl AuditEvent {
     }
 }
 
+const LAST: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+const INSERT: &str = "INSERT INTO audit_events (seq, at, kind, agent_id, credential_id, payment_id,
+    actor, detail, tx_hash, block_number, block_hash, prev_hash, hash)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// An event chained after `last`: its sequence number, its hash, and the alarm it raises.
+struct Sealed {
+    seq: i64,
+    at: Millis,
+    event: NewEvent,
+    detail: String,
+    prev_hash: String,
+    hash: String,
+}
+
+impl Sealed {
+    fn new(last: Option<(i64, String)>, at: Millis, event: NewEvent) -> Sealed {
+        let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+        let seq = prev_seq + 1;
+        let detail = event.detail.to_string();
+        let hash = event_hash(
+            &prev_hash,
+            seq,
+            at,
+            event.kind.as_str(),
+            event.agent_id.as_deref(),
+            event.credential_id.as_deref(),
+            event.payment_id.as_deref(),
+            &event.actor,
+            &detail,
+            event.tx_hash.as_deref(),
+            event.block_number,
+            event.block_hash.as_deref(),
+        );
+        Sealed {
+            seq,
+            at,
+            event,
+            detail,
+            prev_hash,
+            hash,
+        }
+    }
+
+    /// The `audit.alarm` webhook's data, for an alarm.
+    fn alarm(&self) -> Option<serde_json::Value> {
+        let event = &self.event;
+        event.kind.is_alarm().then(|| {
+            serde_json::json!({
+                "kind": event.kind, "agent_id": event.agent_id, "payment_id": event.payment_id,
+                "detail": event.detail, "tx_hash": event.tx_hash, "block_number": event.block_number,
+                "block_hash": event.block_hash, "seq": self.seq,
+            })
+        })
+    }
+}
+
 /// Appends `event` in the caller's transaction and returns its sequence number.
 pub async fn append(tx: &mut Tx, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
     tx.mark_audited();
     let last: Option<(i64, String)> = match tx.audit_head() {
         Some(head) => Some(head),
-        None => {
-            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?
-        }
+        None => sqlx::query_as(LAST).fetch_optional(&mut **tx).await?,
     };
     // If the insert below fails, the head is unknown until read again.
     tx.set_audit_head(None);
-    let (prev_seq, prev_hash) = last.unwrap_or((0, GENESIS_HASH.to_string()));
-    let seq = prev_seq + 1;
-    let alarm = event.kind.is_alarm().then(|| {
-        serde_json::json!({
-            "kind": event.kind, "agent_id": event.agent_id, "payment_id": event.payment_id,
-            "detail": event.detail, "tx_hash": event.tx_hash, "block_number": event.block_number,
-            "block_hash": event.block_hash,
-        })
-    });
-    let detail = event.detail.to_string();
-    let hash = event_hash(
-        &prev_hash,
-        seq,
-        at,
-        event.kind.as_str(),
-        event.agent_id.as_deref(),
-        event.credential_id.as_deref(),
-        event.payment_id.as_deref(),
-        &event.actor,
-        &detail,
-        event.tx_hash.as_deref(),
-        event.block_number,
-        event.block_hash.as_deref(),
-    );
-    sqlx::query(
-        "INSERT INTO audit_events (seq, at, kind, agent_id, credential_id, payment_id, actor, detail, tx_hash,
-         block_number, block_hash, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(at)
-    .bind(event.kind.as_str())
-    .bind(event.agent_id)
-    .bind(event.credential_id)
-    .bind(event.payment_id)
-    .bind(event.actor)
-    .bind(detail)
-    .bind(event.tx_hash)
-    .bind(event.block_number)
-    .bind(event.block_hash)
-    .bind(prev_hash)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    tx.set_audit_head(Some((seq, hash)));
-    if let Some(mut alarm) = alarm {
-        alarm["seq"] = serde_json::json!(seq);
+    let sealed = Sealed::new(last, at, event);
+    let event = &sealed.event;
+    sqlx::query(INSERT)
+        .bind(sealed.seq)
+        .bind(at)
+        .bind(event.kind.as_str())
+        .bind(&event.agent_id)
+        .bind(&event.credential_id)
+        .bind(&event.payment_id)
+        .bind(&event.actor)
+        .bind(&sealed.detail)
+        .bind(&event.tx_hash)
+        .bind(event.block_number)
+        .bind(&event.block_hash)
+        .bind(&sealed.prev_hash)
+        .bind(&sealed.hash)
+        .execute(&mut **tx)
+        .await?;
+    tx.set_audit_head(Some((sealed.seq, sealed.hash.clone())));
+    if let Some(alarm) = sealed.alarm() {
         super::webhooks::enqueue(tx, super::webhooks::AUDIT_ALARM, &alarm, at).await?;
     }
-    Ok(seq)
+    Ok(sealed.seq)
+}
+
+/// `append` in a synchronous transaction: the same event, chained the same way.
+pub fn append_in(tx: &mut SyncTx<'_>, at: Millis, event: NewEvent) -> Result<i64, LedgerError> {
+    tx.mark_audited();
+    let last = match tx.audit_head.take() {
+        Some(head) => Some(head),
+        None => {
+            use rusqlite::OptionalExtension;
+            tx.prepare(LAST)?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+        }
+    };
+    let sealed = Sealed::new(last, at, event);
+    let event = &sealed.event;
+    tx.prepare(INSERT)?.execute(rusqlite::params![
+        sealed.seq,
+        sealed.at,
+        event.kind.as_str(),
+        event.agent_id,
+        event.credential_id,
+        event.payment_id,
+        event.actor,
+        sealed.detail,
+        event.tx_hash,
+        event.block_number,
+        event.block_hash,
+        sealed.prev_hash,
+        sealed.hash,
+    ])?;
+    *tx.audit_head = Some((sealed.seq, sealed.hash.clone()));
+    if let Some(alarm) = sealed.alarm() {
+        super::webhooks::enqueue_in(tx, super::webhooks::AUDIT_ALARM, &alarm, at)?;
+    }
+    Ok(sealed.seq)
 }
 
 #[derive(Clone, Debug, Default)]

@@ -1,6 +1,6 @@
 //! The operator deny list: addresses no payment may go to, whatever a credential allows.
 
-use super::{LedgerError, Millis, Page, Tx};
+use super::{LedgerError, Millis, Page, SyncTx, Tx};
 use crate::domain::Address;
 use sqlx::SqlitePool;
 
@@ -12,17 +12,10 @@ pub struct DeniedAddress {
     pub created_at: Millis,
 }
 
-pub async fn contains(
-    executor: impl sqlx::SqliteExecutor<'_>,
-    address: Address,
-) -> Result<bool, LedgerError> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT 1 FROM denied_addresses WHERE address = ?")
-            .bind(address.to_string())
-            .fetch_optional(executor)
-            .await?
-            .is_some(),
-    )
+pub fn contains(tx: &mut SyncTx<'_>, address: Address) -> Result<bool, LedgerError> {
+    Ok(tx
+        .prepare("SELECT 1 FROM denied_addresses WHERE address = ?")?
+        .exists([address])?)
 }
 
 /// Adds (or re-words) an entry; returns whether it was new.

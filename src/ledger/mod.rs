@@ -36,6 +36,9 @@ pub const MAX_PAGE: u32 = 500;
 pub enum LedgerError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of a statement run synchronously on the writer's handle (`SyncTx`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
@@ -54,7 +57,18 @@ pub enum LedgerError {
 
 impl LedgerError {
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, LedgerError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+        match self {
+            LedgerError::Database(sqlx::Error::Database(e)) => e.is_unique_violation(),
+            LedgerError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::ConstraintViolation
+                    && matches!(
+                        e.extended_code,
+                        rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    )
+            }
+            _ => false,
+        }
     }
 }
 
@@ -63,6 +77,10 @@ impl LedgerError {
 /// share one fsync (group commit) while each keeps its own atomicity.
 struct Writer {
     connection: Option<SqliteConnection>,
+    /// The same SQLite handle as `connection`, for statements run synchronously (`SyncTx`):
+    /// used only while `connection`'s handle is locked (`lock_handle`), when sqlx's thread for it
+    /// is parked, so the two never touch the handle at once. Dropped before `connection` closes.
+    direct: Option<rusqlite::Connection>,
     /// `BEGIN IMMEDIATE` was issued and not yet committed.
     open: bool,
     /// A `Tx` was dropped without finishing: its savepoint is rolled back before anything else.
@@ -82,6 +100,16 @@ impl Writer {
             .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))
     }
 
+    /// Ends the open transaction after a failure that left its state unknown: rolls it all back
+    /// and tells every write that joined it that it did not happen.
+    fn fail_group(&mut self, error: &str) {
+        self.open = false;
+        self.audit_head = None;
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(Err(error.to_string()));
+        }
+    }
+
     /// Rolls back an abandoned savepoint, so the next statement starts clean.
     async fn discard_abandoned(&mut self) -> Result<(), LedgerError> {
         if self.abandoned {
@@ -94,14 +122,22 @@ impl Writer {
                 // SQLite may have ended the transaction itself (an I/O error): end it for sure,
                 // and fail the group, so that no later statement runs outside a transaction.
                 let _ = sqlx::query("ROLLBACK").execute(self.connection()?).await;
-                self.open = false;
-                for waiter in self.waiters.drain(..) {
-                    let _ = waiter.send(Err(error.to_string()));
-                }
+                self.fail_group(&error.to_string());
                 return Err(error.into());
             }
         }
         Ok(())
+    }
+
+    /// Closes the writer's connection, first dropping the direct handle on it (finalizing its
+    /// cached statements) while sqlx's thread is parked.
+    async fn close_connection(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            if let Ok(_locked) = connection.lock_handle().await {
+                drop(self.direct.take());
+            }
+            let _ = connection.close().await;
+        }
     }
 
     /// Commits the open transaction (one fsync) and tells every waiter how it went. A failed
@@ -155,9 +191,7 @@ async fn run_flusher(side: std::sync::Weak<WriteSide>) {
         let mut writer = strong.writer.lock().await;
         writer.flush().await;
         if strong.closed.load(std::sync::atomic::Ordering::Acquire) {
-            if let Some(connection) = writer.connection.take() {
-                let _ = connection.close().await;
-            }
+            writer.close_connection().await;
             return;
         }
     }
@@ -314,10 +348,20 @@ impl Ledger {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone().read_only(true).create_if_missing(false))
             .await?;
-        let connection = options.connect().await?;
+        let mut connection = options.connect().await?;
+        let direct = {
+            let mut locked = connection.lock_handle().await?;
+            // SAFETY: the handle stays open as long as `connection` (which the writer closes
+            // only after dropping `direct`, see `close_connection`); `direct` does not own it
+            // (`from_handle` never closes it), and it is used only while the handle is locked
+            // away from sqlx's thread (`Writer::direct`).
+            unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr())? }
+        };
+        direct.set_prepared_statement_cache_capacity(64);
         let side = Arc::new(WriteSide {
             writer: Arc::new(Mutex::new(Writer {
                 connection: Some(connection),
+                direct: Some(direct),
                 open: false,
                 abandoned: false,
                 waiters: Vec::new(),
@@ -405,13 +449,143 @@ impl Ledger {
         {
             let mut writer = self.side.writer.lock().await;
             writer.flush().await;
-            if let Some(connection) = writer.connection.take() {
-                let _ = connection.close().await;
-            }
+            writer.close_connection().await;
         }
         self.side.flush.notify_one();
         self.reader.pool.close().await;
         self.pool.close().await;
+    }
+}
+
+/// A write transaction's synchronous face: its statements run on the calling thread, straight
+/// on the writer's SQLite handle, with no hand-off to another thread per statement (each of which
+/// would leave the writer held while the answer waits its turn in the runtime's queue). The
+/// statements themselves live in the ledger's modules (the handle is private to `ledger`); the
+/// use cases compose them in a closure given to `Ledger::write_sync` or `Tx::run_sync`.
+pub struct SyncTx<'a> {
+    conn: &'a rusqlite::Connection,
+    audit_head: &'a mut Option<(i64, String)>,
+    audited: &'a mut bool,
+}
+
+impl SyncTx<'_> {
+    /// Records that an audit event was appended in this transaction.
+    pub(crate) fn mark_audited(&mut self) {
+        *self.audited = true;
+    }
+
+    /// A statement, prepared once per writer and reused.
+    fn prepare(&self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, LedgerError> {
+        Ok(self.conn.prepare_cached(sql)?)
+    }
+}
+
+impl Tx {
+    /// Runs synchronous ledger statements inside this transaction (one hand-off to lock the
+    /// handle, then none per statement). A failure leaves the savepoint to roll back with the Tx.
+    pub async fn run_sync<T, E: From<LedgerError>>(
+        &mut self,
+        work: impl FnOnce(&mut SyncTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let writer = &mut *self.writer;
+        let connection = writer
+            .connection
+            .as_mut()
+            .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))?;
+        let _locked = connection.lock_handle().await.map_err(LedgerError::from)?;
+        let direct = writer
+            .direct
+            .as_ref()
+            .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))?;
+        work(&mut SyncTx {
+            conn: direct,
+            audit_head: &mut writer.audit_head,
+            audited: &mut self.audited,
+        })
+    }
+}
+
+impl Ledger {
+    /// A whole write transaction run synchronously: `work` runs in a savepoint of the open
+    /// group transaction, on this thread, with no hand-off per statement. If it returns `Ok`
+    /// having appended an audit event, its writes join the group and this returns once they are
+    /// durable; if it fails, or appended no audit event (a read, a replay), its savepoint is
+    /// rolled back and nothing it wrote remains (and it still returns only once what it read of
+    /// the open group is durable). The check and the write it guards are atomic,
+    /// as in `begin`.
+    pub async fn write_sync<T, E: From<LedgerError>>(
+        &self,
+        work: impl FnOnce(&mut SyncTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut writer = tokio::time::timeout(
+            Duration::from_millis(BUSY_TIMEOUT_MS),
+            self.side.writer.clone().lock_owned(),
+        )
+        .await
+        .map_err(|_| LedgerError::Database(sqlx::Error::PoolTimedOut))?;
+        writer.discard_abandoned().await?;
+        let w = &mut *writer;
+        let connection = w
+            .connection
+            .as_mut()
+            .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))?;
+        let locked = connection.lock_handle().await.map_err(LedgerError::from)?;
+        let direct = w
+            .direct
+            .as_ref()
+            .ok_or(LedgerError::Database(sqlx::Error::PoolClosed))?;
+        let began = (|| -> Result<(), LedgerError> {
+            if !w.open {
+                direct.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+                w.open = true;
+            }
+            direct.prepare_cached("SAVEPOINT tx")?.execute([])?;
+            Ok(())
+        })();
+        if let Err(error) = began {
+            drop(locked);
+            self.side.flush.notify_one();
+            return Err(error.into());
+        }
+        let mut audited = false;
+        let outcome = work(&mut SyncTx {
+            conn: direct,
+            audit_head: &mut w.audit_head,
+            audited: &mut audited,
+        });
+        let keep = outcome.is_ok() && audited;
+        let ended = if keep {
+            direct
+                .prepare_cached("RELEASE tx")
+                .and_then(|mut s| s.execute([]).map(|_| ()))
+        } else {
+            w.audit_head = None;
+            direct.execute_batch("ROLLBACK TO tx; RELEASE tx")
+        };
+        if let Err(error) = ended {
+            // SQLite may have ended the transaction itself (an I/O error): end it for sure and
+            // fail the group, so no later statement runs outside a transaction.
+            let _ = direct.execute_batch("ROLLBACK");
+            drop(locked);
+            w.fail_group(&error.to_string());
+            return Err(LedgerError::from(error).into());
+        }
+        drop(locked);
+        // What it saw of the open group (a replayed payment, a figure) is answered only once
+        // durable: a write that kept nothing waits for the group it read, if there is one.
+        if !keep && w.waiters.is_empty() {
+            self.side.flush.notify_one();
+            return outcome;
+        }
+        let (sender, receiver) = oneshot::channel();
+        w.waiters.push(sender);
+        drop(writer);
+        self.side.flush.notify_one();
+        match receiver.await {
+            Ok(Ok(())) => outcome,
+            Ok(Err(message)) => Err(LedgerError::CommitFailed(message).into()),
+            Err(_) => Err(LedgerError::CommitFailed("the writer stopped".into()).into()),
+        }
     }
 }
 
@@ -484,6 +658,78 @@ mod write_path_tests {
         .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(ledger.meta("audited").await.unwrap().as_deref(), Some("x"));
+    }
+
+    /// Synchronous writes share the group with async ones and keep the same rules: one that
+    /// fails leaves nothing, one without an audit event leaves nothing, and the chain is one
+    /// unbroken sequence across both kinds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_synchronous_write_is_atomic_audited_and_chained() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("sync.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let mut writes = tokio::task::JoinSet::new();
+        for index in 0..60i64 {
+            let ledger = ledger.clone();
+            writes.spawn(async move {
+                let key = format!("key-{index}");
+                if index % 3 == 2 {
+                    // The async path, interleaved.
+                    let mut tx = ledger.begin().await.unwrap();
+                    Ledger::set_meta_in(&mut tx, &key, "v").await.unwrap();
+                    audit::append(
+                        &mut tx,
+                        index,
+                        audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+                    )
+                    .await
+                    .unwrap();
+                    tx.commit().await.unwrap();
+                    return true;
+                }
+                let outcome = ledger
+                    .write_sync(|tx| -> Result<(), LedgerError> {
+                        tx.prepare("INSERT INTO meta (key, value) VALUES (?, 'v')")?
+                            .execute([&key])?;
+                        match index % 6 {
+                            // Fails after writing: rolled back.
+                            0 => Err(LedgerError::Conflict("refused".into())),
+                            // Writes without an audit event: discarded.
+                            1 => Ok(()),
+                            _ => {
+                                audit::append_in(
+                                    tx,
+                                    index,
+                                    audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+                                )?;
+                                Ok(())
+                            }
+                        }
+                    })
+                    .await;
+                assert_eq!(outcome.is_ok(), index % 6 != 0, "{index}");
+                false
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.unwrap();
+        }
+        for index in 0..60i64 {
+            let kept = matches!(index % 6, 2..=5);
+            let stored = ledger.meta(&format!("key-{index}")).await.unwrap();
+            assert_eq!(stored.is_some(), kept, "key-{index}");
+        }
+        let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(ledger.pool())
+            .await
+            .unwrap();
+        assert_eq!(events, 40, "20 async and 20 synchronous writes kept");
+        assert!(audit::verify(ledger.pool()).await.unwrap().ok);
+        ledger.close().await;
+        let reopened = Ledger::open(&url).await.unwrap();
+        assert_eq!(reopened.meta("key-4").await.unwrap().as_deref(), Some("v"));
+        assert_eq!(reopened.meta("key-1").await.unwrap(), None);
+        assert!(audit::verify(reopened.pool()).await.unwrap().ok);
     }
 
     /// Writes that share a group commit keep their own atomicity: one dropped midway leaves

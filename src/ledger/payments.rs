@@ -2,7 +2,7 @@
 //! snapshot that policy reads. Status changes go through `set_status`, which refuses any edge the
 //! state machine does not allow.
 
-use super::{LedgerError, Millis, Page, Tx};
+use super::{LedgerError, Millis, Page, SyncTx, Tx};
 use crate::domain::{
     Address, AgentId, Asset, CaptureMode, CredentialId, PaymentId, PaymentKind, PaymentStatus,
     TransactionStatus,
@@ -59,63 +59,64 @@ impl PaymentRow {
     }
 }
 
-pub async fn insert(tx: &mut Tx, row: &PaymentRow) -> Result<(), LedgerError> {
-    sqlx::query(
+/// Stores a new payment (its amount is the hold) and queues its status webhook.
+pub fn insert(tx: &mut SyncTx<'_>, row: &PaymentRow) -> Result<(), LedgerError> {
+    tx.prepare(
         "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
          currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
          idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol,
          scope_id, scope_phase, scope_tier, credential_tier)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&row.id)
-    .bind(row.kind)
-    .bind(&row.agent_id)
-    .bind(&row.credential_id)
-    .bind(&row.from_wallet_id)
-    .bind(row.to_address)
-    .bind(row.amount)
-    .bind(&row.gas_wei)
-    .bind(&row.currency)
-    .bind(&row.memo)
-    .bind(&row.reference)
-    .bind(&row.metadata)
-    .bind(row.confidence)
-    .bind(row.capture)
-    .bind(row.status)
-    .bind(&row.decision)
-    .bind(&row.failure_reason)
-    .bind(&row.idempotency_scope)
-    .bind(&row.idempotency_key)
-    .bind(&row.request_hash)
-    .bind(row.created_at)
-    .bind(row.updated_at)
-    .bind(row.committed_at)
-    .bind(&row.protocol)
-    .bind(&row.scope_id)
-    .bind(&row.scope_phase)
-    .bind(row.scope_tier)
-    .bind(row.credential_tier)
-    .execute(&mut **tx)
-    .await?;
-    super::webhooks::enqueue(
+    )?
+    .execute(rusqlite::params![
+        row.id,
+        row.kind,
+        row.agent_id,
+        row.credential_id,
+        row.from_wallet_id,
+        row.to_address,
+        row.amount,
+        row.gas_wei,
+        row.currency,
+        row.memo,
+        row.reference,
+        row.metadata,
+        row.confidence,
+        row.capture,
+        row.status,
+        row.decision,
+        row.failure_reason,
+        row.idempotency_scope,
+        row.idempotency_key,
+        row.request_hash,
+        row.created_at,
+        row.updated_at,
+        row.committed_at,
+        row.protocol,
+        row.scope_id,
+        row.scope_phase,
+        row.scope_tier,
+        row.credential_tier,
+    ])?;
+    super::webhooks::enqueue_in(
         tx,
         super::webhooks::PAYMENT_STATUS_CHANGED,
         &status_event(row, None),
         row.created_at,
-    )
-    .await?;
+    )?;
     if row.status == PaymentStatus::PendingApproval {
-        approval_required(tx, row, row.created_at).await?;
+        super::webhooks::enqueue_in(
+            tx,
+            super::webhooks::APPROVAL_REQUIRED,
+            &approval_required(row),
+            row.created_at,
+        )?;
     }
     Ok(())
 }
 
 /// The `payment.approval_required` webhook: what waits, and the console page to decide it on.
-async fn approval_required(
-    tx: &mut Tx,
-    payment: &PaymentRow,
-    now: Millis,
-) -> Result<(), LedgerError> {
+fn approval_required(payment: &PaymentRow) -> serde_json::Value {
     let mut event = status_event(payment, None);
     event["console_path"] = serde_json::json!(format!("/console/payments/{}", payment.id));
     event["decision"] = payment
@@ -123,7 +124,7 @@ async fn approval_required(
         .as_deref()
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
-    super::webhooks::enqueue(tx, super::webhooks::APPROVAL_REQUIRED, &event, now).await
+    event
 }
 
 pub async fn get(
@@ -153,28 +154,44 @@ pub async fn find_by_idempotency_key(
     )
 }
 
+/// The payment stored under an idempotency key, as `(id, request_hash)`, in a synchronous
+/// transaction (the replay itself reads the whole payment after it).
+pub fn idempotent_in(
+    tx: &mut SyncTx<'_>,
+    scope: &str,
+    key: &str,
+) -> Result<Option<(PaymentId, String)>, LedgerError> {
+    use rusqlite::OptionalExtension;
+    Ok(tx
+        .prepare(
+            "SELECT id, request_hash FROM payments WHERE idempotency_scope = ? AND idempotency_key = ?",
+        )?
+        .query_row([scope, key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?)
+}
+
 /// What the credential's payments of `tier` hold in the 24 hours before `now` (live holds always
 /// count), leaving out `exclude`.
-pub async fn tier_held(
-    tx: &mut Tx,
+pub fn tier_held(
+    tx: &mut SyncTx<'_>,
     credential_id: &str,
     tier: i64,
     now: Millis,
     exclude: Option<&str>,
 ) -> Result<i64, LedgerError> {
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
         "SELECT COALESCE(SUM(amount), 0) FROM payments
           WHERE credential_id = ?1 AND credential_tier = ?2 AND status IN {}
             AND (status IN ('pending_approval', 'authorized') OR COALESCE(committed_at, created_at) > ?3)
             AND (?4 IS NULL OR id != ?4)",
         PaymentStatus::HOLDING_SQL
-    )))
-    .bind(credential_id)
-    .bind(tier)
-    .bind(now - 24 * 60 * 60 * 1000)
-    .bind(exclude)
-    .fetch_one(&mut **tx)
-    .await?)
+    )
+    });
+    Ok(tx.prepare(&SQL)?.query_row(
+        rusqlite::params![credential_id, tier, now - 24 * 60 * 60 * 1000, exclude],
+        |row| row.get(0),
+    )?)
 }
 
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
@@ -182,8 +199,8 @@ pub async fn tier_held(
 /// window is keyed on when the money was committed (creation, approval or capture), and a live
 /// hold (`pending_approval`, `authorized`) always counts. Read inside the write transaction that
 /// records the decision.
-pub async fn spend_snapshot(
-    tx: &mut Tx,
+pub fn spend_snapshot(
+    tx: &mut SyncTx<'_>,
     credential_id: &str,
     now: Millis,
     exclude: Option<&str>,
@@ -193,8 +210,8 @@ pub async fn spend_snapshot(
     // window plus every live hold; the minute counts what was created in the window.
     let day_ago = now - 24 * 60 * 60 * 1000;
     let minute_ago = now - 60 * 1000;
-    let (committed_day, live_holds, minute, total): (i64, i64, i64, i64) =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
             "SELECT
                 (SELECT COALESCE(SUM(amount), 0) FROM payments
                   WHERE credential_id = ?1 AND committed_at > ?2 AND status IN {holding}
@@ -205,22 +222,25 @@ pub async fn spend_snapshot(
                   WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding}),
                 COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)",
             holding = PaymentStatus::HOLDING_SQL
-        )))
-        .bind(credential_id)
-        .bind(day_ago)
-        .bind(minute_ago)
-        .fetch_one(&mut **tx)
-        .await?;
+        )
+    });
+    let (committed_day, live_holds, minute, total): (i64, i64, i64, i64) =
+        tx.prepare(&SQL)?.query_row(
+            rusqlite::params![credential_id, day_ago, minute_ago],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )?;
     let (mut day, mut minute, mut total) = (committed_day + live_holds, minute, total);
     if let Some(id) = exclude {
-        let excluded: Option<(i64, String, Option<Millis>, Millis)> = sqlx::query_as(
-            "SELECT amount, status, committed_at, created_at FROM payments
-              WHERE id = ? AND credential_id = ?",
-        )
-        .bind(id)
-        .bind(credential_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+        use rusqlite::OptionalExtension;
+        let excluded: Option<(i64, String, Option<Millis>, Millis)> = tx
+            .prepare(
+                "SELECT amount, status, committed_at, created_at FROM payments
+                  WHERE id = ? AND credential_id = ?",
+            )?
+            .query_row([id, credential_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()?;
         if let Some((amount, status, committed_at, created_at)) = excluded
             && PaymentStatus::HOLDING_SQL.contains(&format!("'{status}'"))
         {

@@ -1,7 +1,7 @@
 //! Spending scopes and what their payments hold, read inside the write transaction that records a
 //! decision so that a scope's budgets are atomic with the payment they guard.
 
-use super::{LedgerError, Millis, Page, Tx};
+use super::{LedgerError, Millis, Page, SyncTx, Tx};
 use crate::domain::PaymentStatus;
 use sqlx::SqlitePool;
 
@@ -53,14 +53,46 @@ pub async fn insert(tx: &mut Tx, row: &ScopeRow) -> Result<(), LedgerError> {
     Ok(())
 }
 
+const GET: &str = "SELECT * FROM scopes WHERE id = ?";
+
 pub async fn get(
     executor: impl sqlx::SqliteExecutor<'_>,
     id: &str,
 ) -> Result<ScopeRow, LedgerError> {
-    sqlx::query_as("SELECT * FROM scopes WHERE id = ?")
+    sqlx::query_as(GET)
         .bind(id)
         .fetch_optional(executor)
         .await?
+        .ok_or(LedgerError::NotFound)
+}
+
+/// `get` in a synchronous transaction.
+pub fn get_in(tx: &mut SyncTx<'_>, id: &str) -> Result<ScopeRow, LedgerError> {
+    use rusqlite::OptionalExtension;
+    tx.prepare(GET)?
+        .query_row([id], |row| {
+            Ok(ScopeRow {
+                id: row.get("id")?,
+                credential_id: row.get("credential_id")?,
+                agent_id: row.get("agent_id")?,
+                name: row.get("name")?,
+                task_ref: row.get("task_ref")?,
+                budget: row.get("budget")?,
+                expires_at: row.get("expires_at")?,
+                allowed_recipients: row.get("allowed_recipients")?,
+                phases: row.get("phases")?,
+                phase: row.get("phase")?,
+                phase_change_requires_approval: row.get("phase_change_requires_approval")?,
+                pending_phase: row.get("pending_phase")?,
+                tiers: row.get("tiers")?,
+                status: row.get("status")?,
+                close_reason: row.get("close_reason")?,
+                created_at: row.get("created_at")?,
+                updated_at: row.get("updated_at")?,
+                closed_at: row.get("closed_at")?,
+            })
+        })
+        .optional()?
         .ok_or(LedgerError::NotFound)
 }
 
@@ -167,29 +199,28 @@ pub async fn expired(tx: &mut Tx, now: Millis, limit: i64) -> Result<Vec<ScopeRo
 
 /// What a scope's payments hold, leaving out `exclude`: in total, in `phase`, and in `tier`
 /// over the 24 hours before `now` (live holds always count).
-pub async fn snapshot(
-    tx: &mut Tx,
+pub fn snapshot(
+    tx: &mut SyncTx<'_>,
     id: &str,
     phase: &str,
     tier: Option<i64>,
     now: Millis,
     exclude: Option<&str>,
 ) -> Result<(i64, i64, i64), LedgerError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
         "SELECT COALESCE(SUM(amount), 0),
                 COALESCE(SUM(CASE WHEN scope_phase = ?2 THEN amount END), 0),
                 COALESCE(SUM(CASE WHEN scope_tier = ?3 AND (status IN ('pending_approval', 'authorized')
                     OR COALESCE(committed_at, created_at) > ?4) THEN amount END), 0)
          FROM payments WHERE scope_id = ?1 AND status IN {} AND (?5 IS NULL OR id != ?5)",
         PaymentStatus::HOLDING_SQL
-    )))
-    .bind(id)
-    .bind(phase)
-    .bind(tier)
-    .bind(now - 24 * 60 * 60 * 1000)
-    .bind(exclude)
-    .fetch_one(&mut **tx)
-    .await?)
+    )
+    });
+    Ok(tx.prepare(&SQL)?.query_row(
+        rusqlite::params![id, phase, tier, now - 24 * 60 * 60 * 1000, exclude],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?)
 }
 
 /// `(held, spent)`: what the scope's payments hold but have not yet confirmed, and what they

@@ -1,7 +1,7 @@
 //! API tokens (admin, treasury, approver, auditor) and agent credentials. Only the SHA-256 of a
 //! bearer secret is stored; lookups go by that hash.
 
-use super::{LedgerError, Millis, Tx};
+use super::{LedgerError, Millis, SyncTx, Tx};
 use crate::domain::{AgentId, CredentialId};
 use sha2::{Digest, Sha256};
 use sqlx::SqlitePool;
@@ -101,14 +101,37 @@ pub async fn find_credential_by_hash(
     )
 }
 
+const GET_CREDENTIAL: &str = "SELECT * FROM credentials WHERE id = ?";
+
 pub async fn get_credential(
     executor: impl sqlx::SqliteExecutor<'_>,
     id: &str,
 ) -> Result<CredentialRow, LedgerError> {
-    sqlx::query_as("SELECT * FROM credentials WHERE id = ?")
+    sqlx::query_as(GET_CREDENTIAL)
         .bind(id)
         .fetch_optional(executor)
         .await?
+        .ok_or(LedgerError::NotFound)
+}
+
+/// `get_credential` in a synchronous transaction.
+pub fn credential_in(tx: &mut SyncTx<'_>, id: &str) -> Result<CredentialRow, LedgerError> {
+    use rusqlite::OptionalExtension;
+    tx.prepare(GET_CREDENTIAL)?
+        .query_row([id], |row| {
+            Ok(CredentialRow {
+                id: row.get("id")?,
+                agent_id: row.get("agent_id")?,
+                name: row.get("name")?,
+                token_hash: row.get("token_hash")?,
+                policy: row.get("policy")?,
+                expires_at: row.get("expires_at")?,
+                status: row.get("status")?,
+                created_at: row.get("created_at")?,
+                revoked_at: row.get("revoked_at")?,
+            })
+        })
+        .optional()?
         .ok_or(LedgerError::NotFound)
 }
 

@@ -1,7 +1,7 @@
 //! Webhook endpoints and deliveries. `enqueue` runs inside the caller's write transaction, so an
 //! event is recorded for delivery exactly when the change it reports commits.
 
-use super::{LedgerError, Millis, Tx};
+use super::{LedgerError, Millis, SyncTx, Tx};
 use sqlx::SqlitePool;
 
 pub const PAYMENT_STATUS_CHANGED: &str = "payment.status_changed";
@@ -98,16 +98,29 @@ pub async fn enqueue(
     data: &serde_json::Value,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    sqlx::query(
-        "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, data, status, next_attempt_at, created_at)
-         SELECT 'evt_' || lower(hex(randomblob(16))), id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_endpoints
-         WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1)",
-    )
-    .bind(event_type)
-    .bind(data.to_string())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(ENQUEUE)
+        .bind(event_type)
+        .bind(data.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+const ENQUEUE: &str = "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, data, status,
+    next_attempt_at, created_at)
+    SELECT 'evt_' || lower(hex(randomblob(16))), id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_endpoints
+    WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1)";
+
+/// `enqueue` in a synchronous transaction.
+pub fn enqueue_in(
+    tx: &mut SyncTx<'_>,
+    event_type: &str,
+    data: &serde_json::Value,
+    now: Millis,
+) -> Result<(), LedgerError> {
+    tx.prepare(ENQUEUE)?
+        .execute(rusqlite::params![event_type, data.to_string(), now])?;
     Ok(())
 }
 

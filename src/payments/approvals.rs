@@ -145,17 +145,19 @@ impl Payments {
             }
             None => None,
         };
-        Ok(self
-            .decide(
-                tx,
-                &credential,
-                &request,
-                Some(&payment.id),
-                now,
-                scope.as_ref(),
-            )
-            .await?
-            .decision)
+        let judged = tx
+            .run_sync(|s| {
+                self.decide(
+                    s,
+                    &credential,
+                    &request,
+                    Some(&payment.id),
+                    now,
+                    scope.as_ref(),
+                )
+            })
+            .await?;
+        Ok(judged.decision)
     }
 
     /// An approver (or admin) refuses a `pending_approval` payment: it is cancelled.

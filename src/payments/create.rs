@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::domain::AuditKind;
+use crate::ledger::SyncTx;
 
 impl Payments {
     /// Creates an agent's payment. In one write transaction: the idempotency lookup, a re-check
@@ -18,108 +19,117 @@ impl Payments {
     ) -> Result<Created> {
         let hash = request_hash(request);
         let now = self.now();
-        let mut tx = self.ledger.begin().await?;
-        if let Some(existing) =
-            payment_rows::find_by_idempotency_key(&mut tx, credential_id, key.as_str()).await?
-        {
-            return replay(existing, &hash);
-        }
-        let admitted = self
-            .admit(&mut tx, agent_id, credential_id, request, now)
+        let accepted = self
+            .ledger
+            .write_sync(|tx| -> Result<Accepted> {
+                if let Some((id, stored_hash)) =
+                    payment_rows::idempotent_in(tx, credential_id, key.as_str())?
+                {
+                    return match stored_hash == hash {
+                        true => Ok(Accepted::Replay(id)),
+                        false => Err(PaymentsError::IdempotencyKeyReused),
+                    };
+                }
+                let admitted = self.admit(tx, agent_id, credential_id, request, now)?;
+                let (agent, decision) = (&admitted.agent, &admitted.decision);
+                let status = match (decision.outcome, request.capture) {
+                    (Outcome::Deny, _) => PaymentStatus::Rejected,
+                    (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
+                    (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
+                    (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
+                };
+                let mut row = self.payment_row(
+                    PaymentKind::Payment,
+                    Some(agent),
+                    Some(credential_id),
+                    &agent.wallet_id,
+                    request,
+                    status,
+                    Some(decision),
+                    // Keys are scoped to the credential: another credential of the same agent can
+                    // neither replay nor read a payment made under this one's policy.
+                    credential_id,
+                    key,
+                    hash,
+                    now,
+                );
+                admitted.mark(&mut row);
+                payment_rows::insert(tx, &row)?;
+                audit::append_in(
+                    tx,
+                    now,
+                    NewEvent {
+                        agent_id: Some(agent_id.into()),
+                        credential_id: Some(credential_id.into()),
+                        payment_id: Some(row.id.clone()),
+                        actor: format!("agent:{credential_id}"),
+                        detail: serde_json::json!({
+                            "to": request.to.to_string(),
+                            "amount": request.amount.to_string(),
+                            "status": status,
+                            "decision": decision,
+                            "scope_id": row.scope_id,
+                            "phase": row.scope_phase,
+                            "tier": row.scope_tier,
+                            "credential_tier": row.credential_tier,
+                        }),
+                        ..NewEvent::of(AuditKind::PaymentDecided)
+                    },
+                )?;
+                Ok(Accepted::New(Box::new(row)))
+            })
             .await?;
-        let (agent, decision) = (&admitted.agent, &admitted.decision);
-        let status = match (decision.outcome, request.capture) {
-            (Outcome::Deny, _) => PaymentStatus::Rejected,
-            (Outcome::RequireApproval, _) => PaymentStatus::PendingApproval,
-            (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
-            (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
-        };
-        let row = self.payment_row(
-            PaymentKind::Payment,
-            Some(agent),
-            Some(credential_id),
-            &agent.wallet_id,
-            request,
-            status,
-            Some(decision),
-            // Keys are scoped to the credential: another credential of the same agent can neither
-            // replay nor read a payment made under this one's policy.
-            credential_id,
-            key,
-            hash,
-            now,
-        );
-        let mut row = row;
-        admitted.mark(&mut row);
-        payment_rows::insert(&mut tx, &row).await?;
-        audit::append(
-            &mut tx,
-            now,
-            NewEvent {
-                agent_id: Some(agent_id.into()),
-                credential_id: Some(credential_id.into()),
-                payment_id: Some(row.id.clone()),
-                actor: format!("agent:{credential_id}"),
-                detail: serde_json::json!({
-                    "to": request.to.to_string(),
-                    "amount": request.amount.to_string(),
-                    "status": status,
-                    "decision": decision,
-                    "scope_id": row.scope_id,
-                    "phase": row.scope_phase,
-                    "tier": row.scope_tier,
-                    "credential_tier": row.credential_tier,
-                }),
-                ..NewEvent::of(AuditKind::PaymentDecided)
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        if status == PaymentStatus::Queued {
-            self.wake.notify_one();
+        match accepted {
+            Accepted::Replay(id) => Ok(Created {
+                payment: payment_rows::get(self.ledger.pool(), &id).await?,
+                replayed: true,
+            }),
+            Accepted::New(row) => {
+                if row.status == PaymentStatus::Queued {
+                    self.wake.notify_one();
+                }
+                Ok(Created {
+                    payment: *row,
+                    replayed: false,
+                })
+            }
         }
-        Ok(Created {
-            payment: row,
-            replayed: false,
-        })
     }
 
     /// The checks every new agent payment passes in its write transaction, in order: the
     /// credential is usable, the agent is active, the recipient passes screening, the scope it
     /// names is open and the credential's, and the policy (with the scope's rules) decides.
-    pub(super) async fn admit(
+    pub(super) fn admit(
         &self,
-        tx: &mut crate::ledger::Tx,
+        tx: &mut SyncTx<'_>,
         agent_id: &AgentId,
         credential_id: &CredentialId,
         request: &NewPayment,
         now: Millis,
     ) -> Result<Admitted> {
-        let credential = tokens::get_credential(&mut **tx, credential_id).await?;
+        let credential = tokens::credential_in(tx, credential_id)?;
         self.check_credential(&credential)?;
-        let agent = agents::get(&mut **tx, agent_id).await?;
+        let agent = agents::get_in(tx, agent_id)?;
         if agent.status != "active" {
             return Err(PaymentsError::AgentFrozen);
         }
-        self.screen_recipient(tx, agent.address, request.to).await?;
+        self.screen_recipient(tx, agent.address, request.to)?;
         let scope = match &request.scope_id {
-            Some(id) => Some(self.scope_for_payment(tx, id, credential_id, now).await?),
+            Some(id) => Some(self.scope_for_payment(tx, id, credential_id, now)?),
             None => None,
         };
-        let judged = self
-            .decide(
-                tx,
-                &credential,
-                &policy::PaymentRequest {
-                    to: request.to,
-                    amount: request.amount,
-                    confidence: request.confidence,
-                },
-                None,
-                now,
-                scope.as_ref(),
-            )
-            .await?;
+        let judged = self.decide(
+            tx,
+            &credential,
+            &policy::PaymentRequest {
+                to: request.to,
+                amount: request.amount,
+                confidence: request.confidence,
+            },
+            None,
+            now,
+            scope.as_ref(),
+        )?;
         Ok(Admitted {
             agent,
             scope,
@@ -132,9 +142,9 @@ impl Payments {
     /// The policy decision for `request` under the credential's current policy and what the
     /// credential holds now (leaving out `exclude`), read in the caller's write transaction so
     /// that the check is atomic with the write it guards.
-    pub(super) async fn decide(
+    pub(super) fn decide(
         &self,
-        tx: &mut crate::ledger::Tx,
+        tx: &mut SyncTx<'_>,
         credential: &CredentialRow,
         request: &policy::PaymentRequest,
         exclude: Option<&str>,
@@ -143,11 +153,10 @@ impl Payments {
     ) -> Result<Judged> {
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
-        let (day, total, minute) =
-            payment_rows::spend_snapshot(tx, &credential.id, now, exclude).await?;
+        let (day, total, minute) = payment_rows::spend_snapshot(tx, &credential.id, now, exclude)?;
         let credential_tier = credential_tier(&policy, request.amount);
         let tier_held = match credential_tier {
-            Some(tier) => payment_rows::tier_held(tx, &credential.id, tier, now, exclude).await?,
+            Some(tier) => payment_rows::tier_held(tx, &credential.id, tier, now, exclude)?,
             None => 0,
         };
         let snapshot = SpendSnapshot {
@@ -167,8 +176,7 @@ impl Payments {
         let rules = super::scopes::rules_of(scope)?;
         let tier = policy::scope::tier_of(&rules.tiers, request.amount).map(|i| i as i64);
         let (held, in_phase, in_tier) =
-            crate::ledger::scopes::snapshot(tx, &scope.id, &scope.phase, tier, now, exclude)
-                .await?;
+            crate::ledger::scopes::snapshot(tx, &scope.id, &scope.phase, tier, now, exclude)?;
         let decision = policy::scope::evaluate_with_scope(
             decision,
             &rules,
@@ -246,6 +254,12 @@ impl Payments {
     }
 }
 
+/// What accepting an intent came to: a new payment, or the stored one its key names.
+enum Accepted {
+    New(Box<PaymentRow>),
+    Replay(PaymentId),
+}
+
 /// A decision and the tiers it counted the payment in (to be recorded on the payment).
 pub(super) struct Judged {
     pub decision: Decision,
@@ -321,8 +335,9 @@ impl Payments {
         self.check_credential(&credential)?;
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
-        let (day, total, minute) =
-            payment_rows::spend_snapshot(&mut tx, &credential.id, now, None).await?;
+        let (day, total, minute) = tx
+            .run_sync(|s| payment_rows::spend_snapshot(s, &credential.id, now, None))
+            .await?;
         tx.finish("a budget read").await?;
         let held_day = Amount::from_sql(day);
         let held_total = Amount::from_sql(total);

@@ -304,19 +304,17 @@ impl Payments {
     }
 
     /// The open scope a payment names, for its credential; `expires_at` passed closes it first.
-    pub(super) async fn scope_for_payment(
+    pub(super) fn scope_for_payment(
         &self,
-        tx: &mut crate::ledger::Tx,
+        tx: &mut crate::ledger::SyncTx<'_>,
         scope_id: &str,
         credential_id: &CredentialId,
         now: Millis,
     ) -> Result<ScopeRow> {
-        let scope = scope_rows::get(&mut **tx, scope_id)
-            .await
-            .map_err(|e| match e {
-                LedgerError::NotFound => invalid("scope_id", "no such scope for this credential"),
-                other => other.into(),
-            })?;
+        let scope = scope_rows::get_in(tx, scope_id).map_err(|e| match e {
+            LedgerError::NotFound => invalid("scope_id", "no such scope for this credential"),
+            other => other.into(),
+        })?;
         if scope.credential_id != credential_id.as_str() {
             return Err(invalid("scope_id", "no such scope for this credential"));
         }

@@ -7,16 +7,16 @@ use crate::domain::Address;
 use crate::domain::AuditKind;
 use crate::ledger::audit::{self, NewEvent};
 use crate::ledger::deny_list::{self, DeniedAddress};
-use crate::ledger::{Page, Tx};
+use crate::ledger::{Page, SyncTx};
 
 /// Longest reason kept for a deny-list entry.
 pub const MAX_REASON_CHARS: usize = 500;
 
 impl Payments {
     /// Refuses (`400` naming `to`) a recipient no payment may go to.
-    pub(super) async fn screen_recipient(
+    pub(super) fn screen_recipient(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         from: Address,
         to: Address,
     ) -> Result<()> {
@@ -26,7 +26,7 @@ impl Payments {
             Some("must not be the USDC contract itself (the tokens would be lost)")
         } else if to == from {
             Some("must not be the paying agent's own wallet")
-        } else if deny_list::contains(&mut **tx, to).await? {
+        } else if deny_list::contains(tx, to)? {
             Some("is on the operator's deny list")
         } else {
             None

@@ -62,7 +62,7 @@ impl Payments {
             String::new(),
             now,
         );
-        payment_rows::insert(&mut tx, &row).await?;
+        tx.run_sync(|s| payment_rows::insert(s, &row)).await?;
         audit::append(&mut tx, now, NewEvent {
             agent_id: Some(agent_id.into()),
             payment_id: Some(row.id.clone()),
@@ -245,7 +245,7 @@ impl Payments {
             now,
         );
         row.gas_wei = gas_text.clone();
-        payment_rows::insert(&mut tx, &row).await?;
+        tx.run_sync(|s| payment_rows::insert(s, &row)).await?;
         audit::append(&mut tx, now, NewEvent {
             agent_id: Some(agent_id.into()),
             payment_id: Some(row.id.clone()),

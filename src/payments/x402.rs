@@ -138,8 +138,8 @@ impl Payments {
             metadata: Some(serde_json::json!({"x402": {"resource": offer.resource}})),
             scope_id: scope_id.map(str::to_string),
         };
-        let admitted = self
-            .admit(&mut tx, agent_id, credential_id, &request, now)
+        let admitted = tx
+            .run_sync(|s| self.admit(s, agent_id, credential_id, &request, now))
             .await?;
         let (agent, decision) = (&admitted.agent, &admitted.decision);
         let status = match decision.outcome {
@@ -162,7 +162,7 @@ impl Payments {
         );
         row.protocol = Some(X402.into());
         admitted.mark(&mut row);
-        payment_rows::insert(&mut tx, &row).await?;
+        tx.run_sync(|s| payment_rows::insert(s, &row)).await?;
         x402_rows::insert(
             &mut tx,
             &X402Row {

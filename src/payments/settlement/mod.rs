@@ -167,7 +167,10 @@ fn disposition(error: &PaymentsError) -> Disposition {
     match error {
         PaymentsError::FailPoint(_) => Disposition::Halt,
         PaymentsError::Ledger(
-            LedgerError::Database(_) | LedgerError::Migration(_) | LedgerError::CommitFailed(_),
+            LedgerError::Database(_)
+            | LedgerError::Sqlite(_)
+            | LedgerError::Migration(_)
+            | LedgerError::CommitFailed(_),
         ) => Disposition::Halt,
         PaymentsError::Chain(crate::chain::ChainError::WrongChain { .. }) => Disposition::Halt,
         PaymentsError::Chain(e) if e.is_retryable() => Disposition::Skip,
