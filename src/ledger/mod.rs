@@ -466,12 +466,22 @@ pub struct SyncTx<'a> {
     conn: &'a rusqlite::Connection,
     audit_head: &'a mut Option<(i64, String)>,
     audited: &'a mut bool,
+    /// Bookkeeping that `write_sync` keeps without an audit event (`keep_unaudited`).
+    bookkeeping: bool,
 }
 
 impl SyncTx<'_> {
     /// Records that an audit event was appended in this transaction.
     pub(crate) fn mark_audited(&mut self) {
         *self.audited = true;
+    }
+
+    /// Keeps this `write_sync`'s writes though they carry no audit event: bookkeeping rather than
+    /// a state change of Bursar's, named by `what` (a confirmation count, a cursor), as
+    /// `Tx::commit_unaudited`. Inside `Tx::run_sync` the Tx's own commit decides.
+    pub fn keep_unaudited(&mut self, what: &'static str) {
+        let _ = what;
+        self.bookkeeping = true;
     }
 
     /// A statement, prepared once per writer and reused.
@@ -501,6 +511,7 @@ impl Tx {
             conn: direct,
             audit_head: &mut writer.audit_head,
             audited: &mut self.audited,
+            bookkeeping: false,
         })
     }
 }
@@ -548,12 +559,16 @@ impl Ledger {
             return Err(error.into());
         }
         let mut audited = false;
-        let outcome = work(&mut SyncTx {
-            conn: direct,
-            audit_head: &mut w.audit_head,
-            audited: &mut audited,
-        });
-        let keep = outcome.is_ok() && audited;
+        let (outcome, bookkeeping) = {
+            let mut sync = SyncTx {
+                conn: direct,
+                audit_head: &mut w.audit_head,
+                audited: &mut audited,
+                bookkeeping: false,
+            };
+            (work(&mut sync), sync.bookkeeping)
+        };
+        let keep = outcome.is_ok() && (audited || bookkeeping);
         let ended = if keep {
             direct
                 .prepare_cached("RELEASE tx")

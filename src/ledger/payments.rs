@@ -138,6 +138,54 @@ pub async fn get(
         .ok_or(LedgerError::NotFound)
 }
 
+/// `get` in a synchronous transaction.
+pub fn get_in(tx: &mut SyncTx<'_>, id: &str) -> Result<PaymentRow, LedgerError> {
+    use rusqlite::OptionalExtension;
+    tx.prepare("SELECT * FROM payments WHERE id = ?")?
+        .query_row([id], |row| {
+            Ok(PaymentRow {
+                id: row.get("id")?,
+                kind: row.get("kind")?,
+                agent_id: row.get("agent_id")?,
+                credential_id: row.get("credential_id")?,
+                from_wallet_id: row.get("from_wallet_id")?,
+                to_address: row.get("to_address")?,
+                amount: row.get("amount")?,
+                gas_wei: row.get("gas_wei")?,
+                currency: row.get("currency")?,
+                memo: row.get("memo")?,
+                reference: row.get("reference")?,
+                metadata: row.get("metadata")?,
+                confidence: row.get("confidence")?,
+                capture: row.get("capture")?,
+                status: row.get("status")?,
+                decision: row.get("decision")?,
+                failure_reason: row.get("failure_reason")?,
+                tx_hash: row.get("tx_hash")?,
+                nonce: row.get("nonce")?,
+                block_number: row.get("block_number")?,
+                block_hash: row.get("block_hash")?,
+                confirmations: row.get("confirmations")?,
+                waiting_reason: row.get("waiting_reason")?,
+                orphaned_blocks: row.get("orphaned_blocks")?,
+                committed_at: row.get("committed_at")?,
+                held_since: row.get("held_since")?,
+                idempotency_scope: row.get("idempotency_scope")?,
+                idempotency_key: row.get("idempotency_key")?,
+                request_hash: row.get("request_hash")?,
+                created_at: row.get("created_at")?,
+                updated_at: row.get("updated_at")?,
+                protocol: row.get("protocol")?,
+                scope_id: row.get("scope_id")?,
+                scope_phase: row.get("scope_phase")?,
+                scope_tier: row.get("scope_tier")?,
+                credential_tier: row.get("credential_tier")?,
+            })
+        })
+        .optional()?
+        .ok_or(LedgerError::NotFound)
+}
+
 pub async fn find_by_idempotency_key(
     tx: &mut Tx,
     scope: &str,
@@ -309,8 +357,8 @@ pub async fn live_holds_of_expired_credentials(
 
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
 /// the payment is no longer in `from` (someone else moved it first).
-pub async fn set_status(
-    tx: &mut Tx,
+pub fn set_status(
+    tx: &mut SyncTx<'_>,
     id: &str,
     from: PaymentStatus,
     to: PaymentStatus,
@@ -321,28 +369,21 @@ pub async fn set_status(
             "payment {id} cannot go from {from} to {to}"
         )));
     }
-    let done =
-        sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
-            .bind(to.as_str())
-            .bind(now)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut **tx)
-            .await?;
-    if done.rows_affected() != 1 {
+    let done = tx
+        .prepare("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")?
+        .execute(rusqlite::params![to.as_str(), now, id, from.as_str()])?;
+    if done != 1 {
         return Err(LedgerError::Conflict(format!(
             "payment {id} is no longer {from}"
         )));
     }
-    let payment = get(&mut **tx, id).await?;
-    super::webhooks::enqueue(
+    let payment = get_in(tx, id)?;
+    super::webhooks::enqueue_in(
         tx,
         super::webhooks::PAYMENT_STATUS_CHANGED,
         &status_event(&payment, Some(from)),
         now,
     )
-    .await?;
-    Ok(())
 }
 
 /// What a `payment.status_changed` webhook carries.
@@ -359,26 +400,22 @@ fn status_event(payment: &PaymentRow, previous: Option<PaymentStatus>) -> serde_
 
 /// Fails a payment with `reason`, recorded before the status change so that the change's
 /// webhook carries it.
-pub async fn set_failure(
-    tx: &mut Tx,
+pub fn set_failure(
+    tx: &mut SyncTx<'_>,
     id: &str,
     from: PaymentStatus,
     reason: &str,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?")
-        .bind(reason)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    set_status(tx, id, from, PaymentStatus::Failed, now).await
+    set_failure_reason(tx, id, reason)?;
+    set_status(tx, id, from, PaymentStatus::Failed, now)
 }
 
 /// Copies the payment's current (latest) USDC transaction (or ETH one, for an ETH-only
 /// funding) onto the payment row: hash, nonce
 /// and where the chain has it. The transaction rows stay the one source of these facts.
-pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
-    sqlx::query(
+pub fn sync_chain_fields(tx: &mut SyncTx<'_>, id: &str, now: Millis) -> Result<(), LedgerError> {
+    tx.prepare(
         "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
             (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
              WHERE payment_id = ?1 AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer'
@@ -386,11 +423,8 @@ pub async fn sync_chain_fields(tx: &mut Tx, id: &str, now: Millis) -> Result<(),
             updated_at = ?2
          WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1
              AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer')",
-    )
-    .bind(id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![id, now])?;
     Ok(())
 }
 
@@ -477,17 +511,33 @@ pub async fn missing_legs(
     executor: impl sqlx::SqliteExecutor<'_>,
     payment: &PaymentRow,
 ) -> Result<(bool, bool), LedgerError> {
-    let (usdc, eth): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(CASE WHEN asset = 'usdc' THEN 1 END), COUNT(CASE WHEN asset = 'eth' THEN 1 END)
-         FROM transactions WHERE payment_id = ? AND purpose = 'transfer' AND status != 'dropped'",
-    )
-    .bind(&payment.id)
-    .fetch_one(executor)
-    .await?;
-    Ok((
+    let (usdc, eth): (i64, i64) = sqlx::query_as(LEGS)
+        .bind(&payment.id)
+        .fetch_one(executor)
+        .await?;
+    Ok(legs_missing(payment, usdc, eth))
+}
+
+const LEGS: &str =
+    "SELECT COUNT(CASE WHEN asset = 'usdc' THEN 1 END), COUNT(CASE WHEN asset = 'eth' THEN 1 END)
+    FROM transactions WHERE payment_id = ? AND purpose = 'transfer' AND status != 'dropped'";
+
+fn legs_missing(payment: &PaymentRow, usdc: i64, eth: i64) -> (bool, bool) {
+    (
         payment.amount > 0 && usdc == 0,
         payment.gas_wei.is_some() && eth == 0,
-    ))
+    )
+}
+
+/// `missing_legs` in a synchronous transaction.
+pub fn missing_legs_in(
+    tx: &mut SyncTx<'_>,
+    payment: &PaymentRow,
+) -> Result<(bool, bool), LedgerError> {
+    let (usdc, eth) = tx
+        .prepare(LEGS)?
+        .query_row([&payment.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(legs_missing(payment, usdc, eth))
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -539,26 +589,26 @@ pub struct NewTransaction<'a> {
     pub raw: &'a [u8],
 }
 
-pub async fn insert_transaction(
-    tx: &mut Tx,
+pub fn insert_transaction(
+    tx: &mut SyncTx<'_>,
     new: NewTransaction<'_>,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    sqlx::query(
+    tx.prepare(
         "INSERT INTO transactions (payment_id, asset, purpose, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
-    )
-    .bind(new.payment_id)
-    .bind(new.asset)
-    .bind(new.purpose)
-    .bind(new.wallet_id)
-    .bind(new.nonce)
-    .bind(new.tx_hash)
-    .bind(new.raw)
-    .bind(now)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        new.payment_id,
+        new.asset,
+        new.purpose,
+        new.wallet_id,
+        new.nonce,
+        new.tx_hash,
+        new.raw,
+        now,
+        now
+    ])?;
     Ok(())
 }
 
@@ -621,52 +671,42 @@ pub async fn in_flight_raw(
 }
 
 /// Sets a transaction's status alone (replaced, dropped, or back to submitted).
-pub async fn set_transaction_status(
-    tx: &mut Tx,
+pub fn set_transaction_status(
+    tx: &mut SyncTx<'_>,
     id: i64,
     status: TransactionStatus,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE transactions SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(status.as_str())
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    tx.prepare("UPDATE transactions SET status = ?, updated_at = ? WHERE id = ?")?
+        .execute(rusqlite::params![status.as_str(), now, id])?;
     Ok(())
 }
 
 /// Records the head at which the node first refused a transaction (`None`: it accepts it now).
-pub async fn set_unsendable_since(
-    tx: &mut Tx,
+pub fn set_unsendable_since(
+    tx: &mut SyncTx<'_>,
     id: i64,
     head: Option<i64>,
 ) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE transactions SET unsendable_since = ? WHERE id = ?")
-        .bind(head)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    tx.prepare("UPDATE transactions SET unsendable_since = ? WHERE id = ?")?
+        .execute(rusqlite::params![head, id])?;
     Ok(())
 }
 
 /// Sets why a payment waits (`None`: it does not). Returns whether the reason changed, so that
 /// the caller audits each wait once, when it starts.
-pub async fn set_waiting_reason(
-    tx: &mut Tx,
+pub fn set_waiting_reason(
+    tx: &mut SyncTx<'_>,
     id: &str,
     reason: Option<&str>,
     now: Millis,
 ) -> Result<bool, LedgerError> {
-    let done = sqlx::query(
-        "UPDATE payments SET waiting_reason = ?1, updated_at = ?2 WHERE id = ?3 AND waiting_reason IS NOT ?1",
-    )
-    .bind(reason)
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    let done = tx
+        .prepare(
+            "UPDATE payments SET waiting_reason = ?1, updated_at = ?2 WHERE id = ?3 AND waiting_reason IS NOT ?1",
+        )?
+        .execute(rusqlite::params![reason, now, id])?;
+    Ok(done == 1)
 }
 
 /// How many payments wait, by reason, for the `bursar_payments_waiting` gauge.
@@ -697,20 +737,50 @@ pub async fn add_orphaned_block(
     Ok(())
 }
 
+const TRANSACTIONS_OF: &str = "SELECT * FROM transactions WHERE payment_id = ? ORDER BY id";
+
+/// `transactions_of` in a synchronous transaction.
+pub fn transactions_in(
+    tx: &mut SyncTx<'_>,
+    payment_id: &str,
+) -> Result<Vec<TransactionRow>, LedgerError> {
+    let mut statement = tx.prepare(TRANSACTIONS_OF)?;
+    let rows = statement.query_map([payment_id], |row| {
+        Ok(TransactionRow {
+            id: row.get("id")?,
+            payment_id: row.get("payment_id")?,
+            asset: row.get("asset")?,
+            purpose: row.get("purpose")?,
+            wallet_id: row.get("wallet_id")?,
+            nonce: row.get("nonce")?,
+            tx_hash: row.get("tx_hash")?,
+            raw: row.get("raw")?,
+            status: row.get("status")?,
+            block_number: row.get("block_number")?,
+            block_hash: row.get("block_hash")?,
+            confirmations: row.get("confirmations")?,
+            broadcast_block: row.get("broadcast_block")?,
+            unsendable_since: row.get("unsendable_since")?,
+            finality_alarm: row.get("finality_alarm")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub async fn transactions_of(
     executor: impl sqlx::SqliteExecutor<'_>,
     payment_id: &str,
 ) -> Result<Vec<TransactionRow>, LedgerError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM transactions WHERE payment_id = ? ORDER BY id")
-            .bind(payment_id)
-            .fetch_all(executor)
-            .await?,
-    )
+    Ok(sqlx::query_as(TRANSACTIONS_OF)
+        .bind(payment_id)
+        .fetch_all(executor)
+        .await?)
 }
 
-pub async fn update_transaction(
-    tx: &mut Tx,
+pub fn update_transaction(
+    tx: &mut SyncTx<'_>,
     id: i64,
     status: TransactionStatus,
     block_number: Option<i64>,
@@ -718,17 +788,10 @@ pub async fn update_transaction(
     confirmations: i64,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    sqlx::query(
+    tx.prepare(
         "UPDATE transactions SET status = ?, block_number = ?, block_hash = ?, confirmations = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(status.as_str())
-    .bind(block_number)
-    .bind(block_hash)
-    .bind(confirmations)
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    )?
+    .execute(rusqlite::params![status.as_str(), block_number, block_hash, confirmations, now, id])?;
     Ok(())
 }
 
@@ -797,7 +860,8 @@ pub async fn reopen_transaction(
     head: u64,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    update_transaction(tx, id, TransactionStatus::Submitted, None, None, 0, now).await?;
+    tx.run_sync(|s| update_transaction(s, id, TransactionStatus::Submitted, None, None, 0, now))
+        .await?;
     set_broadcast_block(tx, id, head).await
 }
 
@@ -868,11 +932,8 @@ pub async fn ledger_transfers(
 }
 
 /// Records why a payment's transaction failed, ahead of the status change that reports it.
-pub async fn set_failure_reason(tx: &mut Tx, id: &str, reason: &str) -> Result<(), LedgerError> {
-    sqlx::query("UPDATE payments SET failure_reason = ? WHERE id = ?")
-        .bind(reason)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result<(), LedgerError> {
+    tx.prepare("UPDATE payments SET failure_reason = ? WHERE id = ?")?
+        .execute([reason, id])?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Custodied wallets: sealed keys and the nonce counter each wallet owns.
 
-use super::{LedgerError, Millis, Tx};
+use super::{LedgerError, Millis, SyncTx, Tx};
 use crate::domain::Address;
 use sqlx::SqlitePool;
 
@@ -70,29 +70,29 @@ pub async fn all_addresses(pool: &SqlitePool) -> Result<Vec<String>, LedgerError
 /// had before (`None` the first time). The database owns the counter, so concurrent payments never
 /// share or skip a nonce; `chain_nonce` (the wallet's transaction count in the latest block) only
 /// ever moves it forward, which resyncs a wallet whose key was used outside Bursar.
-pub async fn reserve_nonces(
-    tx: &mut Tx,
+pub fn reserve_nonces(
+    tx: &mut SyncTx<'_>,
     wallet_id: &str,
     chain_nonce: u64,
     count: u64,
 ) -> Result<(u64, Option<u64>), LedgerError> {
+    use rusqlite::OptionalExtension;
     let chain_nonce = i64::try_from(chain_nonce)
         .map_err(|_| LedgerError::Corrupt("nonce out of range".into()))?;
     let count = i64::try_from(count)
         .map_err(|_| LedgerError::Corrupt("nonce count out of range".into()))?;
-    let before: Option<i64> = sqlx::query_scalar("SELECT next_nonce FROM wallets WHERE id = ?")
-        .bind(wallet_id)
-        .fetch_optional(&mut **tx)
-        .await?
+    let before: Option<i64> = tx
+        .prepare("SELECT next_nonce FROM wallets WHERE id = ?")?
+        .query_row([wallet_id], |row| row.get(0))
+        .optional()?
         .ok_or(LedgerError::NotFound)?;
-    let next: i64 = sqlx::query_scalar(
-        "UPDATE wallets SET next_nonce = MAX(COALESCE(next_nonce, 0), ?) + ? WHERE id = ? RETURNING next_nonce",
-    )
-    .bind(chain_nonce)
-    .bind(count)
-    .bind(wallet_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    let next: i64 = tx
+        .prepare(
+            "UPDATE wallets SET next_nonce = MAX(COALESCE(next_nonce, 0), ?) + ? WHERE id = ? RETURNING next_nonce",
+        )?
+        .query_row(rusqlite::params![chain_nonce, count, wallet_id], |row| {
+            row.get(0)
+        })?;
     let first =
         u64::try_from(next - count).map_err(|_| LedgerError::Corrupt("negative nonce".into()))?;
     Ok((first, before.and_then(|n| u64::try_from(n).ok())))

@@ -367,7 +367,8 @@ pub(super) async fn cancel_all(
     now: Millis,
 ) -> Result<Vec<PaymentId>> {
     for payment in payments {
-        payment_rows::set_failure_reason(tx, &payment.id, reason).await?;
+        tx.run_sync(|s| payment_rows::set_failure_reason(s, &payment.id, reason))
+            .await?;
         transition(
             tx,
             payment,
@@ -392,7 +393,8 @@ pub(super) async fn transition(
     detail: serde_json::Value,
     now: Millis,
 ) -> Result<()> {
-    payment_rows::set_status(tx, &payment.id, payment.status()?, to, now).await?;
+    tx.run_sync(|s| payment_rows::set_status(s, &payment.id, payment.status()?, to, now))
+        .await?;
     audit::append(
         tx,
         now,

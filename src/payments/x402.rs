@@ -479,7 +479,8 @@ impl Payments {
                     // Block `head` is past `validBefore` and no block up to it used the
                     // authorization: no later block can. The hold is released.
                     let reason = "authorization_expired";
-                    payment_rows::set_failure_reason(&mut tx, &payment.id, reason).await?;
+                    tx.run_sync(|s| payment_rows::set_failure_reason(s, &payment.id, reason))
+                        .await?;
                     let (next, kind) = if status == PaymentStatus::Authorized {
                         (PaymentStatus::Cancelled, AuditKind::PaymentVoided)
                     } else {

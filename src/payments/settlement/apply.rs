@@ -10,7 +10,7 @@ use crate::domain::AuditKind;
 use crate::domain::{Address, PaymentStatus, TransactionStatus, WaitingReason};
 use crate::ledger::audit;
 use crate::ledger::payments::{self as payment_rows, PaymentRow, TransactionRow};
-use crate::ledger::{LedgerError, Millis, Tx, wallets};
+use crate::ledger::{LedgerError, Millis, SyncTx, wallets};
 use crate::payments::{Payments, PaymentsError, Result};
 
 impl Payments {
@@ -28,13 +28,14 @@ impl Payments {
             .revert_reason_at_depth(pass, slot, index, receipt)
             .await?;
         let now = self.now();
-        let mut tx = self.ledger.begin().await?;
-        let changed = self
-            .record_in(&mut tx, pass, slot, index, receipt, reason.as_deref(), now)
-            .await?;
-        tx.finish("the confirmation count of an included transaction")
-            .await?;
-        Ok(changed)
+        self.ledger
+            .write_sync(|tx| {
+                let changed =
+                    self.record_in(tx, pass, slot, index, receipt, reason.as_deref(), now)?;
+                tx.keep_unaudited("the confirmation count of an included transaction");
+                Ok(changed)
+            })
+            .await
     }
 
     /// What `record` reads from the node before any write transaction starts: the reason of a
@@ -59,9 +60,9 @@ impl Payments {
     /// `record`'s writes, inside the caller's write transaction (a lane records every slot a
     /// pass found mined in one).
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn record_in(
+    pub(super) fn record_in(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         pass: &Pass,
         slot: &Slot,
         index: usize,
@@ -76,20 +77,23 @@ impl Payments {
         let switched = live.id != winner.id;
         if switched {
             // An earlier fee level (or the original of a filler) got mined after all.
-            payment_rows::set_transaction_status(tx, live.id, TransactionStatus::Replaced, now)
-                .await?;
+            payment_rows::set_transaction_status(tx, live.id, TransactionStatus::Replaced, now)?;
         }
         if final_depth {
             for other in slot.transactions.iter().filter(|t| t.id != winner.id) {
-                payment_rows::set_transaction_status(tx, other.id, TransactionStatus::Dropped, now)
-                    .await?;
+                payment_rows::set_transaction_status(
+                    tx,
+                    other.id,
+                    TransactionStatus::Dropped,
+                    now,
+                )?;
             }
         }
-        let payment = payment_rows::get(&mut **tx, &winner.payment_id).await?;
+        let payment = payment_rows::get_in(tx, &winner.payment_id)?;
         if let Some(node_reason) = reason {
             // The agent sees `reverted`; the node's sentence is kept in the audit log.
-            payment_rows::set_failure_reason(tx, &winner.payment_id, "reverted").await?;
-            audit::append(
+            payment_rows::set_failure_reason(tx, &winner.payment_id, "reverted")?;
+            audit::append_in(
                 tx,
                 now,
                 self.event(
@@ -100,8 +104,7 @@ impl Payments {
                     i64::try_from(receipt.block_number).ok(),
                     Some(receipt.block_hash.to_string()),
                 ),
-            )
-            .await?;
+            )?;
         }
         let waiting = match (final_depth, winner.is_filler(), receipt.success) {
             (true, _, _) | (false, false, true) => None,
@@ -111,20 +114,16 @@ impl Payments {
         if payment.waiting_reason.as_deref() != waiting.map(|w| w.as_str())
             && !payment.status()?.is_terminal()
         {
-            payment_rows::set_waiting_reason(tx, &payment.id, waiting.map(|w| w.as_str()), now)
-                .await?;
+            payment_rows::set_waiting_reason(tx, &payment.id, waiting.map(|w| w.as_str()), now)?;
         }
-        Ok(self
-            .record_receipt(tx, &payment, winner, receipt, pass.head, now)
-            .await?
-            || switched)
+        Ok(self.record_receipt(tx, &payment, winner, receipt, pass.head, now)? || switched)
     }
 
     /// Writes where the chain has a transaction and rolls the payment up. A block hash that
     /// changed since the last pass is a reorg and is audited as one.
-    async fn record_receipt(
+    fn record_receipt(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         payment: &PaymentRow,
         transaction: &TransactionRow,
         receipt: &Receipt,
@@ -155,7 +154,7 @@ impl Payments {
             return Ok(false);
         }
         if moved_block {
-            audit::append(
+            audit::append_in(
                 tx,
                 now,
                 self.event(
@@ -171,8 +170,7 @@ impl Payments {
                     Some(block_number),
                     Some(block_hash.clone()),
                 ),
-            )
-            .await?;
+            )?;
         }
         payment_rows::update_transaction(
             tx,
@@ -182,9 +180,8 @@ impl Payments {
             Some(&block_hash),
             confirmations,
             now,
-        )
-        .await?;
-        payment_rows::set_unsendable_since(tx, transaction.id, None).await?;
+        )?;
+        payment_rows::set_unsendable_since(tx, transaction.id, None)?;
         let first_time = transaction.status != status;
         if transaction.purpose == payment_rows::TRANSFER && first_time {
             self.audit_terminal_surprises(
@@ -195,10 +192,9 @@ impl Payments {
                 block_number,
                 &block_hash,
                 now,
-            )
-            .await?;
+            )?;
         }
-        self.advance_payment(tx, &payment.id, now).await?;
+        self.advance_payment(tx, &payment.id, now)?;
         Ok(true)
     }
 
@@ -206,9 +202,9 @@ impl Payments {
     /// signed bytes executed after all (an alarm), or a confirmed payment whose reorganized
     /// transaction is included again (`finality_restored`) or failed on the new chain (alarm).
     #[allow(clippy::too_many_arguments)]
-    async fn audit_terminal_surprises(
+    fn audit_terminal_surprises(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         payment: &PaymentRow,
         transaction: &TransactionRow,
         status: TransactionStatus,
@@ -227,9 +223,9 @@ impl Payments {
             _ => return Ok(()),
         };
         if kind == AuditKind::FinalityRestored {
-            payment_rows::sync_chain_fields(tx, &payment.id, now).await?;
+            payment_rows::sync_chain_fields(tx, &payment.id, now)?;
         }
-        audit::append(
+        audit::append_in(
             tx,
             now,
             self.event(
@@ -240,8 +236,7 @@ impl Payments {
                 Some(block_number),
                 Some(block_hash.to_string()),
             ),
-        )
-        .await?;
+        )?;
         Ok(())
     }
 
@@ -254,12 +249,14 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         for transaction in &slot.transactions {
-            payment_rows::set_transaction_status(
-                &mut tx,
-                transaction.id,
-                TransactionStatus::Dropped,
-                now,
-            )
+            tx.run_sync(|s| {
+                payment_rows::set_transaction_status(
+                    s,
+                    transaction.id,
+                    TransactionStatus::Dropped,
+                    now,
+                )
+            })
             .await?;
         }
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
@@ -286,8 +283,10 @@ impl Payments {
         .await?;
         let status = payment.status()?;
         if live.is_filler() && status.can_become(PaymentStatus::Failed) {
-            payment_rows::set_failure(&mut tx, &payment.id, status, "unsendable", now).await?;
-            payment_rows::set_waiting_reason(&mut tx, &payment.id, None, now).await?;
+            tx.run_sync(|s| payment_rows::set_failure(s, &payment.id, status, "unsendable", now))
+                .await?;
+            tx.run_sync(|s| payment_rows::set_waiting_reason(s, &payment.id, None, now))
+                .await?;
             audit::append(
                 &mut tx,
                 now,
@@ -317,25 +316,26 @@ impl Payments {
         audit::append(&mut tx, now, self.event(&payment, AuditKind::Reorg, serde_json::json!({
             "old_block_number": live.block_number, "old_block_hash": live.block_hash, "head": head,
         }), Some(live.tx_hash.clone()), None, None)).await?;
-        self.advance_payment(&mut tx, &live.payment_id, now).await?;
+        tx.run_sync(|s| self.advance_payment(s, &live.payment_id, now))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Moves the payment to the status its live transactions add up to (`rollup::target`), one
     /// legal edge at a time, with an audit event for each edge. A final payment never moves.
-    pub(super) async fn advance_payment(
+    pub(super) fn advance_payment(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         payment_id: &str,
         now: Millis,
     ) -> Result<()> {
-        let payment = payment_rows::get(&mut **tx, payment_id).await?;
+        let payment = payment_rows::get_in(tx, payment_id)?;
         let mut current = payment.status()?;
         if current.is_terminal() {
             return Ok(());
         }
-        let transactions = payment_rows::transactions_of(&mut **tx, payment_id).await?;
+        let transactions = payment_rows::transactions_in(tx, payment_id)?;
         let mut legs = Vec::new();
         for transaction in &transactions {
             let status = transaction.status()?;
@@ -346,14 +346,14 @@ impl Payments {
                 });
             }
         }
-        let (needs_usdc, needs_eth) = payment_rows::missing_legs(&mut **tx, &payment).await?;
-        payment_rows::sync_chain_fields(tx, payment_id, now).await?;
+        let (needs_usdc, needs_eth) = payment_rows::missing_legs_in(tx, &payment)?;
+        payment_rows::sync_chain_fields(tx, payment_id, now)?;
         let Target::Status(target) =
             rollup::target(&legs, usize::from(needs_usdc) + usize::from(needs_eth))
         else {
             return Ok(());
         };
-        let payment = payment_rows::get(&mut **tx, payment_id).await?;
+        let payment = payment_rows::get_in(tx, payment_id)?;
         while current != target {
             let next = rollup::next_step(current, target).ok_or_else(|| {
                 PaymentsError::Conflict(format!(
@@ -367,17 +367,16 @@ impl Payments {
                 next,
                 legs.iter().any(|l| l.filler),
                 now,
-            )
-            .await?;
+            )?;
             current = next;
         }
         Ok(())
     }
 
     /// One edge of a payment's roll-up and the audit event that explains it.
-    async fn step(
+    fn step(
         &self,
-        tx: &mut Tx,
+        tx: &mut SyncTx<'_>,
         payment: &PaymentRow,
         current: PaymentStatus,
         next: PaymentStatus,
@@ -390,12 +389,12 @@ impl Payments {
             .clone()
             .unwrap_or_else(|| default_reason.into());
         if next == PaymentStatus::Failed {
-            payment_rows::set_failure(tx, &payment.id, current, &reason, now).await?;
+            payment_rows::set_failure(tx, &payment.id, current, &reason, now)?;
         } else {
-            payment_rows::set_status(tx, &payment.id, current, next, now).await?;
+            payment_rows::set_status(tx, &payment.id, current, next, now)?;
         }
         if next.is_terminal() {
-            payment_rows::set_waiting_reason(tx, &payment.id, None, now).await?;
+            payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
         }
         let (kind, detail) = match next {
             PaymentStatus::Failed => (
@@ -425,7 +424,7 @@ impl Payments {
         } else {
             (payment.block_number, payment.block_hash.clone())
         };
-        audit::append(
+        audit::append_in(
             tx,
             now,
             self.event(
@@ -436,8 +435,7 @@ impl Payments {
                 block_number,
                 block_hash,
             ),
-        )
-        .await?;
+        )?;
         Ok(())
     }
 

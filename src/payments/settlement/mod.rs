@@ -356,7 +356,11 @@ impl Payments {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let payment = payment_rows::get(&mut *tx, payment_id).await?;
-        if payment_rows::set_waiting_reason(&mut tx, payment_id, Some(reason.as_str()), now).await?
+        if tx
+            .run_sync(|s| {
+                payment_rows::set_waiting_reason(s, payment_id, Some(reason.as_str()), now)
+            })
+            .await?
         {
             let kind = if reason.is_alarm() {
                 AuditKind::PaymentStalled

@@ -124,13 +124,16 @@ impl Payments {
             .await?;
         }
         if live.unsendable_since.is_some() {
-            payment_rows::set_unsendable_since(tx, live.id, None).await?;
+            tx.run_sync(|s| payment_rows::set_unsendable_since(s, live.id, None))
+                .await?;
         }
         if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() && !live.is_filler()
         {
-            payment_rows::set_waiting_reason(tx, &payment.id, None, now).await?;
+            tx.run_sync(|s| payment_rows::set_waiting_reason(s, &payment.id, None, now))
+                .await?;
         }
-        self.advance_payment(tx, &live.payment_id, now).await?;
+        tx.run_sync(|s| self.advance_payment(s, &live.payment_id, now))
+            .await?;
         Ok(())
     }
 
@@ -204,7 +207,8 @@ impl Payments {
     async fn mark_unsendable(&self, live: &TransactionRow, head: u64) -> Result<()> {
         let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;
         let mut tx = self.ledger.begin().await?;
-        payment_rows::set_unsendable_since(&mut tx, live.id, Some(head)).await?;
+        tx.run_sync(|s| payment_rows::set_unsendable_since(s, live.id, Some(head)))
+            .await?;
         tx.commit_unaudited("the block at which the node first refused a transaction")
             .await?;
         Ok(())
@@ -351,8 +355,10 @@ impl Payments {
         };
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        payment_rows::set_transaction_status(&mut tx, live.id, TransactionStatus::Replaced, now)
-            .await?;
+        tx.run_sync(|s| {
+            payment_rows::set_transaction_status(s, live.id, TransactionStatus::Replaced, now)
+        })
+        .await?;
         let new = NewTransaction {
             payment_id: &live.payment_id,
             asset,
@@ -362,16 +368,20 @@ impl Payments {
             tx_hash: &hash,
             raw: &signed.raw,
         };
-        payment_rows::insert_transaction(&mut tx, new, now).await?;
-        payment_rows::sync_chain_fields(&mut tx, &live.payment_id, now).await?;
+        tx.run_sync(|s| payment_rows::insert_transaction(s, new, now))
+            .await?;
+        tx.run_sync(|s| payment_rows::sync_chain_fields(s, &live.payment_id, now))
+            .await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
         if purpose == FILLER && !payment.status()?.is_terminal() {
-            payment_rows::set_waiting_reason(
-                &mut tx,
-                &payment.id,
-                Some(WaitingReason::NonceFillerPending.as_str()),
-                now,
-            )
+            tx.run_sync(|s| {
+                payment_rows::set_waiting_reason(
+                    s,
+                    &payment.id,
+                    Some(WaitingReason::NonceFillerPending.as_str()),
+                    now,
+                )
+            })
             .await?;
         }
         audit::append(

@@ -8,7 +8,7 @@ use crate::chain::Receipt;
 use crate::domain::{Address, PaymentStatus, TransactionStatus};
 use crate::ledger::LedgerError;
 use crate::ledger::payments::{self as payment_rows, TransactionRow};
-use crate::payments::{Payments, Result};
+use crate::payments::{Payments, PaymentsError, Result};
 use futures_util::{StreamExt, stream};
 
 /// One wallet's nonce with every transaction Bursar signed for it, oldest first.
@@ -175,28 +175,33 @@ impl Payments {
         }
         if reasons.iter().all(Result::is_ok) {
             let now = self.now();
-            let mut tx = self.ledger.begin().await?;
-            let mut changed = 0;
-            let mut all_written = true;
-            for ((at, index, receipt), reason) in mined.iter().zip(&reasons) {
-                let reason = reason.as_ref().ok().and_then(Option::as_deref);
-                match self
-                    .record_in(&mut tx, lane, &slots[*at], *index, receipt, reason, now)
-                    .await
-                {
-                    Ok(true) => changed += 1,
-                    Ok(false) => {}
-                    Err(_) => {
-                        all_written = false;
-                        break;
+            let pass = &*lane;
+            // One synchronous write for the chunk; any slot that cannot be written fails it
+            // whole (rolled back), and each slot is then recorded on its own below.
+            let written = self
+                .ledger
+                .write_sync(|tx| -> Result<usize> {
+                    let mut changed = 0;
+                    for ((at, index, receipt), reason) in mined.iter().zip(&reasons) {
+                        let reason = reason.as_ref().ok().and_then(Option::as_deref);
+                        if self.record_in(tx, pass, &slots[*at], *index, receipt, reason, now)? {
+                            changed += 1;
+                        }
                     }
+                    tx.keep_unaudited("the confirmation counts of included transactions");
+                    Ok(changed)
+                })
+                .await;
+            match written {
+                Ok(changed) => {
+                    lane.report.updated += changed;
+                    return Ok(());
                 }
-            }
-            if all_written {
-                tx.finish("the confirmation counts of included transactions")
-                    .await?;
-                lane.report.updated += changed;
-                return Ok(());
+                // The commit itself failed: the writer halts the pass, as before.
+                Err(PaymentsError::Ledger(LedgerError::CommitFailed(message))) => {
+                    return Err(LedgerError::CommitFailed(message).into());
+                }
+                Err(_) => {}
             }
         }
         for (at, index, receipt) in mined {
