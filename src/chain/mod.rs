@@ -689,6 +689,47 @@ impl Chain {
         Ok(gas.saturating_mul(100 + GAS_LIMIT_MARGIN_PERCENT) / 100)
     }
 
+    /// `estimate_usdc_transfer` for many transfers from one wallet in one JSON-RPC batch, one
+    /// result per transfer in order (a revert is that transfer's `Err`); a batch the transport
+    /// could not deliver fails as a whole.
+    pub async fn estimate_usdc_transfers(
+        &self,
+        from: Address,
+        transfers: &[(Address, Amount)],
+    ) -> Result<Vec<Result<u64, ChainError>>, ChainError> {
+        const METHOD: &str = "eth_estimateGas";
+        if transfers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
+        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+        let mut waiters = Vec::with_capacity(transfers.len());
+        for (to, amount) in transfers {
+            let request = TransactionRequest::default()
+                .with_from(from.into_inner())
+                .with_to(self.usdc.into_inner())
+                .with_input(Self::usdc_transfer_input(*to, *amount));
+            waiters.push(
+                batch
+                    .add_call::<_, alloy::primitives::U64>(METHOD, &(request,))
+                    .map_err(failed)?,
+            );
+        }
+        match tokio::time::timeout(self.timeout, batch.send()).await {
+            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
+            Ok(result) => result.map_err(failed)?,
+        }
+        let mut results = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            results.push(waiter.await.map_err(failed).map(|gas| {
+                gas.to::<u64>()
+                    .saturating_mul(100 + GAS_LIMIT_MARGIN_PERCENT)
+                    / 100
+            }));
+        }
+        Ok(results)
+    }
+
     /// An unsigned EIP-1559 USDC transfer.
     pub fn usdc_transfer(
         &self,

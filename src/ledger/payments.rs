@@ -854,25 +854,21 @@ pub async fn unbroadcast_of_agent(
 
 /// Puts a transaction back to `submitted` as of `head`, with no block: what a first broadcast
 /// records, and what a reorg (shallow or past the required depth) leaves behind.
-pub async fn reopen_transaction(
-    tx: &mut Tx,
+pub fn reopen_transaction(
+    tx: &mut SyncTx<'_>,
     id: i64,
     head: u64,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    tx.run_sync(|s| update_transaction(s, id, TransactionStatus::Submitted, None, None, 0, now))
-        .await?;
-    set_broadcast_block(tx, id, head).await
+    update_transaction(tx, id, TransactionStatus::Submitted, None, None, 0, now)?;
+    set_broadcast_block(tx, id, head)
 }
 
 /// Records the head at which a transaction was (re)broadcast.
-pub async fn set_broadcast_block(tx: &mut Tx, id: i64, head: u64) -> Result<(), LedgerError> {
+pub fn set_broadcast_block(tx: &mut SyncTx<'_>, id: i64, head: u64) -> Result<(), LedgerError> {
     let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;
-    sqlx::query("UPDATE transactions SET broadcast_block = ? WHERE id = ?")
-        .bind(head)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    tx.prepare("UPDATE transactions SET broadcast_block = ? WHERE id = ?")?
+        .execute([head, id])?;
     Ok(())
 }
 

@@ -311,7 +311,8 @@ impl Payments {
     pub(super) async fn unincluded(&self, live: &TransactionRow, head: u64) -> Result<()> {
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
-        payment_rows::reopen_transaction(&mut tx, live.id, head, now).await?;
+        tx.run_sync(|s| payment_rows::reopen_transaction(s, live.id, head, now))
+            .await?;
         let payment = payment_rows::get(&mut *tx, &live.payment_id).await?;
         audit::append(&mut tx, now, self.event(&payment, AuditKind::Reorg, serde_json::json!({
             "old_block_number": live.block_number, "old_block_hash": live.block_hash, "head": head,

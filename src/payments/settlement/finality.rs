@@ -30,7 +30,8 @@ impl Payments {
             }
             let now = self.now();
             let mut tx = self.ledger.begin().await?;
-            payment_rows::reopen_transaction(&mut tx, transaction.id, head, now).await?;
+            tx.run_sync(|s| payment_rows::reopen_transaction(s, transaction.id, head, now))
+                .await?;
             let block_number = transaction.block_number.unwrap_or_default();
             payment_rows::add_orphaned_block(
                 &mut tx,

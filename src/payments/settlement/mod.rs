@@ -79,6 +79,8 @@ struct Pass {
     addresses: HashMap<String, Address>,
     /// Receipts a lane read in one batch for the slots whose nonce is used.
     receipts: HashMap<alloy::primitives::B256, Option<crate::chain::Receipt>>,
+    /// Gas estimates a lane read in one batch for its queued USDC transfers, by payment.
+    estimates: HashMap<String, std::result::Result<u64, crate::chain::ChainError>>,
 }
 
 impl Pass {
@@ -96,6 +98,7 @@ impl Pass {
             block_hashes: HashMap::new(),
             receipts: HashMap::new(),
             addresses: HashMap::new(),
+            estimates: HashMap::new(),
         }
     }
 

@@ -76,24 +76,23 @@ impl Payments {
     /// The node has the transaction: a first broadcast makes it `submitted`; a resend is audited.
     async fn record_sent(&self, live: &TransactionRow, head: u64) -> Result<()> {
         let now = self.now();
-        let mut tx = self.ledger.begin().await?;
-        self.record_sent_in(&mut tx, live, head, now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.ledger
+            .write_sync(|tx| self.record_sent_in(tx, live, head, now))
+            .await
     }
 
     /// `record_sent` inside the caller's write transaction (a lane's batch of first sends).
-    pub(super) async fn record_sent_in(
+    pub(super) fn record_sent_in(
         &self,
-        tx: &mut crate::ledger::Tx,
+        tx: &mut crate::ledger::SyncTx<'_>,
         live: &TransactionRow,
         head: u64,
         now: crate::ledger::Millis,
     ) -> Result<()> {
-        let payment = payment_rows::get(&mut **tx, &live.payment_id).await?;
+        let payment = payment_rows::get_in(tx, &live.payment_id)?;
         if live.status == TransactionStatus::Signed {
-            payment_rows::reopen_transaction(tx, live.id, head, now).await?;
-            audit::append(
+            payment_rows::reopen_transaction(tx, live.id, head, now)?;
+            audit::append_in(
                 tx,
                 now,
                 self.event(
@@ -104,12 +103,11 @@ impl Payments {
                     None,
                     None,
                 ),
-            )
-            .await?;
+            )?;
         } else {
             // The broadcast block stays: a pool that dropped the transaction is a sign that it
             // is stuck, not a reason to wait anew.
-            audit::append(
+            audit::append_in(
                 tx,
                 now,
                 self.event(
@@ -120,20 +118,16 @@ impl Payments {
                     None,
                     None,
                 ),
-            )
-            .await?;
+            )?;
         }
         if live.unsendable_since.is_some() {
-            tx.run_sync(|s| payment_rows::set_unsendable_since(s, live.id, None))
-                .await?;
+            payment_rows::set_unsendable_since(tx, live.id, None)?;
         }
         if !payment.status()?.is_terminal() && payment.waiting_reason.is_some() && !live.is_filler()
         {
-            tx.run_sync(|s| payment_rows::set_waiting_reason(s, &payment.id, None, now))
-                .await?;
+            payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
         }
-        tx.run_sync(|s| self.advance_payment(s, &live.payment_id, now))
-            .await?;
+        self.advance_payment(tx, &live.payment_id, now)?;
         Ok(())
     }
 

@@ -88,6 +88,8 @@ impl Payments {
         fees: Fees,
         paused: bool,
     ) -> Result<()> {
+        self.prefetch_estimates(lane, wallet_id, &payments, paused)
+            .await;
         let mut ready = Vec::new();
         for payment in payments {
             match self.prepare(lane, &payment, fees, paused).await {
@@ -123,6 +125,34 @@ impl Payments {
             self.first_send(lane, &signed).await?;
         }
         Ok(())
+    }
+
+    /// Reads, in one JSON-RPC batch, the gas estimates `plan` will ask for: one per queued USDC
+    /// transfer of the lane (none while the token is paused: nothing is signed then). A batch
+    /// the node cannot answer now leaves each payment to ask on its own.
+    async fn prefetch_estimates(
+        &self,
+        lane: &mut Pass,
+        wallet_id: &str,
+        payments: &[PaymentRow],
+        paused: bool,
+    ) {
+        if paused {
+            return;
+        }
+        let Ok(from) = self.wallet_address(lane, wallet_id).await else {
+            return;
+        };
+        let wanted: Vec<&PaymentRow> = payments.iter().filter(|p| p.amount > 0).collect();
+        let transfers: Vec<(Address, Amount)> = wanted
+            .iter()
+            .map(|p| (p.to_address, Amount::from_sql(p.amount)))
+            .collect();
+        if let Ok(estimates) = self.chain.estimate_usdc_transfers(from, &transfers).await {
+            for (payment, estimate) in wanted.into_iter().zip(estimates) {
+                lane.estimates.insert(payment.id.to_string(), estimate);
+            }
+        }
     }
 
     /// The checks of one payment. `Some(plan)` if it is ready to sign; `None` if it failed its
@@ -168,8 +198,7 @@ impl Payments {
         fees: Fees,
         paused: bool,
     ) -> Result<std::result::Result<Plan, (String, Option<String>)>> {
-        let wallet = wallets::get(self.ledger.pool(), &payment.from_wallet_id).await?;
-        let from = wallet.address()?;
+        let from = self.wallet_address(pass, &payment.from_wallet_id).await?;
         let to = payment.to_address;
         let amount = Amount::from_sql(payment.amount);
         let (needs_usdc, needs_eth) =
@@ -204,7 +233,11 @@ impl Payments {
         if let Some(reason) = refused {
             return Ok(Err((reason.into(), None)));
         }
-        match self.chain.estimate_usdc_transfer(from, to, amount).await {
+        let estimate = match pass.estimates.remove(payment.id.as_str()) {
+            Some(estimate) => estimate,
+            None => self.chain.estimate_usdc_transfer(from, to, amount).await,
+        };
+        match estimate {
             Ok(gas) => plan.usdc_gas = Some(gas),
             Err(ChainError::Reverted { message, .. }) => {
                 let balance = self.chain.usdc_balance(from).await?;
@@ -428,15 +461,20 @@ impl Payments {
         };
         self.fail_point("after_broadcast")?;
         let now = self.now();
-        let mut tx = self.ledger.begin().await?;
-        let mut sent = 0;
-        for (row, result) in rows.iter().zip(results) {
-            if result.is_ok() {
-                self.record_sent_in(&mut tx, row, pass.head, now).await?;
-                sent += 1;
-            }
-        }
-        tx.finish("a batch the node refused entirely").await?;
+        let head = pass.head;
+        let sent = self
+            .ledger
+            .write_sync(|tx| -> Result<usize> {
+                let mut sent = 0;
+                for (row, result) in rows.iter().zip(results) {
+                    if result.is_ok() {
+                        self.record_sent_in(tx, row, head, now)?;
+                        sent += 1;
+                    }
+                }
+                Ok(sent)
+            })
+            .await?;
         pass.report.broadcast += sent;
         Ok(())
     }
