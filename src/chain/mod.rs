@@ -247,6 +247,50 @@ impl Chain {
             .ok_or(ChainError::MissingBlock { number })
     }
 
+    /// One JSON-RPC batch of `method`, one call per params, one result per call in order; a
+    /// batch the transport could not deliver fails as a whole.
+    async fn batch<P, R>(
+        &self,
+        method: &'static str,
+        params: impl IntoIterator<Item = P>,
+    ) -> Result<Vec<Result<R, ChainError>>, ChainError>
+    where
+        P: alloy::rpc::json_rpc::RpcSend,
+        R: alloy::rpc::json_rpc::RpcRecv,
+    {
+        let failed = |error: TransportError| ChainError::classify(method, &error);
+        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+        let mut waiters = Vec::new();
+        for params in params {
+            waiters.push(batch.add_call::<_, R>(method, &params).map_err(failed)?);
+        }
+        if waiters.is_empty() {
+            return Ok(Vec::new());
+        }
+        match tokio::time::timeout(self.timeout, batch.send()).await {
+            Err(_) => return Err(ChainError::Timeout { method }),
+            Ok(result) => result.map_err(failed)?,
+        }
+        let mut results = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            results.push(waiter.await.map_err(failed));
+        }
+        Ok(results)
+    }
+
+    /// The canonical hashes of blocks `numbers` in one JSON-RPC batch, in order (`None`: no
+    /// such block yet).
+    pub async fn block_hashes(&self, numbers: &[u64]) -> Result<Vec<Option<B256>>, ChainError> {
+        let params = numbers
+            .iter()
+            .map(|number| (BlockNumberOrTag::Number(*number), false));
+        self.batch::<_, Option<alloy::rpc::types::Block>>("eth_getBlockByNumber", params)
+            .await?
+            .into_iter()
+            .map(|block| Ok(block?.map(|b| b.header.hash)))
+            .collect()
+    }
+
     pub async fn receipt(&self, hash: B256) -> Result<Option<Receipt>, ChainError> {
         let receipt = self
             .call(
@@ -265,36 +309,23 @@ impl Chain {
 
     /// The receipts of `hashes` in one JSON-RPC batch, in order (`None`: not mined).
     pub async fn receipts(&self, hashes: &[B256]) -> Result<Vec<Option<Receipt>>, ChainError> {
-        const METHOD: &str = "eth_getTransactionReceipt";
-        if hashes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
-        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
-        let mut waiters = Vec::with_capacity(hashes.len());
-        for hash in hashes {
-            waiters.push(
-                batch
-                    .add_call::<_, Option<alloy::rpc::types::TransactionReceipt>>(METHOD, &(hash,))
-                    .map_err(failed)?,
-            );
-        }
-        match tokio::time::timeout(self.timeout, batch.send()).await {
-            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
-            Ok(result) => result.map_err(failed)?,
-        }
-        let mut receipts = Vec::with_capacity(waiters.len());
-        for waiter in waiters {
-            let receipt = waiter.await.map_err(failed)?;
-            receipts.push(receipt.and_then(|r| {
+        let params = hashes.iter().map(|hash| (*hash,));
+        self.batch::<_, Option<alloy::rpc::types::TransactionReceipt>>(
+            "eth_getTransactionReceipt",
+            params,
+        )
+        .await?
+        .into_iter()
+        .map(|receipt| {
+            Ok(receipt?.and_then(|r| {
                 Some(Receipt {
                     block_number: r.block_number?,
                     block_hash: r.block_hash?,
                     success: r.status(),
                 })
-            }));
-        }
-        Ok(receipts)
+            }))
+        })
+        .collect()
     }
 
     /// Whether the node knows the transaction at all (pending in its pool or mined).
@@ -306,6 +337,16 @@ impl Chain {
             )
             .await?;
         Ok(found.is_some())
+    }
+
+    /// `knows_transaction` for many hashes in one JSON-RPC batch, in order.
+    pub async fn known_transactions(&self, hashes: &[B256]) -> Result<Vec<bool>, ChainError> {
+        let params = hashes.iter().map(|hash| (*hash,));
+        self.batch::<_, Option<serde_json::Value>>("eth_getTransactionByHash", params)
+            .await?
+            .into_iter()
+            .map(|found| Ok(found?.is_some_and(|t| !t.is_null())))
+            .collect()
     }
 
     /// Sends a signed transaction. An error here does not mean the node lacks it ("already
@@ -326,30 +367,13 @@ impl Chain {
         &self,
         raws: &[&[u8]],
     ) -> Result<Vec<Result<(), ChainError>>, ChainError> {
-        const METHOD: &str = "eth_sendRawTransaction";
-        if raws.is_empty() {
-            return Ok(Vec::new());
-        }
-        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
-        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
-        let mut waiters = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let encoded = Bytes::copy_from_slice(raw);
-            waiters.push(
-                batch
-                    .add_call::<_, B256>(METHOD, &(encoded,))
-                    .map_err(failed)?,
-            );
-        }
-        match tokio::time::timeout(self.timeout, batch.send()).await {
-            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
-            Ok(result) => result.map_err(failed)?,
-        }
-        let mut results = Vec::with_capacity(waiters.len());
-        for waiter in waiters {
-            results.push(waiter.await.map(|_| ()).map_err(failed));
-        }
-        Ok(results)
+        let params = raws.iter().map(|raw| (Bytes::copy_from_slice(raw),));
+        Ok(self
+            .batch::<_, B256>("eth_sendRawTransaction", params)
+            .await?
+            .into_iter()
+            .map(|sent| sent.map(|_| ()))
+            .collect())
     }
 
     pub async fn usdc_balance(&self, owner: Address) -> Result<Amount, ChainError> {
@@ -687,47 +711,6 @@ impl Chain {
             .call("eth_estimateGas", self.provider.estimate_gas(request))
             .await?;
         Ok(gas.saturating_mul(100 + GAS_LIMIT_MARGIN_PERCENT) / 100)
-    }
-
-    /// `estimate_usdc_transfer` for many transfers from one wallet in one JSON-RPC batch, one
-    /// result per transfer in order (a revert is that transfer's `Err`); a batch the transport
-    /// could not deliver fails as a whole.
-    pub async fn estimate_usdc_transfers(
-        &self,
-        from: Address,
-        transfers: &[(Address, Amount)],
-    ) -> Result<Vec<Result<u64, ChainError>>, ChainError> {
-        const METHOD: &str = "eth_estimateGas";
-        if transfers.is_empty() {
-            return Ok(Vec::new());
-        }
-        let failed = |error: TransportError| ChainError::classify(METHOD, &error);
-        let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
-        let mut waiters = Vec::with_capacity(transfers.len());
-        for (to, amount) in transfers {
-            let request = TransactionRequest::default()
-                .with_from(from.into_inner())
-                .with_to(self.usdc.into_inner())
-                .with_input(Self::usdc_transfer_input(*to, *amount));
-            waiters.push(
-                batch
-                    .add_call::<_, alloy::primitives::U64>(METHOD, &(request,))
-                    .map_err(failed)?,
-            );
-        }
-        match tokio::time::timeout(self.timeout, batch.send()).await {
-            Err(_) => return Err(ChainError::Timeout { method: METHOD }),
-            Ok(result) => result.map_err(failed)?,
-        }
-        let mut results = Vec::with_capacity(waiters.len());
-        for waiter in waiters {
-            results.push(waiter.await.map_err(failed).map(|gas| {
-                gas.to::<u64>()
-                    .saturating_mul(100 + GAS_LIMIT_MARGIN_PERCENT)
-                    / 100
-            }));
-        }
-        Ok(results)
     }
 
     /// An unsigned EIP-1559 USDC transfer.

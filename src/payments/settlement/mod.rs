@@ -79,6 +79,8 @@ struct Pass {
     addresses: HashMap<String, Address>,
     /// Receipts a lane read in one batch for the slots whose nonce is used.
     receipts: HashMap<alloy::primitives::B256, Option<crate::chain::Receipt>>,
+    /// Whether the node knows a transaction, read in one batch for a lane's unmined slots.
+    known: HashMap<alloy::primitives::B256, bool>,
     /// Gas estimates a lane read in one batch for its queued USDC transfers, by payment.
     estimates: HashMap<String, std::result::Result<u64, crate::chain::ChainError>>,
 }
@@ -99,6 +101,7 @@ impl Pass {
             receipts: HashMap::new(),
             addresses: HashMap::new(),
             estimates: HashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl Pass {
         if let Some(nonce) = self.chain_nonces.get(wallet_id) {
             lane.chain_nonces.insert(wallet_id.to_string(), *nonce);
         }
+        lane.block_hashes.clone_from(&self.block_hashes);
         lane
     }
 

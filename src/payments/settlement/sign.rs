@@ -127,9 +127,13 @@ impl Payments {
         Ok(())
     }
 
-    /// Reads, in one JSON-RPC batch, the gas estimates `plan` will ask for: one per queued USDC
-    /// transfer of the lane (none while the token is paused: nothing is signed then). A batch
-    /// the node cannot answer now leaves each payment to ask on its own.
+    /// Plans the gas of the lane's queued USDC transfers with two reads instead of one
+    /// `eth_estimateGas` per payment (which a node answers slowly: it searches the gas of each):
+    /// the wallet's USDC balance, and one estimate of the costliest transfer the token has, to an
+    /// address that holds nothing yet (a new balance slot). Each transfer the balance still covers,
+    /// in order, gets that limit; the token's other refusals (paused, blacklisted) are checked on
+    /// their own in `plan`. A transfer the balance does not cover, or a lane whose reads fail, is
+    /// estimated on its own, so the node names the refusal (`insufficient_usdc`, ...).
     async fn prefetch_estimates(
         &self,
         lane: &mut Pass,
@@ -137,21 +141,29 @@ impl Payments {
         payments: &[PaymentRow],
         paused: bool,
     ) {
-        if paused {
+        let wanted: Vec<&PaymentRow> = payments.iter().filter(|p| p.amount > 0).collect();
+        if paused || wanted.len() < 2 {
             return;
         }
         let Ok(from) = self.wallet_address(lane, wallet_id).await else {
             return;
         };
-        let wanted: Vec<&PaymentRow> = payments.iter().filter(|p| p.amount > 0).collect();
-        let transfers: Vec<(Address, Amount)> = wanted
-            .iter()
-            .map(|p| (p.to_address, Amount::from_sql(p.amount)))
-            .collect();
-        if let Ok(estimates) = self.chain.estimate_usdc_transfers(from, &transfers).await {
-            for (payment, estimate) in wanted.into_iter().zip(estimates) {
-                lane.estimates.insert(payment.id.to_string(), estimate);
-            }
+        let fresh = Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>()));
+        let (balance, gas) = tokio::join!(
+            self.chain.usdc_balance(from),
+            self.chain
+                .estimate_usdc_transfer(from, fresh, Amount::from_micros(1))
+        );
+        let (Ok(mut balance), Ok(gas)) = (balance, gas) else {
+            return;
+        };
+        for payment in wanted {
+            let amount = Amount::from_sql(payment.amount);
+            let Some(left) = balance.checked_sub(amount) else {
+                return;
+            };
+            balance = left;
+            lane.estimates.insert(payment.id.to_string(), Ok(gas));
         }
     }
 

@@ -68,9 +68,24 @@ fn live_included(slot: &Slot) -> bool {
     slot.live().status().ok() == Some(TransactionStatus::Included)
 }
 
+/// Blocks below the required depth whose hashes a pass reads up front.
+const RECENT_BLOCKS: u64 = 8;
+
 impl Payments {
     pub(super) async fn resolve_slots(&self, pass: &mut Pass) -> Result<()> {
         let rows = payment_rows::open_slots(self.ledger.pool()).await?;
+        // The hashes of the recent blocks the lanes' receipts name, read once for every lane.
+        if !rows.is_empty() {
+            let depth = self.confirmations_required() + RECENT_BLOCKS;
+            let numbers: Vec<u64> = (pass.head.saturating_sub(depth)..=pass.head).collect();
+            if let Ok(hashes) = self.chain.block_hashes(&numbers).await {
+                for (number, hash) in numbers.into_iter().zip(hashes) {
+                    if let Some(hash) = hash {
+                        pass.block_hashes.insert(number, hash);
+                    }
+                }
+            }
+        }
         let parent = &*pass;
         let lanes: Vec<Result<Pass>> =
             stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
@@ -130,13 +145,20 @@ impl Payments {
             Err(_) => return Ok(()),
         };
         let mut hashes = Vec::new();
+        let mut pending = Vec::new();
         for slot in slots {
             let used = u64::try_from(slot.live().nonce).is_ok_and(|nonce| chain_nonce > nonce);
             if used || live_included(slot) {
                 for transaction in &slot.transactions {
                     hashes.push(parse_hash(&transaction.tx_hash)?);
                 }
+            } else {
+                pending.push(parse_hash(&slot.live().tx_hash)?);
             }
+        }
+        // Whether the node still has each unmined slot's live transaction, in one batch too.
+        if let Ok(known) = self.chain.known_transactions(&pending).await {
+            lane.known.extend(pending.into_iter().zip(known));
         }
         // A batch the node cannot answer now leaves each slot to read its own receipts.
         if let Ok(receipts) = self.chain.receipts(&hashes).await {
@@ -315,10 +337,11 @@ impl Payments {
                 }
             }
         } else {
-            observed.live_known = self
-                .chain
-                .knows_transaction(parse_hash(&live.tx_hash)?)
-                .await?;
+            let hash = parse_hash(&live.tx_hash)?;
+            observed.live_known = match pass.known.get(&hash) {
+                Some(known) => *known,
+                None => self.chain.knows_transaction(hash).await?,
+            };
         }
         Ok(observed)
     }
