@@ -242,6 +242,22 @@ pub fn tier_held(
     )?)
 }
 
+/// The spend snapshot's figures, each an index range (see `spend_snapshot`).
+static SPEND_SNAPSHOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT
+            (SELECT COALESCE(SUM(amount), 0) FROM payments
+              WHERE credential_id = ?1 AND committed_at > ?2 AND status IN {holding}
+                AND status NOT IN ('pending_approval', 'authorized')),
+            (SELECT COALESCE(SUM(amount), 0) FROM payments
+              WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
+            (SELECT COUNT(*) FROM payments
+              WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding}),
+            COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)",
+        holding = PaymentStatus::HOLDING_SQL
+    )
+});
+
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
 /// minute, leaving out `exclude` (a payment being approved is not counted against itself). The
 /// window is keyed on when the money was committed (creation, approval or capture), and a live
@@ -258,22 +274,8 @@ pub fn spend_snapshot(
     // window plus every live hold; the minute counts what was created in the window.
     let day_ago = now - 24 * 60 * 60 * 1000;
     let minute_ago = now - 60 * 1000;
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "SELECT
-                (SELECT COALESCE(SUM(amount), 0) FROM payments
-                  WHERE credential_id = ?1 AND committed_at > ?2 AND status IN {holding}
-                    AND status NOT IN ('pending_approval', 'authorized')),
-                (SELECT COALESCE(SUM(amount), 0) FROM payments
-                  WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
-                (SELECT COUNT(*) FROM payments
-                  WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding}),
-                COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)",
-            holding = PaymentStatus::HOLDING_SQL
-        )
-    });
     let (committed_day, live_holds, minute, total): (i64, i64, i64, i64) =
-        tx.prepare(&SQL)?.query_row(
+        tx.prepare(&SPEND_SNAPSHOT)?.query_row(
             rusqlite::params![credential_id, day_ago, minute_ago],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
         )?;
@@ -932,4 +934,44 @@ pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result
     tx.prepare("UPDATE payments SET failure_reason = ? WHERE id = ?")?
         .execute([reason, id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod plan_tests {
+    /// The policy's figures read index ranges that cover what they sum, whatever the history:
+    /// no figure scans the payments table or fetches a payment per row (`EXPLAIN QUERY PLAN`).
+    #[tokio::test]
+    async fn the_spend_snapshot_reads_only_covering_index_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            &*super::SPEND_SNAPSHOT
+        )))
+        .bind("cred_x")
+        .bind(0)
+        .bind(0)
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap();
+        let on_payments: Vec<&str> = plan
+            .iter()
+            .map(|(_, _, _, detail)| detail.as_str())
+            .filter(|detail| detail.contains(" payments "))
+            .collect();
+        assert_eq!(on_payments.len(), 3, "{plan:?}");
+        for detail in on_payments {
+            assert!(
+                detail.starts_with("SEARCH payments USING COVERING INDEX"),
+                "{detail}"
+            );
+        }
+        assert!(
+            plan.iter().any(|(_, _, _, d)| d
+                .contains("payments_credential_status (credential_id=? AND status=?)")),
+            "live holds are read by status: {plan:?}"
+        );
+        ledger.close().await;
+    }
 }
