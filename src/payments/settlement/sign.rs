@@ -346,104 +346,107 @@ impl Payments {
         let hashes = self
             .ledger
             .write_sync(|tx| -> Result<Option<Vec<String>>> {
-            let mut waiting = Vec::new();
-            for (payment, plan) in ready {
-                let current = payment_rows::get_in(tx, &payment.id)?;
-                waiting.push(current.waiting_reason.is_some());
-                let (needs_usdc, needs_eth) = payment_rows::missing_legs_in(tx, &current)?;
-                if !matches!(
-                    current.status()?,
-                    PaymentStatus::Queued | PaymentStatus::Submitted
-                ) || needs_usdc != plan.usdc_gas.is_some()
-                    || needs_eth != plan.eth_wei.is_some()
-                {
+                let mut waiting = Vec::new();
+                for (payment, plan) in ready {
+                    let current = payment_rows::get_in(tx, &payment.id)?;
+                    waiting.push(current.waiting_reason.is_some());
+                    let (needs_usdc, needs_eth) = payment_rows::missing_legs_in(tx, &current)?;
+                    if !matches!(
+                        current.status()?,
+                        PaymentStatus::Queued | PaymentStatus::Submitted
+                    ) || needs_usdc != plan.usdc_gas.is_some()
+                        || needs_eth != plan.eth_wei.is_some()
+                    {
+                        return Ok(None);
+                    }
+                }
+                let (reserved, before) =
+                    wallets::reserve_nonces(tx, &wallet.id, chain_nonce, nonce - first)?;
+                if reserved != first || before != counter {
                     return Ok(None);
                 }
-            }
-            let (reserved, before) =
-                wallets::reserve_nonces(tx, &wallet.id, chain_nonce, nonce - first)?;
-            if reserved != first || before != counter {
-                return Ok(None);
-            }
-            if let Some(before) = before.filter(|before| *before < chain_nonce) {
-                // The wallet's key was used outside Bursar (or the database was restored): the chain
-                // is ahead of the counter, which moves up to it.
-                audit::append_in(
-                    tx,
-                    now,
-                    self.event(
-                        &ready[0].0,
-                        AuditKind::NonceResynced,
-                        serde_json::json!({
-                            "from": from.to_string(), "counter": before, "chain_nonce": chain_nonce,
-                        }),
-                        None,
-                        None,
-                        None,
-                    ),
-                )?;
-            }
-            let mut signed = signed.into_iter();
-            let mut hashes = Vec::new();
-            for ((payment, plan), was_waiting) in ready.iter().zip(waiting) {
-                let mut legs = Vec::new();
-                for (asset, wei) in [
-                    (Asset::Usdc, plan.usdc_gas.map(|_| None)),
-                    (Asset::Eth, plan.eth_wei.map(Some)),
-                ] {
-                    let Some(wei) = wei else { continue };
-                    let leg = signed
-                        .next()
-                        .ok_or_else(|| LedgerError::Corrupt("a leg was not signed".into()))?;
-                    let hash = leg.hash.to_string();
-                    let leg_nonce =
-                        i64::try_from(leg.nonce).map_err(|_| LedgerError::Corrupt("nonce".into()))?;
-                    payment_rows::insert_transaction(
+                if let Some(before) = before.filter(|before| *before < chain_nonce) {
+                    // The wallet's key was used outside Bursar (or the database was restored):
+                    // the chain is ahead of the counter, which moves up to it.
+                    audit::append_in(
                         tx,
-                        NewTransaction {
-                            payment_id: &payment.id,
-                            asset,
-                            purpose: TRANSFER,
-                            wallet_id: &wallet.id,
-                            nonce: leg_nonce,
-                            tx_hash: &hash,
-                            raw: &leg.raw,
-                        },
                         now,
+                        self.event(
+                            &ready[0].0,
+                            AuditKind::NonceResynced,
+                            serde_json::json!({
+                                "from": from.to_string(), "counter": before,
+                                "chain_nonce": chain_nonce,
+                            }),
+                            None,
+                            None,
+                            None,
+                        ),
                     )?;
-                    legs.push(serde_json::json!({
-                        "asset": asset, "nonce": leg.nonce, "tx_hash": hash, "wei": wei.map(|w| w.to_string()),
-                    }));
-                    hashes.push(hash);
                 }
-                let primary = legs
-                    .first()
-                    .and_then(|leg| leg["tx_hash"].as_str())
-                    .map(str::to_string);
-                payment_rows::sync_chain_fields(tx, &payment.id, now)?;
-                if was_waiting {
-                    payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
+                let mut signed = signed.into_iter();
+                let mut hashes = Vec::new();
+                for ((payment, plan), was_waiting) in ready.iter().zip(waiting) {
+                    let mut legs = Vec::new();
+                    for (asset, wei) in [
+                        (Asset::Usdc, plan.usdc_gas.map(|_| None)),
+                        (Asset::Eth, plan.eth_wei.map(Some)),
+                    ] {
+                        let Some(wei) = wei else { continue };
+                        let leg = signed
+                            .next()
+                            .ok_or_else(|| LedgerError::Corrupt("a leg was not signed".into()))?;
+                        let hash = leg.hash.to_string();
+                        let leg_nonce = i64::try_from(leg.nonce)
+                            .map_err(|_| LedgerError::Corrupt("nonce".into()))?;
+                        payment_rows::insert_transaction(
+                            tx,
+                            NewTransaction {
+                                payment_id: &payment.id,
+                                asset,
+                                purpose: TRANSFER,
+                                wallet_id: &wallet.id,
+                                nonce: leg_nonce,
+                                tx_hash: &hash,
+                                raw: &leg.raw,
+                            },
+                            now,
+                        )?;
+                        legs.push(serde_json::json!({
+                            "asset": asset, "nonce": leg.nonce, "tx_hash": hash,
+                            "wei": wei.map(|w| w.to_string()),
+                        }));
+                        hashes.push(hash);
+                    }
+                    let primary = legs
+                        .first()
+                        .and_then(|leg| leg["tx_hash"].as_str())
+                        .map(str::to_string);
+                    payment_rows::sync_chain_fields(tx, &payment.id, now)?;
+                    if was_waiting {
+                        payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
+                    }
+                    audit::append_in(
+                        tx,
+                        now,
+                        self.event(
+                            payment,
+                            AuditKind::TransactionSigned,
+                            serde_json::json!({
+                                "from": from.to_string(),
+                                "max_fee_per_gas": plan.fees.max_fee_per_gas.to_string(),
+                                "max_priority_fee_per_gas":
+                                    plan.fees.max_priority_fee_per_gas.to_string(),
+                                "usdc_gas_limit": plan.usdc_gas,
+                                "transactions": legs,
+                            }),
+                            primary,
+                            None,
+                            None,
+                        ),
+                    )?;
                 }
-                audit::append_in(
-                    tx,
-                    now,
-                    self.event(
-                        payment,
-                        AuditKind::TransactionSigned,
-                        serde_json::json!({
-                            "from": from.to_string(),
-                            "max_fee_per_gas": plan.fees.max_fee_per_gas.to_string(),
-                            "max_priority_fee_per_gas": plan.fees.max_priority_fee_per_gas.to_string(),
-                            "usdc_gas_limit": plan.usdc_gas,
-                            "transactions": legs,
-                        }),
-                        primary,
-                        None,
-                        None,
-                    ),
-                )?;
-            }
-            Ok(Some(hashes))
+                Ok(Some(hashes))
             })
             .await?;
         let Some(hashes) = hashes else {
