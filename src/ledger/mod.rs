@@ -76,11 +76,13 @@ impl LedgerError {
 /// savepoint inside that transaction; the flusher commits it, so the writes of many requests
 /// share one fsync (group commit) while each keeps its own atomicity.
 struct Writer {
-    connection: Option<SqliteConnection>,
     /// The same SQLite handle as `connection`, for statements run synchronously (`SyncTx`):
     /// used only while `connection`'s handle is locked (`lock_handle`), when sqlx's thread for it
-    /// is parked, so the two never touch the handle at once. Dropped before `connection` closes.
+    /// is parked, so the two never touch the handle at once. Dropped before `connection` closes:
+    /// by `close_connection`, or, for a ledger dropped without `close`, by field order (this one
+    /// is declared first, so its statements are finalized before sqlx closes the handle).
     direct: Option<rusqlite::Connection>,
+    connection: Option<SqliteConnection>,
     /// `BEGIN IMMEDIATE` was issued and not yet committed.
     open: bool,
     /// A `Tx` was dropped without finishing: its savepoint is rolled back before anything else.

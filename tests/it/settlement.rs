@@ -228,6 +228,38 @@ async fn payment_without_usdc_fails_before_signing_and_uses_no_nonce() {
     assert_eq!(agent["spent_24h"], "0");
 }
 
+/// A burst the wallet's USDC covers only in part: the payments the balance covers are signed,
+/// in order; the one it no longer covers fails before signing (`insufficient_usdc`, no nonce)
+/// instead of reverting on chain and burning gas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_balance_fails_the_uncovered_payment_before_signing() {
+    let app = TestApp::spawn().await;
+    let (agent, _) = app.create_agent("short").await;
+    app.fund(&agent, "10", "0.05").await;
+    let token = app.credential(&agent, json!({})).await;
+    let mut ids = Vec::new();
+    for key in ["b1", "b2", "b3"] {
+        let response = app.pay(&token, recipient(0x21), "4", key).await;
+        ids.push(response.body["id"].as_str().unwrap().to_string());
+    }
+    let report = app.settle().await;
+    assert_eq!(report.signed, 2, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    let third = app
+        .get(&format!("/v1/payments/{}", ids[2]), &token)
+        .await
+        .body;
+    assert_eq!(third["status"], "failed");
+    assert_eq!(third["failure_reason"], "insufficient_usdc");
+    assert!(third["nonce"].is_null());
+    app.mine(4).await;
+    app.settle().await;
+    for id in &ids[..2] {
+        let payment = app.get(&format!("/v1/payments/{id}"), &token).await.body;
+        assert_eq!(payment["status"], "confirmed", "{payment}");
+    }
+}
+
 /// Each wallet is a lane: one pass signs a whole burst of every wallet at consecutive nonces,
 /// stores it and broadcasts it, and one block takes all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

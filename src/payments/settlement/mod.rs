@@ -83,6 +83,8 @@ struct Pass {
     known: HashMap<alloy::primitives::B256, bool>,
     /// Gas estimates a lane read in one batch for its queued USDC transfers, by payment.
     estimates: HashMap<String, std::result::Result<u64, crate::chain::ChainError>>,
+    /// A lane's queued transfers that its USDC balance no longer covers this pass.
+    uncovered: std::collections::HashSet<String>,
 }
 
 impl Pass {
@@ -102,6 +104,7 @@ impl Pass {
             addresses: HashMap::new(),
             estimates: HashMap::new(),
             known: HashMap::new(),
+            uncovered: std::collections::HashSet::new(),
         }
     }
 

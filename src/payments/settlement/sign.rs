@@ -131,9 +131,10 @@ impl Payments {
     /// `eth_estimateGas` per payment (which a node answers slowly: it searches the gas of each):
     /// the wallet's USDC balance, and one estimate of the costliest transfer the token has, to an
     /// address that holds nothing yet (a new balance slot). Each transfer the balance still covers,
-    /// in order, gets that limit; the token's other refusals (paused, blacklisted) are checked on
-    /// their own in `plan`. A transfer the balance does not cover, or a lane whose reads fail, is
-    /// estimated on its own, so the node names the refusal (`insufficient_usdc`, ...).
+    /// in order, gets that limit; one it no longer covers fails before signing
+    /// (`insufficient_usdc`, no nonce used). The token's other refusals (paused, blacklisted) are
+    /// checked on their own in `plan`; a lane of one payment, or whose reads fail, is estimated
+    /// per payment, so the node names the refusal.
     async fn prefetch_estimates(
         &self,
         lane: &mut Pass,
@@ -159,11 +160,17 @@ impl Payments {
         };
         for payment in wanted {
             let amount = Amount::from_sql(payment.amount);
-            let Some(left) = balance.checked_sub(amount) else {
-                return;
-            };
-            balance = left;
-            lane.estimates.insert(payment.id.to_string(), Ok(gas));
+            match balance.checked_sub(amount) {
+                Some(left) => {
+                    balance = left;
+                    lane.estimates.insert(payment.id.to_string(), Ok(gas));
+                }
+                // What this pass signs before it already spends the balance: this transfer
+                // would revert on chain, so it fails now and uses no nonce.
+                None => {
+                    lane.uncovered.insert(payment.id.to_string());
+                }
+            }
         }
     }
 
@@ -244,6 +251,10 @@ impl Payments {
         .find_map(|(refused, reason)| refused.then_some(reason));
         if let Some(reason) = refused {
             return Ok(Err((reason.into(), None)));
+        }
+        if pass.uncovered.remove(payment.id.as_str()) {
+            let why = "the wallet's USDC balance is committed to earlier payments of this pass";
+            return Ok(Err(("insufficient_usdc".into(), Some(why.into()))));
         }
         let estimate = match pass.estimates.remove(payment.id.as_str()) {
             Some(estimate) => estimate,
