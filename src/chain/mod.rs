@@ -136,7 +136,7 @@ pub struct AuthorizationLog {
 }
 
 /// What the node reports for a mined transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Receipt {
     pub block_number: u64,
     pub block_hash: B256,

@@ -206,28 +206,46 @@ impl Custody {
         sealed: &SealedKey,
         transaction: TxEip1559,
     ) -> Result<SignedTransaction, CustodyError> {
+        let mut signed = self.sign_all(sealed, vec![transaction])?;
+        signed.pop().ok_or(CustodyError::Signing {
+            address: sealed.address,
+        })
+    }
+
+    /// `sign` for several transactions of one wallet, with its key unsealed once. All or
+    /// nothing: any refusal refuses the lot.
+    pub fn sign_all(
+        &self,
+        sealed: &SealedKey,
+        transactions: Vec<TxEip1559>,
+    ) -> Result<Vec<SignedTransaction>, CustodyError> {
         let address = sealed.address;
-        if transaction.chain_id != self.chain_id {
+        if let Some(transaction) = transactions.iter().find(|t| t.chain_id != self.chain_id) {
             return Err(CustodyError::WrongChain {
                 requested: transaction.chain_id,
                 configured: self.chain_id,
             });
         }
         let signer = self.open(sealed)?;
-        let nonce = transaction.nonce;
-        let signature = signer
-            .sign_hash_sync(&transaction.signature_hash())
-            .map_err(|_| CustodyError::Signing { address })?;
-        let signed = transaction.into_signed(signature);
-        let recovered = signed
-            .recover_signer()
-            .map_err(|_| CustodyError::Signing { address })?;
-        if Address::from(recovered) != address {
-            return Err(CustodyError::Signing { address });
-        }
-        let hash = *signed.hash();
-        let raw = TxEnvelope::from(signed).encoded_2718();
-        Ok(SignedTransaction { hash, raw, nonce })
+        transactions
+            .into_iter()
+            .map(|transaction| {
+                let nonce = transaction.nonce;
+                let signature = signer
+                    .sign_hash_sync(&transaction.signature_hash())
+                    .map_err(|_| CustodyError::Signing { address })?;
+                let signed = transaction.into_signed(signature);
+                let recovered = signed
+                    .recover_signer()
+                    .map_err(|_| CustodyError::Signing { address })?;
+                if Address::from(recovered) != address {
+                    return Err(CustodyError::Signing { address });
+                }
+                let hash = *signed.hash();
+                let raw = TxEnvelope::from(signed).encoded_2718();
+                Ok(SignedTransaction { hash, raw, nonce })
+            })
+            .collect()
     }
 
     /// Signs an EIP-3009 transfer authorization (x402) with the wallet's key: the authorization

@@ -5,6 +5,27 @@
 //! its fsync (group commit), and a write's commit returns only once it is durable.
 //! Imports only `domain`.
 
+/// Maps a row of a synchronous query to `$row` by column position, and names the column list
+/// (`$columns`) to select in that same order: rusqlite looks a column up by name by comparing it
+/// with every column's name, which costs more than the read itself on wide rows.
+macro_rules! read_by_position {
+    ($columns:ident, $read:ident, $row:ident { $($field:ident),* $(,)? }) => {
+        const $columns: &str = stringify!($($field),*);
+
+        #[allow(unused_assignments)]
+        fn $read(row: &rusqlite::Row<'_>) -> rusqlite::Result<$row> {
+            let mut at = 0usize;
+            Ok($row {
+                $($field: {
+                    let value = row.get(at)?;
+                    at += 1;
+                    value
+                }),*
+            })
+        }
+    };
+}
+
 pub mod agents;
 pub mod audit;
 pub mod bench;

@@ -138,50 +138,56 @@ pub async fn get(
         .ok_or(LedgerError::NotFound)
 }
 
+read_by_position!(
+    PAYMENT_COLUMNS,
+    read_payment,
+    PaymentRow {
+        id,
+        kind,
+        agent_id,
+        credential_id,
+        from_wallet_id,
+        to_address,
+        amount,
+        gas_wei,
+        currency,
+        memo,
+        reference,
+        metadata,
+        confidence,
+        capture,
+        status,
+        decision,
+        failure_reason,
+        tx_hash,
+        nonce,
+        block_number,
+        block_hash,
+        confirmations,
+        waiting_reason,
+        orphaned_blocks,
+        committed_at,
+        held_since,
+        idempotency_scope,
+        idempotency_key,
+        request_hash,
+        created_at,
+        updated_at,
+        protocol,
+        scope_id,
+        scope_phase,
+        scope_tier,
+        credential_tier
+    }
+);
+
 /// `get` in a synchronous transaction.
 pub fn get_in(tx: &mut SyncTx<'_>, id: &str) -> Result<PaymentRow, LedgerError> {
     use rusqlite::OptionalExtension;
-    tx.prepare("SELECT * FROM payments WHERE id = ?")?
-        .query_row([id], |row| {
-            Ok(PaymentRow {
-                id: row.get("id")?,
-                kind: row.get("kind")?,
-                agent_id: row.get("agent_id")?,
-                credential_id: row.get("credential_id")?,
-                from_wallet_id: row.get("from_wallet_id")?,
-                to_address: row.get("to_address")?,
-                amount: row.get("amount")?,
-                gas_wei: row.get("gas_wei")?,
-                currency: row.get("currency")?,
-                memo: row.get("memo")?,
-                reference: row.get("reference")?,
-                metadata: row.get("metadata")?,
-                confidence: row.get("confidence")?,
-                capture: row.get("capture")?,
-                status: row.get("status")?,
-                decision: row.get("decision")?,
-                failure_reason: row.get("failure_reason")?,
-                tx_hash: row.get("tx_hash")?,
-                nonce: row.get("nonce")?,
-                block_number: row.get("block_number")?,
-                block_hash: row.get("block_hash")?,
-                confirmations: row.get("confirmations")?,
-                waiting_reason: row.get("waiting_reason")?,
-                orphaned_blocks: row.get("orphaned_blocks")?,
-                committed_at: row.get("committed_at")?,
-                held_since: row.get("held_since")?,
-                idempotency_scope: row.get("idempotency_scope")?,
-                idempotency_key: row.get("idempotency_key")?,
-                request_hash: row.get("request_hash")?,
-                created_at: row.get("created_at")?,
-                updated_at: row.get("updated_at")?,
-                protocol: row.get("protocol")?,
-                scope_id: row.get("scope_id")?,
-                scope_phase: row.get("scope_phase")?,
-                scope_tier: row.get("scope_tier")?,
-                credential_tier: row.get("credential_tier")?,
-            })
-        })
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?"));
+    tx.prepare(&SQL)?
+        .query_row([id], read_payment)
         .optional()?
         .ok_or(LedgerError::NotFound)
 }
@@ -491,17 +497,27 @@ pub async fn list(
 /// other than dropped ones. A new payment has no transactions at all; a payment whose nonce a
 /// foreign transaction consumed has only dropped ones for that leg. x402 payments are never
 /// signed here: the seller's facilitator executes their authorization.
+/// A payment settlement has to sign for, with the legs that have no transaction yet.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Queued {
+    #[sqlx(flatten)]
+    pub payment: PaymentRow,
+    pub needs_usdc: bool,
+    pub needs_eth: bool,
+}
+
 pub async fn needing_transactions(
     pool: &SqlitePool,
     limit: i64,
-) -> Result<Vec<PaymentRow>, LedgerError> {
+) -> Result<Vec<Queued>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM payments p WHERE p.status IN ('queued', 'submitted') AND p.protocol IS NULL AND (
+        "SELECT * FROM (SELECT p.*, p.rowid AS queue_order,
              (p.amount > 0 AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
-                 AND t.asset = 'usdc' AND t.purpose = 'transfer' AND t.status != 'dropped'))
-          OR (p.gas_wei IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
-                 AND t.asset = 'eth' AND t.purpose = 'transfer' AND t.status != 'dropped')))
-         ORDER BY p.rowid LIMIT ?",
+                 AND t.asset = 'usdc' AND t.purpose = 'transfer' AND t.status != 'dropped')) AS needs_usdc,
+             (p.gas_wei IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.payment_id = p.id
+                 AND t.asset = 'eth' AND t.purpose = 'transfer' AND t.status != 'dropped')) AS needs_eth
+           FROM payments p WHERE p.status IN ('queued', 'submitted') AND p.protocol IS NULL)
+         WHERE needs_usdc OR needs_eth ORDER BY queue_order LIMIT ?",
     )
     .bind(limit)
     .fetch_all(pool)
@@ -741,33 +757,40 @@ pub async fn add_orphaned_block(
 
 const TRANSACTIONS_OF: &str = "SELECT * FROM transactions WHERE payment_id = ? ORDER BY id";
 
+read_by_position!(
+    TRANSACTION_COLUMNS,
+    read_transaction,
+    TransactionRow {
+        id,
+        payment_id,
+        asset,
+        purpose,
+        wallet_id,
+        nonce,
+        tx_hash,
+        raw,
+        status,
+        block_number,
+        block_hash,
+        confirmations,
+        broadcast_block,
+        unsendable_since,
+        finality_alarm,
+        created_at,
+        updated_at
+    }
+);
+
 /// `transactions_of` in a synchronous transaction.
 pub fn transactions_in(
     tx: &mut SyncTx<'_>,
     payment_id: &str,
 ) -> Result<Vec<TransactionRow>, LedgerError> {
-    let mut statement = tx.prepare(TRANSACTIONS_OF)?;
-    let rows = statement.query_map([payment_id], |row| {
-        Ok(TransactionRow {
-            id: row.get("id")?,
-            payment_id: row.get("payment_id")?,
-            asset: row.get("asset")?,
-            purpose: row.get("purpose")?,
-            wallet_id: row.get("wallet_id")?,
-            nonce: row.get("nonce")?,
-            tx_hash: row.get("tx_hash")?,
-            raw: row.get("raw")?,
-            status: row.get("status")?,
-            block_number: row.get("block_number")?,
-            block_hash: row.get("block_hash")?,
-            confirmations: row.get("confirmations")?,
-            broadcast_block: row.get("broadcast_block")?,
-            unsendable_since: row.get("unsendable_since")?,
-            finality_alarm: row.get("finality_alarm")?,
-            created_at: row.get("created_at")?,
-            updated_at: row.get("updated_at")?,
-        })
-    })?;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE payment_id = ? ORDER BY id")
+    });
+    let mut statement = tx.prepare(&SQL)?;
+    let rows = statement.query_map([payment_id], read_transaction)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

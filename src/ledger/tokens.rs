@@ -114,23 +114,30 @@ pub async fn get_credential(
         .ok_or(LedgerError::NotFound)
 }
 
+read_by_position!(
+    CREDENTIAL_COLUMNS,
+    read_credential,
+    CredentialRow {
+        id,
+        agent_id,
+        name,
+        token_hash,
+        policy,
+        expires_at,
+        status,
+        created_at,
+        revoked_at
+    }
+);
+
 /// `get_credential` in a synchronous transaction.
 pub fn credential_in(tx: &mut SyncTx<'_>, id: &str) -> Result<CredentialRow, LedgerError> {
     use rusqlite::OptionalExtension;
-    tx.prepare(GET_CREDENTIAL)?
-        .query_row([id], |row| {
-            Ok(CredentialRow {
-                id: row.get("id")?,
-                agent_id: row.get("agent_id")?,
-                name: row.get("name")?,
-                token_hash: row.get("token_hash")?,
-                policy: row.get("policy")?,
-                expires_at: row.get("expires_at")?,
-                status: row.get("status")?,
-                created_at: row.get("created_at")?,
-                revoked_at: row.get("revoked_at")?,
-            })
-        })
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = ?")
+    });
+    tx.prepare(&SQL)?
+        .query_row([id], read_credential)
         .optional()?
         .ok_or(LedgerError::NotFound)
 }

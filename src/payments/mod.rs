@@ -204,6 +204,10 @@ pub struct Payments {
     settings: Settings,
     wake: Arc<Notify>,
     fail_points: Arc<std::sync::Mutex<std::collections::HashSet<&'static str>>>,
+    /// Receipts settlement has read, by transaction hash, with the head they were last used at.
+    /// A receipt names its block: it is reused only while that block is still the canonical one
+    /// at its height (a block's hash commits to its transactions), and read again otherwise.
+    receipts: Arc<std::sync::Mutex<settlement::ReceiptCache>>,
 }
 
 /// Audit events between two signed checkpoints of the chain's head, at most (plus what one
@@ -287,6 +291,7 @@ impl Payments {
             settings,
             wake: Arc::new(Notify::new()),
             fail_points: Arc::default(),
+            receipts: Arc::default(),
         }
     }
 

@@ -181,8 +181,16 @@ impl Payments {
             confirmations,
             now,
         )?;
-        payment_rows::set_unsendable_since(tx, transaction.id, None)?;
+        if transaction.unsendable_since.is_some() {
+            payment_rows::set_unsendable_since(tx, transaction.id, None)?;
+        }
         let first_time = transaction.status != status;
+        if !first_time && !moved_block {
+            // Only the depth changed: no leg changed status, so the roll-up would not move;
+            // the payment mirrors the new count.
+            payment_rows::sync_chain_fields(tx, &payment.id, now)?;
+            return Ok(true);
+        }
         if transaction.purpose == payment_rows::TRANSFER && first_time {
             self.audit_terminal_surprises(
                 tx,

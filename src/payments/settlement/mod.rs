@@ -51,6 +51,11 @@ const MAX_BACKOFF_MS: u64 = 30_000;
 /// new blocks.
 const BACKGROUND_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Receipts read by settlement, by transaction hash, with the head each was last used at.
+pub(crate) type ReceiptCache = HashMap<alloy::primitives::B256, (crate::chain::Receipt, u64)>;
+/// Blocks a cached receipt stays after its last use.
+const RECEIPT_CACHE_BLOCKS: u64 = 16;
+
 /// What one pass did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PassReport {

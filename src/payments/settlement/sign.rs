@@ -6,7 +6,7 @@ use crate::chain::{ChainError, ETH_TRANSFER_GAS, Fees};
 use crate::domain::AuditKind;
 use crate::domain::{Address, Amount, Asset, PaymentStatus, WaitingReason};
 use crate::ledger::audit;
-use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, TRANSFER};
+use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, Queued, TRANSFER};
 use crate::ledger::{LedgerError, wallets};
 use crate::payments::{Payments, Result};
 use alloy::primitives::U256;
@@ -56,16 +56,17 @@ impl Payments {
         let queued =
             payment_rows::needing_transactions(self.ledger.pool(), super::SIGN_BATCH).await?;
         let parent = &*pass;
-        let lanes: Vec<Result<Pass>> = stream::iter(super::lanes(queued, |p| &p.from_wallet_id))
-            .map(|(wallet_id, payments)| async move {
-                let mut lane = parent.lane(&wallet_id);
-                self.sign_lane(&mut lane, &wallet_id, payments, fees, paused)
-                    .await?;
-                Ok(lane)
-            })
-            .buffer_unordered(super::MAX_LANES)
-            .collect()
-            .await;
+        let lanes: Vec<Result<Pass>> =
+            stream::iter(super::lanes(queued, |q| &q.payment.from_wallet_id))
+                .map(|(wallet_id, payments)| async move {
+                    let mut lane = parent.lane(&wallet_id);
+                    self.sign_lane(&mut lane, &wallet_id, payments, fees, paused)
+                        .await?;
+                    Ok(lane)
+                })
+                .buffer_unordered(super::MAX_LANES)
+                .collect()
+                .await;
         let mut halted = None;
         for lane in lanes {
             match lane {
@@ -84,22 +85,23 @@ impl Payments {
         &self,
         lane: &mut Pass,
         wallet_id: &str,
-        payments: Vec<PaymentRow>,
+        payments: Vec<Queued>,
         fees: Fees,
         paused: bool,
     ) -> Result<()> {
         self.prefetch_estimates(lane, wallet_id, &payments, paused)
             .await;
         let mut ready = Vec::new();
-        for payment in payments {
-            match self.prepare(lane, &payment, fees, paused).await {
+        for queued in payments {
+            let payment = &queued.payment;
+            match self.prepare(lane, &queued, fees, paused).await {
                 Ok(Some(plan)) => {
                     let in_flight = self.in_flight_wei(lane, wallet_id).await?;
                     lane.in_flight_wei.insert(
                         wallet_id.to_string(),
                         in_flight.saturating_add(plan.worst_case_wei()),
                     );
-                    ready.push((payment, plan));
+                    ready.push((queued.payment, plan));
                 }
                 Ok(None) => {}
                 Err(error) => self.isolate(lane, &payment.id, error).await?,
@@ -139,10 +141,14 @@ impl Payments {
         &self,
         lane: &mut Pass,
         wallet_id: &str,
-        payments: &[PaymentRow],
+        payments: &[Queued],
         paused: bool,
     ) {
-        let wanted: Vec<&PaymentRow> = payments.iter().filter(|p| p.amount > 0).collect();
+        let wanted: Vec<&PaymentRow> = payments
+            .iter()
+            .filter(|q| q.needs_usdc)
+            .map(|q| &q.payment)
+            .collect();
         if paused || wanted.len() < 2 {
             return;
         }
@@ -179,11 +185,12 @@ impl Payments {
     async fn prepare(
         &self,
         pass: &mut Pass,
-        payment: &PaymentRow,
+        queued: &Queued,
         fees: Fees,
         paused: bool,
     ) -> Result<Option<Plan>> {
-        let plan = match self.plan(pass, payment, fees, paused).await? {
+        let payment = &queued.payment;
+        let plan = match self.plan(pass, queued, fees, paused).await? {
             Ok(plan) => plan,
             Err((reason, node_error)) => {
                 self.fail_before_signing(payment, &reason, node_error.as_deref())
@@ -213,15 +220,16 @@ impl Payments {
     async fn plan(
         &self,
         pass: &mut Pass,
-        payment: &PaymentRow,
+        queued: &Queued,
         fees: Fees,
         paused: bool,
     ) -> Result<std::result::Result<Plan, (String, Option<String>)>> {
+        let payment = &queued.payment;
         let from = self.wallet_address(pass, &payment.from_wallet_id).await?;
         let to = payment.to_address;
         let amount = Amount::from_sql(payment.amount);
-        let (needs_usdc, needs_eth) =
-            payment_rows::missing_legs(self.ledger.pool(), payment).await?;
+        // As the queue read them; signing checks them again in its write transaction.
+        let (needs_usdc, needs_eth) = (queued.needs_usdc, queued.needs_eth);
         let eth_wei = match (&payment.gas_wei, needs_eth) {
             (Some(text), true) => Some(
                 text.parse::<U256>()
@@ -344,14 +352,9 @@ impl Payments {
         }
         self.fail_point("before_sign")?;
         let custody = self.custody.clone();
-        let signed = tokio::task::spawn_blocking(move || {
-            unsigned
-                .into_iter()
-                .map(|transaction| custody.sign(&key, transaction))
-                .collect::<std::result::Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|_| LedgerError::Corrupt("the signing task stopped".into()))??;
+        let signed = tokio::task::spawn_blocking(move || custody.sign_all(&key, unsigned))
+            .await
+            .map_err(|_| LedgerError::Corrupt("the signing task stopped".into()))??;
 
         let now = self.now();
         let hashes = self

@@ -63,7 +63,7 @@ pub fn resolve(live: Live, observed: &Observed, stuck_after_blocks: u64) -> Acti
     if let Some((index, receipt)) = &observed.mined {
         return Action::Record {
             index: *index,
-            receipt: receipt.clone(),
+            receipt: *receipt,
         };
     }
     if observed.nonce_used {

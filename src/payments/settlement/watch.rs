@@ -68,6 +68,10 @@ fn live_included(slot: &Slot) -> bool {
     slot.live().status().ok() == Some(TransactionStatus::Included)
 }
 
+fn poisoned() -> PaymentsError {
+    LedgerError::Corrupt("the receipt cache's lock".into()).into()
+}
+
 /// Blocks below the required depth whose hashes a pass reads up front.
 const RECENT_BLOCKS: u64 = 8;
 
@@ -118,6 +122,7 @@ impl Payments {
                 Err(error) => halted = halted.or(Some(error)),
             }
         }
+        self.trim_receipts(pass.head)?;
         halted.map_or(Ok(()), Err)
     }
 
@@ -160,10 +165,44 @@ impl Payments {
         if let Ok(known) = self.chain.known_transactions(&pending).await {
             lane.known.extend(pending.into_iter().zip(known));
         }
-        // A batch the node cannot answer now leaves each slot to read its own receipts.
-        if let Ok(receipts) = self.chain.receipts(&hashes).await {
-            lane.receipts.extend(hashes.into_iter().zip(receipts));
+        // A receipt read in an earlier pass stands while its block is still the canonical one
+        // at its height; only the others are read, in one batch.
+        let head = lane.head;
+        let mut unread = Vec::new();
+        {
+            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
+            for hash in hashes {
+                match cache.get_mut(&hash) {
+                    Some((receipt, used))
+                        if lane.block_hashes.get(&receipt.block_number)
+                            == Some(&receipt.block_hash) =>
+                    {
+                        *used = head;
+                        lane.receipts.insert(hash, Some(*receipt));
+                    }
+                    _ => unread.push(hash),
+                }
+            }
         }
+        // A batch the node cannot answer now leaves each slot to read its own receipts.
+        if let Ok(receipts) = self.chain.receipts(&unread).await {
+            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
+            for (hash, receipt) in unread.into_iter().zip(receipts) {
+                if let Some(receipt) = &receipt {
+                    cache.insert(hash, (*receipt, head));
+                }
+                lane.receipts.insert(hash, receipt);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the receipts no pass has used for `RECEIPT_CACHE_BLOCKS`.
+    fn trim_receipts(&self, head: u64) -> Result<()> {
+        self.receipts
+            .lock()
+            .map_err(|_| poisoned())?
+            .retain(|_, (_, used)| used.saturating_add(super::RECEIPT_CACHE_BLOCKS) >= head);
         Ok(())
     }
 
@@ -306,7 +345,7 @@ impl Payments {
             }
             let hash = parse_hash(&candidate.tx_hash)?;
             let receipt = match pass.receipts.get(&hash) {
-                Some(prefetched) => prefetched.clone(),
+                Some(prefetched) => *prefetched,
                 None => self.chain.receipt(hash).await?,
             };
             if let Some(receipt) = receipt
