@@ -1,10 +1,18 @@
 //! `bursar bench`: sizes a deployment, like `pgbench` or `redis-benchmark`. It starts its own
 //! Base-like devnet with Circle's USDC (1-second blocks, a 300M gas limit), runs the service on a
-//! fresh SQLite file, creates and funds agents, fires payment intents from concurrent HTTP
-//! clients, waits for every one to be confirmed, checks on chain that exactly those transfers
-//! happened, and measures in the same run what the storage and the node allow on their own: anvil
-//! fed pre-signed transfers in JSON-RPC batches, and SQLite's durable group commit. It prints one
-//! table (or `--json`) and fails only if a payment was lost or doubled, never on a timing.
+//! fresh SQLite file, creates and funds agents, and fires payment intents from concurrent HTTP
+//! clients in two phases:
+//!
+//! 1. **Backlog**: the intents are accepted with settlement stopped (acceptance on its own), then
+//!    settlement starts and drains them. This is the node's ceiling's own shape (every transfer
+//!    there from the start), so its confirmed/s is the settlement engine's against the node's.
+//! 2. **Live**: the intents are accepted while settlement runs, as in production: acceptance
+//!    under settlement's load, and each intent's time to confirmed.
+//!
+//! It checks on chain that exactly those transfers happened, and measures in the same run what
+//! the storage and the node allow on their own: anvil fed pre-signed transfers in JSON-RPC
+//! batches, and SQLite's durable group commit. It prints one table (or `--json`) and fails only
+//! if a payment was lost or doubled, never on a timing.
 
 use crate::app;
 use crate::chain::Chain;
@@ -43,7 +51,7 @@ pub struct BenchArgs {
     /// Agent wallets paying (each is one nonce lane).
     #[arg(long, default_value_t = 16)]
     pub agents: u32,
-    /// Payment intents to fire.
+    /// Payment intents to fire in each phase (backlog, then live).
     #[arg(long, default_value_t = 5_000)]
     pub payments: u32,
     /// Concurrent HTTP clients.
@@ -80,7 +88,13 @@ pub struct Report {
     pub clients: u32,
     pub block_time_secs: u64,
     pub confirmations_required: u64,
+    /// Acceptance with settlement stopped (the backlog phase).
+    pub accept_idle: Accept,
+    /// Acceptance while settlement runs (the live phase).
     pub accept: Accept,
+    /// The backlog phase's settlement: from the moment settlement starts.
+    pub backlog: Backlog,
+    /// The live phase's settlement: from each intent.
     pub settlement: Settlement,
     pub verification: Verification,
     pub peak_rss_mb: Option<f64>,
@@ -107,6 +121,16 @@ pub struct Settlement {
 }
 
 #[derive(Debug, Serialize)]
+pub struct Backlog {
+    pub confirmed: u64,
+    /// Intents confirmed per second from the moment settlement started on the backlog.
+    pub confirmed_per_second: f64,
+    /// From settlement's start to each payment's confirmation.
+    pub start_to_confirmed_p50_ms: f64,
+    pub start_to_confirmed_p99_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Verification {
     /// USDC transfers from the agent wallets found on chain.
     pub transfers_on_chain: u64,
@@ -130,11 +154,18 @@ pub struct Ceilings {
 
 #[derive(Debug, Serialize)]
 pub struct Ratios {
-    /// Bursar's confirmed/s over the node's.
+    /// Bursar's backlog confirmed/s over the node's (both start with every transfer waiting).
     pub settlement_of_anvil: f64,
-    /// Bursar's intent-to-confirmed p50 minus the node's send-to-confirmed p50, in blocks.
+    /// The backlog's start-to-confirmed p50 minus the node's send-to-confirmed p50, in blocks.
+    pub backlog_p50_gap_blocks: f64,
+    /// The live phase's confirmed/s (first intent to last confirmation) over the node's: bounded
+    /// by how fast the intents arrive as well.
+    pub live_settlement_of_anvil: f64,
+    /// The live intent-to-confirmed p50 minus the node's send-to-confirmed p50, in blocks.
     pub p50_gap_blocks: f64,
-    /// Bursar's accepted intents/s over SQLite's group-commit rows/s.
+    /// Accepted intents/s with settlement stopped over SQLite's group-commit rows/s.
+    pub accept_idle_of_sqlite_group_commit: f64,
+    /// Accepted intents/s while settling over SQLite's group-commit rows/s.
     pub accept_of_sqlite_group_commit: f64,
 }
 
@@ -161,12 +192,13 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     let v = &report.verification;
-    if v.lost > 0 || v.doubled > 0 || report.accept.errors > 0 {
+    let refused = report.accept_idle.errors + report.accept.errors;
+    if v.lost > 0 || v.doubled > 0 || refused > 0 {
         bail!(
             "{} payment(s) lost, {} doubled, {} intent(s) refused",
             v.lost,
             v.doubled,
-            report.accept.errors
+            refused
         );
     }
     Ok(())
@@ -215,11 +247,13 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         devnet.usdc,
         config.rpc_timeout_ms,
     )?;
+    let poll_interval = Duration::from_millis(config.poll_interval_ms.min(100));
+    // Without the worker: the bench starts settlement itself, after the backlog is accepted.
     let running = app::start(
         payments,
         config.listen,
-        Duration::from_millis(config.poll_interval_ms.min(100)),
-        true,
+        poll_interval,
+        false,
         config.mcp_allowed_hosts.clone(),
     )
     .await?;
@@ -276,16 +310,51 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     devnet.mine_every(args.block_time_secs.max(1)).await?;
     setup.finish_and_clear();
 
+    // Phase 1, backlog: every intent accepted with settlement stopped, then drained.
+    let run = rand::random::<u32>();
     let since = chrono::Utc::now().timestamp_millis();
-    let accept = fire(&http, &api, args, &agents, &recipients).await?;
-    let settled = wait_for_settlement(&running.payments, args, since).await?;
+    let accept_idle = fire(
+        &http,
+        &api,
+        args,
+        &agents,
+        &recipients,
+        &format!("{run}-backlog"),
+    )
+    .await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let settlement_started = chrono::Utc::now().timestamp_millis();
+    let worker = {
+        let payments = running.payments.clone();
+        tokio::spawn(async move { payments.run_settlement(poll_interval, stopped).await })
+    };
+    let backlog_settled = wait_for_settlement(&running.payments, args, since).await?;
+    let backlog_outcomes = ledger_bench::outcomes(running.payments.reader().pool(), since).await?;
+    let backlog = backlog_figures(&backlog_outcomes, backlog_settled, settlement_started);
+
+    // Phase 2, live: intents accepted while settlement runs.
+    let live_since = chrono::Utc::now().timestamp_millis().max(since + 1);
+    let accept = fire(
+        &http,
+        &api,
+        args,
+        &agents,
+        &recipients,
+        &format!("{run}-live"),
+    )
+    .await?;
+    let settled = wait_for_settlement(&running.payments, args, live_since).await?;
     let peak_rss_mb = peak_rss_mb();
+    let _ = stop.send(true);
+    worker.await?;
+    let live_outcomes =
+        ledger_bench::outcomes(running.payments.reader().pool(), live_since).await?;
+    let settlement = settlement_figures(&live_outcomes, settled);
     let outcomes = ledger_bench::outcomes(running.payments.reader().pool(), since).await?;
     let head = chain.head().await?;
     let senders: Vec<Address> = agents.iter().map(|(address, _)| *address).collect();
     let logs = chain.usdc_transfers(start_block, head, &senders).await?;
-    let verification = verify(&outcomes, &logs, &senders, u64::from(args.payments));
-    let settlement = settlement_figures(&outcomes, settled);
+    let verification = verify(&outcomes, &logs, &senders, 2 * u64::from(args.payments));
     running.stop().await?;
 
     let anvil = anvil_ceiling(&devnet, &chain, args, config.confirmations_required).await?;
@@ -297,8 +366,17 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     };
     let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
     let ratios = Ratios {
-        settlement_of_anvil: ratio(settlement.confirmed_per_second, anvil.confirmed_per_second),
+        settlement_of_anvil: ratio(backlog.confirmed_per_second, anvil.confirmed_per_second),
+        backlog_p50_gap_blocks: (backlog.start_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
+        live_settlement_of_anvil: ratio(
+            settlement.confirmed_per_second,
+            anvil.confirmed_per_second,
+        ),
         p50_gap_blocks: (settlement.intent_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
+        accept_idle_of_sqlite_group_commit: ratio(
+            accept_idle.intents_per_second,
+            sqlite.group_commit_rows_per_second,
+        ),
         accept_of_sqlite_group_commit: ratio(
             accept.intents_per_second,
             sqlite.group_commit_rows_per_second,
@@ -311,7 +389,9 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         clients: args.clients,
         block_time_secs: args.block_time_secs.max(1),
         confirmations_required: config.confirmations_required,
+        accept_idle,
         accept,
+        backlog,
         settlement,
         verification,
         peak_rss_mb,
@@ -336,9 +416,9 @@ fn amount_of(index: u32) -> Amount {
     Amount::from_micros(1_000 + u64::from(index % 997))
 }
 
-/// What one agent needs for its share of the payments, with room to spare.
+/// What one agent needs for its share of both phases' payments, with room to spare.
 fn per_agent_total(args: &BenchArgs) -> Amount {
-    let share = u64::from(args.payments.div_ceil(args.agents));
+    let share = u64::from(args.payments.saturating_mul(2).div_ceil(args.agents));
     Amount::from_micros(share.saturating_mul(2_000).saturating_add(1_000_000))
 }
 
@@ -382,11 +462,11 @@ async fn fire(
     args: &BenchArgs,
     agents: &[(Address, String)],
     recipients: &[Address],
+    run: &str,
 ) -> anyhow::Result<Accept> {
     let bar = counter("accepting intents", u64::from(args.payments));
     let next = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
-    let run = rand::random::<u32>();
     let url = format!("{api}/v1/payments");
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -400,6 +480,7 @@ async fn fire(
         );
         let agents = agents.to_vec();
         let recipients = recipients.to_vec();
+        let run = run.to_string();
         let total = u64::from(args.payments);
         clients.spawn(async move {
             let mut latencies_us = Vec::new();
@@ -510,6 +591,22 @@ async fn wait_for_settlement(
             return Ok(confirmed);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backlog's drain, timed from the moment settlement started.
+fn backlog_figures(outcomes: &[ledger_bench::Outcome], confirmed: u64, started: i64) -> Backlog {
+    let mut waits: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| Some(o.confirmed_at?.saturating_sub(started).max(0) as u64))
+        .collect();
+    waits.sort_unstable();
+    let last = waits.last().copied().unwrap_or(0);
+    Backlog {
+        confirmed,
+        confirmed_per_second: waits.len() as f64 / (last.max(1) as f64 / 1000.0),
+        start_to_confirmed_p50_ms: percentile(&waits, 50.0),
+        start_to_confirmed_p99_ms: percentile(&waits, 99.0),
     }
 }
 
@@ -715,13 +812,15 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn print_table(report: &Report) {
-    let a = &report.accept;
-    let s = &report.settlement;
-    let c = &report.ceilings;
-    let r = &report.ratios;
-    let v = &report.verification;
+    let (i, a, b, s) = (
+        &report.accept_idle,
+        &report.accept,
+        &report.backlog,
+        &report.settlement,
+    );
+    let (c, r, v) = (&report.ceilings, &report.ratios, &report.verification);
     println!(
-        "bursar bench: {} payments ({} stored before), {} agent wallets, {} clients, {}s blocks, {} confirmations",
+        "bursar bench: {} payments per phase ({} stored before), {} agent wallets, {} clients, {}s blocks, {} confirmations",
         report.payments,
         report.stored,
         report.agents,
@@ -731,38 +830,76 @@ fn print_table(report: &Report) {
     );
     println!();
     println!(
-        "{:<38} {:>14} {:>14} {:>8}",
+        "{:<44} {:>14} {:>14} {:>8}",
         "", "bursar", "ceiling", "ratio"
     );
     let row = |name: &str, ours: String, ceiling: String, ratio: String| {
-        println!("{name:<38} {ours:>14} {ceiling:>14} {ratio:>8}");
+        println!("{name:<44} {ours:>14} {ceiling:>14} {ratio:>8}");
     };
+    let blocks = |gap: f64| format!("{gap:+.1} blk");
+    let share = |ratio: f64| format!("{:.0}%", ratio * 100.0);
+    let latency = |accept: &Accept| format!("{:.1} / {:.1}", accept.p50_ms, accept.p99_ms);
+    let group = format!("{:.0}", c.sqlite_group_commit_rows_per_second);
+    let node = format!("{:.0}", c.anvil_confirmed_per_second);
+    let node_p50 = format!("{:.0}", c.anvil_send_to_confirmed_p50_ms);
+    println!("backlog: intents accepted with settlement stopped, then drained");
     row(
-        "intents accepted/s (durable)",
+        "  intents accepted/s (durable)",
+        format!("{:.0}", i.intents_per_second),
+        group.clone(),
+        share(r.accept_idle_of_sqlite_group_commit),
+    );
+    row(
+        "  accept latency p50 / p99 (ms)",
+        latency(i),
+        String::new(),
+        String::new(),
+    );
+    row(
+        "  confirmed/s from settlement's start",
+        format!("{:.0}", b.confirmed_per_second),
+        node.clone(),
+        share(r.settlement_of_anvil),
+    );
+    row(
+        "  start to confirmed p50 (ms)",
+        format!("{:.0}", b.start_to_confirmed_p50_ms),
+        node_p50.clone(),
+        blocks(r.backlog_p50_gap_blocks),
+    );
+    row(
+        "  start to confirmed p99 (ms)",
+        format!("{:.0}", b.start_to_confirmed_p99_ms),
+        format!("{:.0}", c.anvil_send_to_confirmed_p99_ms),
+        String::new(),
+    );
+    println!("live: intents accepted while settlement runs");
+    row(
+        "  intents accepted/s (durable)",
         format!("{:.0}", a.intents_per_second),
-        format!("{:.0}", c.sqlite_group_commit_rows_per_second),
-        format!("{:.0}%", r.accept_of_sqlite_group_commit * 100.0),
+        group,
+        share(r.accept_of_sqlite_group_commit),
     );
     row(
-        "accept latency p50 / p99 (ms)",
-        format!("{:.1} / {:.1}", a.p50_ms, a.p99_ms),
+        "  accept latency p50 / p99 (ms)",
+        latency(a),
         String::new(),
         String::new(),
     );
     row(
-        "confirmed/s",
+        "  confirmed/s, first intent to last",
         format!("{:.0}", s.confirmed_per_second),
-        format!("{:.0}", c.anvil_confirmed_per_second),
-        format!("{:.0}%", r.settlement_of_anvil * 100.0),
+        node,
+        share(r.live_settlement_of_anvil),
     );
     row(
-        "intent to confirmed p50 (ms)",
+        "  intent to confirmed p50 (ms)",
         format!("{:.0}", s.intent_to_confirmed_p50_ms),
-        format!("{:.0}", c.anvil_send_to_confirmed_p50_ms),
-        format!("{:+.1} blk", r.p50_gap_blocks),
+        node_p50,
+        blocks(r.p50_gap_blocks),
     );
     row(
-        "intent to confirmed p99 (ms)",
+        "  intent to confirmed p99 (ms)",
         format!("{:.0}", s.intent_to_confirmed_p99_ms),
         format!("{:.0}", c.anvil_send_to_confirmed_p99_ms),
         String::new(),
@@ -783,8 +920,15 @@ fn print_table(report: &Report) {
     );
     println!();
     println!(
-        "on chain: {} transfers for {} intents; lost {}, doubled {}; confirmed {}, refused {}, retries {}",
-        v.transfers_on_chain, report.payments, v.lost, v.doubled, s.confirmed, a.errors, a.retries
+        "on chain: {} transfers for {} intents; lost {}, doubled {}; confirmed {} + {}, refused {}, retries {}",
+        v.transfers_on_chain,
+        2 * report.payments,
+        v.lost,
+        v.doubled,
+        b.confirmed,
+        s.confirmed,
+        i.errors + a.errors,
+        i.retries + a.retries
     );
 }
 
