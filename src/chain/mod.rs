@@ -281,13 +281,54 @@ impl Chain {
     /// The canonical hashes of blocks `numbers` in one JSON-RPC batch, in order (`None`: no
     /// such block yet).
     pub async fn block_hashes(&self, numbers: &[u64]) -> Result<Vec<Option<B256>>, ChainError> {
+        /// Only the hash is read: a block of thousands of transactions lists them all.
+        #[derive(Debug, serde::Deserialize)]
+        struct Hashed {
+            hash: B256,
+        }
         let params = numbers
             .iter()
             .map(|number| (BlockNumberOrTag::Number(*number), false));
-        self.batch::<_, Option<alloy::rpc::types::Block>>("eth_getBlockByNumber", params)
+        self.batch::<_, Option<Hashed>>("eth_getBlockByNumber", params)
             .await?
             .into_iter()
-            .map(|block| Ok(block?.map(|b| b.header.hash)))
+            .map(|block| Ok(block?.map(|b| b.hash)))
+            .collect()
+    }
+
+    /// For each block (by hash), in one JSON-RPC batch: the transactions that emitted a USDC
+    /// `Transfer` event in it. A transaction that emitted one did not revert. One call per block
+    /// instead of one receipt per transaction (a node like anvil builds each receipt from its
+    /// whole block).
+    pub async fn usdc_transfer_transactions(
+        &self,
+        blocks: &[B256],
+    ) -> Result<Vec<Vec<B256>>, ChainError> {
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Emitted {
+            transaction_hash: Option<B256>,
+            block_hash: Option<B256>,
+        }
+        let params = blocks.iter().map(|hash| {
+            (Filter::new()
+                .at_block_hash(*hash)
+                .address(self.usdc.into_inner())
+                .event_signature(usdc::IUSDC::Transfer::SIGNATURE_HASH),)
+        });
+        self.batch::<_, Vec<Emitted>>("eth_getLogs", params)
+            .await?
+            .into_iter()
+            .zip(blocks)
+            .map(|(logs, block)| {
+                Ok(logs?
+                    .into_iter()
+                    .filter(|log| log.block_hash == Some(*block))
+                    .filter_map(|log| log.transaction_hash)
+                    .collect())
+            })
             .collect()
     }
 

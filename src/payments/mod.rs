@@ -208,6 +208,8 @@ pub struct Payments {
     /// A receipt names its block: it is reused only while that block is still the canonical one
     /// at its height (a block's hash commits to its transactions), and read again otherwise.
     receipts: Arc<std::sync::Mutex<settlement::ReceiptCache>>,
+    /// The USDC transfers each recent block holds, by block hash (immutable for a hash).
+    blocks: Arc<std::sync::Mutex<settlement::BlockIndex>>,
 }
 
 /// Audit events between two signed checkpoints of the chain's head, at most (plus what one
@@ -292,6 +294,7 @@ impl Payments {
             wake: Arc::new(Notify::new()),
             fail_points: Arc::default(),
             receipts: Arc::default(),
+            blocks: Arc::default(),
         }
     }
 

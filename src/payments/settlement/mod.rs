@@ -10,7 +10,11 @@
 //!    nonce used by none of them was taken by a foreign transaction (alarm, re-sign); a
 //!    transaction the node refuses is diagnosed from the chain (no gas: wait and top up;
 //!    underpriced: re-sign; anything else: fill the slot after a bound); one stuck in the pool is
-//!    replaced with higher fees. Confirmed (or failed) only at the required depth.
+//!    replaced with higher fees. Confirmed (or failed) only at the required depth. Where a
+//!    transaction is mined is read per block, not per transaction: each new canonical block's
+//!    USDC `Transfer` events once (a transfer that emitted one succeeded), and a receipt read
+//!    before stands while its block is still canonical; only the rest (reverts, ETH legs,
+//!    fillers) are read as receipts, in one batch per lane.
 //! 3. **Finality** (`finality`, run before step 2 so a repair is sent in the same pass).
 //!    Confirmed transactions are re-checked over a window; a block reorganized away is an alarm,
 //!    and the slot is reopened so the same signed bytes are sent again.
@@ -53,6 +57,9 @@ const BACKGROUND_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Receipts read by settlement, by transaction hash, with the head each was last used at.
 pub(crate) type ReceiptCache = HashMap<alloy::primitives::B256, (crate::chain::Receipt, u64)>;
+/// The transactions whose USDC `Transfer` event a block holds, by block hash, with its number.
+pub(crate) type BlockIndex =
+    HashMap<alloy::primitives::B256, (u64, std::sync::Arc<Vec<alloy::primitives::B256>>)>;
 /// Blocks a cached receipt stays after its last use.
 const RECEIPT_CACHE_BLOCKS: u64 = 16;
 
@@ -84,6 +91,10 @@ struct Pass {
     addresses: HashMap<String, Address>,
     /// Receipts a lane read in one batch for the slots whose nonce is used.
     receipts: HashMap<alloy::primitives::B256, Option<crate::chain::Receipt>>,
+    /// The block of each transaction that emitted a USDC transfer in a recent canonical block.
+    transferred: std::sync::Arc<HashMap<alloy::primitives::B256, (u64, alloy::primitives::B256)>>,
+    /// Transactions the node accepted during this pass: not asked about again in it.
+    sent_now: std::collections::HashSet<alloy::primitives::B256>,
     /// Whether the node knows a transaction, read in one batch for a lane's unmined slots.
     known: HashMap<alloy::primitives::B256, bool>,
     /// Gas estimates a lane read in one batch for its queued USDC transfers, by payment.
@@ -109,6 +120,8 @@ impl Pass {
             addresses: HashMap::new(),
             estimates: HashMap::new(),
             known: HashMap::new(),
+            transferred: std::sync::Arc::default(),
+            sent_now: std::collections::HashSet::new(),
             uncovered: std::collections::HashSet::new(),
         }
     }
@@ -128,6 +141,8 @@ impl Pass {
             lane.chain_nonces.insert(wallet_id.to_string(), *nonce);
         }
         lane.block_hashes.clone_from(&self.block_hashes);
+        lane.transferred = self.transferred.clone();
+        lane.sent_now.clone_from(&self.sent_now);
         lane
     }
 
@@ -146,6 +161,7 @@ impl Pass {
         self.eth_balances.extend(lane.eth_balances);
         self.blacklisted.extend(lane.blacklisted);
         self.block_hashes.extend(lane.block_hashes);
+        self.sent_now.extend(lane.sent_now);
     }
 }
 
@@ -286,6 +302,11 @@ impl Payments {
             }
         }
         let signed_at = started.elapsed();
+        // Signing can take a block or more under a burst: what follows counts confirmations
+        // and finds receipts against the head as it is now.
+        if let Ok(now) = self.chain.head().await {
+            pass.head = now;
+        }
         pass.report.alarms += self.check_finality(&mut pass).await?;
         let finality_at = started.elapsed();
         self.resolve_slots(&mut pass).await?;

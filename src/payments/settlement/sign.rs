@@ -495,7 +495,7 @@ impl Payments {
             .ledger
             .write_sync(|tx| -> Result<usize> {
                 let mut sent = 0;
-                for (row, result) in rows.iter().zip(results) {
+                for (row, result) in rows.iter().zip(&results) {
                     if result.is_ok() {
                         self.record_sent_in(tx, row, head, now)?;
                         sent += 1;
@@ -505,6 +505,11 @@ impl Payments {
             })
             .await?;
         pass.report.broadcast += sent;
+        for (row, result) in rows.iter().zip(&results) {
+            if result.is_ok() {
+                pass.sent_now.insert(super::parse_hash(&row.tx_hash)?);
+            }
+        }
         Ok(())
     }
 

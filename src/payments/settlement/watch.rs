@@ -90,6 +90,7 @@ impl Payments {
                 }
             }
         }
+        self.index_transfers(pass).await?;
         let parent = &*pass;
         let lanes: Vec<Result<Pass>> =
             stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
@@ -155,10 +156,18 @@ impl Payments {
             let used = u64::try_from(slot.live().nonce).is_ok_and(|nonce| chain_nonce > nonce);
             if used || live_included(slot) {
                 for transaction in &slot.transactions {
-                    hashes.push(parse_hash(&transaction.tx_hash)?);
+                    let usdc_transfer = transaction.asset == crate::domain::Asset::Usdc
+                        && transaction.purpose == payment_rows::TRANSFER;
+                    hashes.push((parse_hash(&transaction.tx_hash)?, usdc_transfer));
                 }
             } else {
-                pending.push(parse_hash(&slot.live().tx_hash)?);
+                let hash = parse_hash(&slot.live().tx_hash)?;
+                if lane.sent_now.contains(&hash) {
+                    // The node took it moments ago, in this pass.
+                    lane.known.insert(hash, true);
+                } else {
+                    pending.push(hash);
+                }
             }
         }
         // Whether the node still has each unmined slot's live transaction, in one batch too.
@@ -166,12 +175,14 @@ impl Payments {
             lane.known.extend(pending.into_iter().zip(known));
         }
         // A receipt read in an earlier pass stands while its block is still the canonical one
-        // at its height; only the others are read, in one batch.
+        // at its height. A USDC transfer whose event a recent canonical block holds succeeded
+        // in that block. Only the others (reverts, ETH legs, fillers, older blocks, slots with
+        // replacements) are read as receipts, in one batch.
         let head = lane.head;
         let mut unread = Vec::new();
         {
             let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
-            for hash in hashes {
+            for (hash, usdc_transfer) in hashes {
                 match cache.get_mut(&hash) {
                     Some((receipt, used))
                         if lane.block_hashes.get(&receipt.block_number)
@@ -180,7 +191,18 @@ impl Payments {
                         *used = head;
                         lane.receipts.insert(hash, Some(*receipt));
                     }
-                    _ => unread.push(hash),
+                    _ => match lane.transferred.get(&hash) {
+                        Some(&(block_number, block_hash)) if usdc_transfer => {
+                            let receipt = Receipt {
+                                block_number,
+                                block_hash,
+                                success: true,
+                            };
+                            cache.insert(hash, (receipt, head));
+                            lane.receipts.insert(hash, Some(receipt));
+                        }
+                        _ => unread.push(hash),
+                    },
                 }
             }
         }
@@ -194,6 +216,47 @@ impl Payments {
                 lane.receipts.insert(hash, receipt);
             }
         }
+        Ok(())
+    }
+
+    /// Reads which transactions emitted a USDC transfer in each recent canonical block the index
+    /// does not hold yet (one call per new block, in one batch), forgets the blocks below the
+    /// window, and hands the pass the block of each such transaction. A block the node cannot
+    /// answer for now is left out: its transactions' receipts are read one by one instead.
+    async fn index_transfers(&self, pass: &mut Pass) -> Result<()> {
+        let depth = self.confirmations_required() + RECENT_BLOCKS;
+        let lowest = pass.head.saturating_sub(depth);
+        let unread: Vec<(u64, alloy::primitives::B256)> = {
+            let index = self.blocks.lock().map_err(|_| poisoned())?;
+            pass.block_hashes
+                .iter()
+                .filter(|(number, hash)| **number >= lowest && !index.contains_key(*hash))
+                .map(|(number, hash)| (*number, *hash))
+                .collect()
+        };
+        let hashes: Vec<_> = unread.iter().map(|(_, hash)| *hash).collect();
+        let read = if hashes.is_empty() {
+            Vec::new()
+        } else {
+            self.chain
+                .usdc_transfer_transactions(&hashes)
+                .await
+                .unwrap_or_default()
+        };
+        let mut index = self.blocks.lock().map_err(|_| poisoned())?;
+        for ((number, hash), transactions) in unread.into_iter().zip(read) {
+            index.insert(hash, (number, std::sync::Arc::new(transactions)));
+        }
+        index.retain(|_, (number, _)| *number >= lowest);
+        let mut transferred = std::collections::HashMap::new();
+        for (number, hash) in &pass.block_hashes {
+            if let Some((_, transactions)) = index.get(hash) {
+                for transaction in transactions.iter() {
+                    transferred.insert(*transaction, (*number, *hash));
+                }
+            }
+        }
+        pass.transferred = std::sync::Arc::new(transferred);
         Ok(())
     }
 
