@@ -997,4 +997,103 @@ mod plan_tests {
         );
         ledger.close().await;
     }
+
+    /// The lifetime-hold trigger runs only when a payment starts or stops holding, or its
+    /// amount or credential changes (migration 0012): whatever the path, `credential_holds`
+    /// equals the sum of what the credential's payments hold.
+    #[tokio::test]
+    async fn the_lifetime_hold_follows_every_change_that_moves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("holds.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let mut db = ledger.pool().acquire().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        async fn run(db: &mut sqlx::SqliteConnection, sql: &str) {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut *db)
+                .await
+                .unwrap();
+        }
+        async fn check(db: &mut sqlx::SqliteConnection, step: &str) {
+            let (kept, summed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT (SELECT COALESCE(SUM(held_total), 0) FROM credential_holds
+                          WHERE credential_id = 'cred_a'),
+                        (SELECT COALESCE(SUM(amount), 0) FROM payments
+                          WHERE credential_id = 'cred_a' AND status IN {})",
+                crate::domain::PaymentStatus::HOLDING_SQL
+            )))
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+            assert_eq!(kept, summed, "after {step}");
+        }
+        for (id, status, amount) in [
+            ("p1", "queued", 100),
+            ("p2", "pending_approval", 50),
+            ("p3", "rejected", 70),
+        ] {
+            run(
+                &mut db,
+                &format!(
+                    "INSERT INTO payments (id, kind, credential_id, from_wallet_id, to_address,
+                        amount, currency, capture, status, idempotency_scope, idempotency_key,
+                        request_hash, created_at, updated_at)
+                     VALUES ('{id}', 'payment', 'cred_a', 'w', '0x0', {amount}, 'USDC',
+                        'automatic', '{status}', 's', '{id}', 'h', 0, 0)"
+                ),
+            )
+            .await;
+        }
+        check(&mut db, "the inserts").await;
+        for (step, sql) in [
+            (
+                "settling",
+                "UPDATE payments SET status = 'submitted' WHERE id = 'p1'",
+            ),
+            (
+                "inclusion",
+                "UPDATE payments SET status = 'included' WHERE id = 'p1'",
+            ),
+            (
+                "confirmation",
+                "UPDATE payments SET status = 'confirmed' WHERE id = 'p1'",
+            ),
+            (
+                "an approval",
+                "UPDATE payments SET status = 'authorized' WHERE id = 'p2'",
+            ),
+            (
+                "a partial capture",
+                "UPDATE payments SET amount = 30 WHERE id = 'p2'",
+            ),
+            (
+                "a capture",
+                "UPDATE payments SET status = 'queued' WHERE id = 'p2'",
+            ),
+            (
+                "a failure",
+                "UPDATE payments SET status = 'failed' WHERE id = 'p2'",
+            ),
+            (
+                "a move",
+                "UPDATE payments SET credential_id = 'cred_b' WHERE id = 'p1'",
+            ),
+            (
+                "a move back",
+                "UPDATE payments SET credential_id = 'cred_a' WHERE id = 'p1'",
+            ),
+            (
+                "a release",
+                "UPDATE payments SET status = 'failed', amount = 90 WHERE id = 'p1'",
+            ),
+        ] {
+            run(&mut db, sql).await;
+            check(&mut db, step).await;
+        }
+        drop(db);
+        ledger.close().await;
+    }
 }

@@ -44,6 +44,40 @@ pub async fn find_token(pool: &SqlitePool, hash: &str) -> Result<Option<TokenRow
     )
 }
 
+/// Whoever a secret's hash belongs to: a staff token, or an agent's credential with its agent's
+/// status. One query, so that authenticating a request costs one read.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Holder {
+    /// `token` (staff) or `credential` (agent).
+    pub kind: String,
+    pub id: String,
+    pub token_hash: String,
+    /// A staff token's role.
+    pub role: Option<String>,
+    pub revoked_at: Option<Millis>,
+    /// A credential's agent, its status, its expiry and the agent's status.
+    pub agent_id: Option<String>,
+    pub status: Option<String>,
+    pub expires_at: Option<Millis>,
+    pub agent_status: Option<String>,
+}
+
+pub async fn holder(pool: &SqlitePool, hash: &str) -> Result<Option<Holder>, LedgerError> {
+    Ok(sqlx::query_as(
+        "SELECT 'token' AS kind, id, token_hash, role, revoked_at, NULL AS agent_id,
+                NULL AS status, NULL AS expires_at, NULL AS agent_status
+           FROM api_tokens WHERE token_hash = ?1
+         UNION ALL
+         SELECT 'credential', c.id, c.token_hash, NULL, c.revoked_at, c.agent_id, c.status,
+                c.expires_at, a.status
+           FROM credentials c LEFT JOIN agents a ON a.id = c.agent_id WHERE c.token_hash = ?1
+         ORDER BY kind DESC LIMIT 1",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// Revokes an active token; `NotFound` if there is no such active token.
 pub async fn revoke_token(tx: &mut Tx, id: &str, now: Millis) -> Result<(), LedgerError> {
     let done =
@@ -87,18 +121,6 @@ pub async fn insert_credential(tx: &mut Tx, row: &CredentialRow) -> Result<(), L
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-pub async fn find_credential_by_hash(
-    pool: &SqlitePool,
-    hash: &str,
-) -> Result<Option<CredentialRow>, LedgerError> {
-    Ok(
-        sqlx::query_as("SELECT * FROM credentials WHERE token_hash = ?")
-            .bind(hash)
-            .fetch_optional(pool)
-            .await?,
-    )
 }
 
 const GET_CREDENTIAL: &str = "SELECT * FROM credentials WHERE id = ?";

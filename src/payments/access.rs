@@ -2,7 +2,7 @@
 //! refused) and the staff API tokens admins create and revoke.
 
 use super::*;
-use crate::domain::AuditKind;
+use crate::domain::{AgentId, AuditKind, CredentialId};
 
 impl Payments {
     /// Resolves a bearer secret to a principal. Unknown, revoked and expired secrets, and the
@@ -20,38 +20,52 @@ impl Payments {
             });
         }
         let hash = tokens::token_hash(secret);
-        let pool = self.ledger.pool();
-        if let Some(token) = tokens::find_token(pool, &hash).await? {
-            let matches = bool::from(subtle::ConstantTimeEq::ct_eq(
-                token.token_hash.as_bytes(),
-                hash.as_bytes(),
-            ));
-            let role = Role::parse(&token.role).ok_or(PaymentsError::Unauthenticated)?;
-            if matches && token.revoked_at.is_none() {
-                return Ok(Principal::Staff {
-                    role,
-                    token_id: Some(token.id),
-                });
-            }
+        let Some(holder) = tokens::holder(self.ledger.pool(), &hash).await? else {
+            return Err(PaymentsError::Unauthenticated);
+        };
+        let matches = bool::from(subtle::ConstantTimeEq::ct_eq(
+            holder.token_hash.as_bytes(),
+            hash.as_bytes(),
+        ));
+        if !matches {
             return Err(PaymentsError::Unauthenticated);
         }
-        if let Some(credential) = tokens::find_credential_by_hash(pool, &hash).await? {
-            self.check_credential(&credential)?;
-            let agent = agents::get(pool, &credential.agent_id).await?;
-            if agent.status != "active" {
-                return Err(PaymentsError::AgentFrozen);
+        if holder.kind == "token" {
+            let role = holder
+                .role
+                .as_deref()
+                .and_then(Role::parse)
+                .ok_or(PaymentsError::Unauthenticated)?;
+            if holder.revoked_at.is_some() {
+                return Err(PaymentsError::Unauthenticated);
             }
-            return Ok(Principal::Agent {
-                agent_id: credential.agent_id,
-                credential_id: credential.id,
+            return Ok(Principal::Staff {
+                role,
+                token_id: Some(holder.id),
             });
         }
-        Err(PaymentsError::Unauthenticated)
+        let (Some(agent_id), Some(status), Some(agent_status)) =
+            (holder.agent_id, holder.status, holder.agent_status)
+        else {
+            return Err(PaymentsError::Unauthenticated);
+        };
+        self.check_credential_state(&status, holder.expires_at)?;
+        if agent_status != "active" {
+            return Err(PaymentsError::AgentFrozen);
+        }
+        Ok(Principal::Agent {
+            agent_id: AgentId::from_text(&agent_id),
+            credential_id: CredentialId::from_text(&holder.id),
+        })
     }
 
     pub(super) fn check_credential(&self, credential: &CredentialRow) -> Result<()> {
-        let expired = credential.expires_at.is_some_and(|at| at <= self.now());
-        if credential.status != "active" || expired {
+        self.check_credential_state(&credential.status, credential.expires_at)
+    }
+
+    fn check_credential_state(&self, status: &str, expires_at: Option<Millis>) -> Result<()> {
+        let expired = expires_at.is_some_and(|at| at <= self.now());
+        if status != "active" || expired {
             return Err(PaymentsError::Unauthenticated);
         }
         Ok(())
