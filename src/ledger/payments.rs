@@ -377,15 +377,21 @@ pub fn set_status(
             "payment {id} cannot go from {from} to {to}"
         )));
     }
-    let done = tx
-        .prepare("UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?")?
-        .execute(rusqlite::params![to.as_str(), now, id, from.as_str()])?;
-    if done != 1 {
-        return Err(LedgerError::Conflict(format!(
-            "payment {id} is no longer {from}"
-        )));
-    }
-    let payment = get_in(tx, id)?;
+    use rusqlite::OptionalExtension;
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?
+             RETURNING {PAYMENT_COLUMNS}"
+        )
+    });
+    let payment = tx
+        .prepare(&SQL)?
+        .query_row(
+            rusqlite::params![to.as_str(), now, id, from.as_str()],
+            read_payment,
+        )
+        .optional()?
+        .ok_or_else(|| LedgerError::Conflict(format!("payment {id} is no longer {from}")))?;
     super::webhooks::enqueue_in(
         tx,
         super::webhooks::PAYMENT_STATUS_CHANGED,

@@ -362,6 +362,10 @@ impl Payments {
         else {
             return Ok(());
         };
+        if current == target {
+            return Ok(());
+        }
+        // Read again: the chain fields were just copied from the transactions.
         let payment = payment_rows::get_in(tx, payment_id)?;
         while current != target {
             let next = rollup::next_step(current, target).ok_or_else(|| {
