@@ -225,21 +225,7 @@ fn counter(message: &str, total: u64) -> ProgressBar {
 async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Result<Report> {
     let setup = spinner("starting the devnet and Circle's USDC");
     let devnet = Devnet::start_with_gas_limit(Some(args.gas_limit)).await?;
-    let master_key_file = dir.join("master.key");
-    if !master_key_file.exists() {
-        MasterKey::generate_file(&master_key_file)?;
-    }
-    let admin_token = new_secret_token("bsr_admin");
-    config.database_url = format!("sqlite://{}", dir.join("bursar.db").display());
-    config.rpc_url = Some(devnet.rpc_url.clone());
-    config.chain_id = devnet::DEVNET_CHAIN_ID;
-    config.usdc_address = Some(devnet.usdc);
-    config.master_key_file = Some(master_key_file);
-    config.admin_token = Some(admin_token.clone().into());
-    config.listen = "127.0.0.1:0".parse()?;
-    // The bench is its own only client: per-credential write limits would measure the limiter.
-    config.write_rate_per_second = std::num::NonZeroU32::MAX;
-    config.write_rate_burst = std::num::NonZeroU32::MAX;
+    let admin_token = configure(config, dir, &devnet)?;
     let payments = app::build(config, Arc::new(SystemClock)).await?;
     let chain = Chain::connect(
         &devnet.rpc_url,
@@ -263,45 +249,10 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         .build()?;
 
     setup.set_message("creating and funding agents");
-    let per_agent = per_agent_total(args);
-    let mut agents = Vec::new();
-    let mut credentials = Vec::new();
-    for index in 0..args.agents {
-        let agent = post(
-            &http,
-            &format!("{api}/v1/agents"),
-            &admin_token,
-            serde_json::json!({"name": format!("bench-{index}")}),
-            None,
-        )
-        .await?;
-        let agent_id = text(&agent, "id")?;
-        let address = Address::parse(&text(&agent, "address")?)?;
-        let credential = post(
-            &http,
-            &format!("{api}/v1/agents/{agent_id}/credentials"),
-            &admin_token,
-            serde_json::json!({"name": "bench", "policy": {}}),
-            None,
-        )
-        .await?;
-        devnet.mint(address, per_agent).await?;
-        devnet.set_eth_balance(address, "10").await?;
-        agents.push((address, text(&credential, "token")?));
-        credentials.push(text(&credential, "id")?);
-    }
+    let (agents, credentials) = create_agents(&http, &api, &admin_token, &devnet, args).await?;
     if args.stored > 0 {
         setup.set_message(format!("storing {} payments of history", args.stored));
-        let ledger = crate::ledger::Ledger::open(&config.database_url).await?;
-        let two_days_ago = chrono::Utc::now().timestamp_millis() - 2 * 24 * 60 * 60 * 1000;
-        let share = args.stored.div_ceil(credentials.len() as u64);
-        let mut left = args.stored;
-        for credential in &credentials {
-            let count = share.min(left);
-            ledger_bench::preload(&ledger, credential, count, two_days_ago).await?;
-            left -= count;
-        }
-        ledger.close().await;
+        preload_history(&config.database_url, &credentials, args.stored).await?;
     }
     let recipients: Vec<Address> = (0..RECIPIENTS)
         .map(|_| Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>())))
@@ -310,51 +261,28 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     devnet.mine_every(args.block_time_secs.max(1)).await?;
     setup.finish_and_clear();
 
-    // Phase 1, backlog: every intent accepted with settlement stopped, then drained.
-    let run = rand::random::<u32>();
-    let since = chrono::Utc::now().timestamp_millis();
-    let accept_idle = fire(
-        &http,
-        &api,
-        args,
-        &agents,
-        &recipients,
-        &format!("{run}-backlog"),
+    let phases = run_phases(
+        &running.payments,
+        &chain,
+        &Load {
+            http: &http,
+            api: &api,
+            args,
+            agents: &agents,
+            recipients: &recipients,
+        },
+        poll_interval,
+        start_block,
     )
     .await?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let settlement_started = chrono::Utc::now().timestamp_millis();
-    let worker = {
-        let payments = running.payments.clone();
-        tokio::spawn(async move { payments.run_settlement(poll_interval, stopped).await })
-    };
-    let backlog_settled = wait_for_settlement(&running.payments, args, since).await?;
-    let backlog_outcomes = ledger_bench::outcomes(running.payments.reader().pool(), since).await?;
-    let backlog = backlog_figures(&backlog_outcomes, backlog_settled, settlement_started);
-
-    // Phase 2, live: intents accepted while settlement runs.
-    let live_since = chrono::Utc::now().timestamp_millis().max(since + 1);
-    let accept = fire(
-        &http,
-        &api,
-        args,
-        &agents,
-        &recipients,
-        &format!("{run}-live"),
-    )
-    .await?;
-    let settled = wait_for_settlement(&running.payments, args, live_since).await?;
-    let peak_rss_mb = peak_rss_mb();
-    let _ = stop.send(true);
-    worker.await?;
-    let live_outcomes =
-        ledger_bench::outcomes(running.payments.reader().pool(), live_since).await?;
-    let settlement = settlement_figures(&live_outcomes, settled);
-    let outcomes = ledger_bench::outcomes(running.payments.reader().pool(), since).await?;
-    let head = chain.head().await?;
-    let senders: Vec<Address> = agents.iter().map(|(address, _)| *address).collect();
-    let logs = chain.usdc_transfers(start_block, head, &senders).await?;
-    let verification = verify(&outcomes, &logs, &senders, 2 * u64::from(args.payments));
+    let Phases {
+        accept_idle,
+        accept,
+        backlog,
+        settlement,
+        verification,
+        peak_rss_mb,
+    } = phases;
     running.stop().await?;
 
     let anvil = anvil_ceiling(&devnet, &chain, args, config.confirmations_required).await?;
@@ -364,24 +292,15 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         bar.finish_and_clear();
         ceiling
     };
-    let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
-    let ratios = Ratios {
-        settlement_of_anvil: ratio(backlog.confirmed_per_second, anvil.confirmed_per_second),
-        backlog_p50_gap_blocks: (backlog.start_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
-        live_settlement_of_anvil: ratio(
-            settlement.confirmed_per_second,
-            anvil.confirmed_per_second,
-        ),
-        p50_gap_blocks: (settlement.intent_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
-        accept_idle_of_sqlite_group_commit: ratio(
-            accept_idle.intents_per_second,
-            sqlite.group_commit_rows_per_second,
-        ),
-        accept_of_sqlite_group_commit: ratio(
-            accept.intents_per_second,
-            sqlite.group_commit_rows_per_second,
-        ),
-    };
+    let ratios = ratios(
+        args,
+        &accept_idle,
+        &accept,
+        &backlog,
+        &settlement,
+        &anvil,
+        &sqlite,
+    );
     Ok(Report {
         agents: args.agents,
         stored: args.stored,
@@ -404,6 +323,177 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         },
         ratios,
     })
+}
+
+/// What fires the intents: the HTTP client, the API's address and the agents' secrets.
+struct Load<'a> {
+    http: &'a reqwest::Client,
+    api: &'a str,
+    args: &'a BenchArgs,
+    agents: &'a [(Address, String)],
+    recipients: &'a [Address],
+}
+
+/// What the two phases measured, and the on-chain check of both.
+struct Phases {
+    accept_idle: Accept,
+    accept: Accept,
+    backlog: Backlog,
+    settlement: Settlement,
+    verification: Verification,
+    peak_rss_mb: Option<f64>,
+}
+
+/// The backlog phase (accepted with settlement stopped, then drained) and the live phase
+/// (accepted while settlement runs), then the check that exactly those transfers happened.
+async fn run_phases(
+    payments: &crate::payments::Payments,
+    chain: &Chain,
+    load: &Load<'_>,
+    poll_interval: Duration,
+    start_block: u64,
+) -> anyhow::Result<Phases> {
+    let args = load.args;
+    // Phase 1, backlog: every intent accepted with settlement stopped, then drained.
+    let run = rand::random::<u32>();
+    let since = chrono::Utc::now().timestamp_millis();
+    let accept_idle = fire(load, &format!("{run}-backlog")).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let settlement_started = chrono::Utc::now().timestamp_millis();
+    let worker = {
+        let payments = payments.clone();
+        tokio::spawn(async move { payments.run_settlement(poll_interval, stopped).await })
+    };
+    let backlog_settled = wait_for_settlement(payments, args, since).await?;
+    let backlog_outcomes = ledger_bench::outcomes(payments.reader().pool(), since).await?;
+    let backlog = backlog_figures(&backlog_outcomes, backlog_settled, settlement_started);
+
+    // Phase 2, live: intents accepted while settlement runs.
+    let live_since = chrono::Utc::now().timestamp_millis().max(since + 1);
+    let accept = fire(load, &format!("{run}-live")).await?;
+    let settled = wait_for_settlement(payments, args, live_since).await?;
+    let peak_rss_mb = peak_rss_mb();
+    let _ = stop.send(true);
+    worker.await?;
+    let live_outcomes = ledger_bench::outcomes(payments.reader().pool(), live_since).await?;
+    let settlement = settlement_figures(&live_outcomes, settled);
+    let outcomes = ledger_bench::outcomes(payments.reader().pool(), since).await?;
+    let head = chain.head().await?;
+    let senders: Vec<Address> = load.agents.iter().map(|(address, _)| *address).collect();
+    let logs = chain.usdc_transfers(start_block, head, &senders).await?;
+    let verification = verify(&outcomes, &logs, &senders, 2 * u64::from(args.payments));
+    Ok(Phases {
+        accept_idle,
+        accept,
+        backlog,
+        settlement,
+        verification,
+        peak_rss_mb,
+    })
+}
+
+/// Points the configuration at the devnet and a fresh database and master key in `dir`, with a
+/// new admin token (returned), on a free local port.
+fn configure(config: &mut Config, dir: &Path, devnet: &Devnet) -> anyhow::Result<String> {
+    let master_key_file = dir.join("master.key");
+    if !master_key_file.exists() {
+        MasterKey::generate_file(&master_key_file)?;
+    }
+    let admin_token = new_secret_token("bsr_admin");
+    config.database_url = format!("sqlite://{}", dir.join("bursar.db").display());
+    config.rpc_url = Some(devnet.rpc_url.clone());
+    config.chain_id = devnet::DEVNET_CHAIN_ID;
+    config.usdc_address = Some(devnet.usdc);
+    config.master_key_file = Some(master_key_file);
+    config.admin_token = Some(admin_token.clone().into());
+    config.listen = "127.0.0.1:0".parse()?;
+    // The bench is its own only client: per-credential write limits would measure the limiter.
+    config.write_rate_per_second = std::num::NonZeroU32::MAX;
+    config.write_rate_burst = std::num::NonZeroU32::MAX;
+    Ok(admin_token)
+}
+
+/// Creates `--agents` agents with a credential each, funded with USDC and ETH on the devnet.
+/// Returns each wallet with its credential's secret, and the credentials' ids.
+async fn create_agents(
+    http: &reqwest::Client,
+    api: &str,
+    admin_token: &str,
+    devnet: &Devnet,
+    args: &BenchArgs,
+) -> anyhow::Result<(Vec<(Address, String)>, Vec<String>)> {
+    let per_agent = per_agent_total(args);
+    let mut agents = Vec::new();
+    let mut credentials = Vec::new();
+    for index in 0..args.agents {
+        let agent = post(
+            http,
+            &format!("{api}/v1/agents"),
+            admin_token,
+            serde_json::json!({"name": format!("bench-{index}")}),
+            None,
+        )
+        .await?;
+        let agent_id = text(&agent, "id")?;
+        let address = Address::parse(&text(&agent, "address")?)?;
+        let credential = post(
+            http,
+            &format!("{api}/v1/agents/{agent_id}/credentials"),
+            admin_token,
+            serde_json::json!({"name": "bench", "policy": {}}),
+            None,
+        )
+        .await?;
+        devnet.mint(address, per_agent).await?;
+        devnet.set_eth_balance(address, "10").await?;
+        agents.push((address, text(&credential, "token")?));
+        credentials.push(text(&credential, "id")?);
+    }
+    Ok((agents, credentials))
+}
+
+/// Stores `stored` synthetic confirmed payments, spread over the credentials and older than
+/// every rolling window.
+async fn preload_history(
+    database_url: &str,
+    credentials: &[String],
+    stored: u64,
+) -> anyhow::Result<()> {
+    let ledger = crate::ledger::Ledger::open(database_url).await?;
+    let two_days_ago = chrono::Utc::now().timestamp_millis() - 2 * 24 * 60 * 60 * 1000;
+    let share = stored.div_ceil(credentials.len() as u64);
+    let mut left = stored;
+    for credential in credentials {
+        let count = share.min(left);
+        ledger_bench::preload(&ledger, credential, count, two_days_ago).await?;
+        left -= count;
+    }
+    ledger.close().await;
+    Ok(())
+}
+
+fn ratios(
+    args: &BenchArgs,
+    accept_idle: &Accept,
+    accept: &Accept,
+    backlog: &Backlog,
+    settlement: &Settlement,
+    anvil: &AnvilCeiling,
+    sqlite: &ledger_bench::Ceiling,
+) -> Ratios {
+    let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
+    let group = sqlite.group_commit_rows_per_second;
+    Ratios {
+        settlement_of_anvil: ratio(backlog.confirmed_per_second, anvil.confirmed_per_second),
+        backlog_p50_gap_blocks: (backlog.start_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
+        live_settlement_of_anvil: ratio(
+            settlement.confirmed_per_second,
+            anvil.confirmed_per_second,
+        ),
+        p50_gap_blocks: (settlement.intent_to_confirmed_p50_ms - anvil.p50_ms) / block_ms,
+        accept_idle_of_sqlite_group_commit: ratio(accept_idle.intents_per_second, group),
+        accept_of_sqlite_group_commit: ratio(accept.intents_per_second, group),
+    }
 }
 
 fn ratio(part: f64, whole: f64) -> f64 {
@@ -456,14 +546,9 @@ fn text(value: &serde_json::Value, field: &str) -> anyhow::Result<String> {
 }
 
 /// Fires the intents from `clients` concurrent clients and measures acceptance.
-async fn fire(
-    http: &reqwest::Client,
-    api: &str,
-    args: &BenchArgs,
-    agents: &[(Address, String)],
-    recipients: &[Address],
-    run: &str,
-) -> anyhow::Result<Accept> {
+async fn fire(load: &Load<'_>, run: &str) -> anyhow::Result<Accept> {
+    let (http, api, args) = (load.http, load.api, load.args);
+    let (agents, recipients) = (load.agents, load.recipients);
     let bar = counter("accepting intents", u64::from(args.payments));
     let next = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
@@ -499,35 +584,7 @@ async fn fire(
                 .unwrap_or_default();
                 let key = format!("bench-{run}-{index}");
                 let sent = Instant::now();
-                let mut accepted = false;
-                for attempt in 0..ATTEMPTS {
-                    if attempt > 0 {
-                        retries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let response = http
-                        .post(&url)
-                        .bearer_auth(token)
-                        .header("content-type", "application/json")
-                        .header("idempotency-key", &key)
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) if response.status().is_success() => {
-                            let _ = response.bytes().await;
-                            accepted = true;
-                            break;
-                        }
-                        Ok(response)
-                            if response.status().is_client_error()
-                                && response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
-                        {
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                if accepted {
+                if send_intent(&http, &url, token, &key, &body, &retries).await {
                     latencies_us.push(sent.elapsed().as_micros() as u64);
                 } else {
                     errors += 1;
@@ -554,6 +611,45 @@ async fn fire(
         errors,
         retries: retries.load(Ordering::Relaxed),
     })
+}
+
+/// Posts one intent, retrying a transport error, 429 or 5xx with the same idempotency key as a
+/// careful client would. Whether it was accepted (a 2xx).
+async fn send_intent(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+    body: &[u8],
+    retries: &AtomicU64,
+) -> bool {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_vec())
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => {
+                let _ = response.bytes().await;
+                return true;
+            }
+            Ok(response)
+                if response.status().is_client_error()
+                    && response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Waits until every payment is final (confirmed, failed or rejected) or nothing moved for
