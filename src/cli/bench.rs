@@ -1093,6 +1093,29 @@ mod tests {
     }
 
     #[test]
+    fn the_backlog_is_timed_from_settlement_start_not_from_each_intent() {
+        let to = address(3);
+        let mut outcomes = Vec::new();
+        // Accepted long before settlement started at t = 10,000 ms; confirmed 1 s to 4 s after.
+        for (id, confirmed_at) in [(1u8, 11_000), (2, 12_000), (3, 14_000)] {
+            let mut o = outcome(id, B256::repeat_byte(id), to, 1_000);
+            o.created_at = 0;
+            o.confirmed_at = Some(confirmed_at);
+            outcomes.push(o);
+        }
+        let mut unconfirmed = outcome(4, B256::repeat_byte(4), to, 1_000);
+        unconfirmed.status = "failed".into();
+        unconfirmed.confirmed_at = None;
+        outcomes.push(unconfirmed);
+        let backlog = backlog_figures(&outcomes, 3, 10_000);
+        assert_eq!(backlog.confirmed, 3);
+        // Three confirmations over the 4 s from settlement's start to the last one.
+        assert_eq!(backlog.confirmed_per_second, 0.75);
+        assert_eq!(backlog.start_to_confirmed_p50_ms, 2_000.0);
+        assert_eq!(backlog.start_to_confirmed_p99_ms, 4_000.0);
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let values: Vec<u64> = (1..=100).collect();
         assert_eq!(percentile(&values, 50.0), 50.0);
