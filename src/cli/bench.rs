@@ -275,14 +275,6 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         start_block,
     )
     .await?;
-    let Phases {
-        accept_idle,
-        accept,
-        backlog,
-        settlement,
-        verification,
-        peak_rss_mb,
-    } = phases;
     running.stop().await?;
 
     let anvil = anvil_ceiling(&devnet, &chain, args, config.confirmations_required).await?;
@@ -292,15 +284,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         bar.finish_and_clear();
         ceiling
     };
-    let ratios = ratios(
-        args,
-        &accept_idle,
-        &accept,
-        &backlog,
-        &settlement,
-        &anvil,
-        &sqlite,
-    );
+    let ratios = ratios(args, &phases, &anvil, &sqlite);
     Ok(Report {
         agents: args.agents,
         stored: args.stored,
@@ -308,12 +292,12 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         clients: args.clients,
         block_time_secs: args.block_time_secs.max(1),
         confirmations_required: config.confirmations_required,
-        accept_idle,
-        accept,
-        backlog,
-        settlement,
-        verification,
-        peak_rss_mb,
+        accept_idle: phases.accept_idle,
+        accept: phases.accept,
+        backlog: phases.backlog,
+        settlement: phases.settlement,
+        verification: phases.verification,
+        peak_rss_mb: phases.peak_rss_mb,
         ceilings: Ceilings {
             anvil_confirmed_per_second: anvil.confirmed_per_second,
             anvil_send_to_confirmed_p50_ms: anvil.p50_ms,
@@ -474,13 +458,12 @@ async fn preload_history(
 
 fn ratios(
     args: &BenchArgs,
-    accept_idle: &Accept,
-    accept: &Accept,
-    backlog: &Backlog,
-    settlement: &Settlement,
+    phases: &Phases,
     anvil: &AnvilCeiling,
     sqlite: &ledger_bench::Ceiling,
 ) -> Ratios {
+    let (accept_idle, accept) = (&phases.accept_idle, &phases.accept);
+    let (backlog, settlement) = (&phases.backlog, &phases.settlement);
     let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
     let group = sqlite.group_commit_rows_per_second;
     Ratios {

@@ -69,7 +69,7 @@ fn live_included(slot: &Slot) -> bool {
 }
 
 fn poisoned() -> PaymentsError {
-    LedgerError::Corrupt("the receipt cache's lock".into()).into()
+    LedgerError::Corrupt("a settlement cache's lock".into()).into()
 }
 
 /// Blocks below the required depth whose hashes a pass reads up front.
