@@ -248,44 +248,118 @@ pub fn tier_held(
     )?)
 }
 
-/// The spend snapshot's figures, each an index range (see `spend_snapshot`).
-static SPEND_SNAPSHOT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// Widths of the rolling windows' buckets (migration 0013 keeps them by trigger).
+const HOUR_MS: Millis = 60 * 60 * 1000;
+const MINUTE_MS: Millis = 60 * 1000;
+const SECOND_MS: Millis = 1000;
+const DAY_MS: Millis = 24 * HOUR_MS;
+
+/// The start of the first bucket of width `span_ms` that lies wholly after `at`.
+fn first_bucket_after(at: Millis, span_ms: Millis) -> Millis {
+    (at.div_euclid(span_ms) + 1) * span_ms
+}
+
+/// The money committed in the 24-hour window by payments that hold budget and are not live
+/// holds: whole hours and whole minutes from the buckets, and the payments of the one minute at
+/// the window's edge (`?2` the window's start, `?3` the first whole minute, `?4` the first whole
+/// hour). At most 24 + 60 bucket rows and one minute's payments, whatever the day's load.
+const DAY_COMMITTED: &str = "SELECT
+      (SELECT COALESCE(SUM(amount), 0) FROM credential_committed_buckets
+        WHERE credential_id = ?1 AND span_ms = 3600000 AND start_ms >= ?4)
+    + (SELECT COALESCE(SUM(amount), 0) FROM credential_committed_buckets
+        WHERE credential_id = ?1 AND span_ms = 60000 AND start_ms >= ?3 AND start_ms < ?4)
+    + (SELECT COALESCE(SUM(amount), 0) FROM payments
+        WHERE credential_id = ?1 AND committed_at > ?2 AND committed_at < ?3
+          AND status IN ('queued', 'submitted', 'included', 'confirmed'))";
+
+/// The live holds (pending approval, authorized): they count in the day whenever committed.
+const LIVE_HOLDS: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
+    WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')";
+
+/// The payments holding budget created in the last minute: whole seconds from the buckets and
+/// the payments of the one second at the edge (`?2` the window's start, `?3` the first whole
+/// second). At most 60 bucket rows and one second's payments.
+static MINUTE_COUNT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT
-            (SELECT COALESCE(SUM(amount), 0) FROM payments
-              WHERE credential_id = ?1 AND committed_at > ?2 AND status IN {holding}
-                AND status NOT IN ('pending_approval', 'authorized')),
-            (SELECT COALESCE(SUM(amount), 0) FROM payments
-              WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
-            (SELECT COUNT(*) FROM payments
-              WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding}),
-            COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)",
+              (SELECT COALESCE(SUM(payments), 0) FROM credential_created_seconds
+                WHERE credential_id = ?1 AND start_ms >= ?3)
+            + (SELECT COUNT(*) FROM payments
+                WHERE credential_id = ?1 AND created_at > ?2 AND created_at < ?3
+                  AND status IN {holding})",
         holding = PaymentStatus::HOLDING_SQL
     )
 });
+
+/// The lifetime total, kept by triggers (migrations 0007 and 0012).
+const LIFETIME_HELD: &str =
+    "SELECT COALESCE((SELECT held_total FROM credential_holds WHERE credential_id = ?1), 0)";
+
+/// Which figures of the spend snapshot a caller reads: a decision reads only those its policy
+/// has a rule for (no daily limit, no day sum), the budget view reads them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Figures {
+    pub day: bool,
+    pub total: bool,
+    pub minute: bool,
+}
+
+impl Figures {
+    pub const ALL: Figures = Figures {
+        day: true,
+        total: true,
+        minute: true,
+    };
+}
 
 /// What a credential holds: in the rolling 24 hours before `now`, over its life, and in the last
 /// minute, leaving out `exclude` (a payment being approved is not counted against itself). The
 /// window is keyed on when the money was committed (creation, approval or capture), and a live
 /// hold (`pending_approval`, `authorized`) always counts. Read inside the write transaction that
-/// records the decision.
+/// records the decision. A figure not asked for in `figures` is 0 and costs nothing.
 pub fn spend_snapshot(
     tx: &mut SyncTx<'_>,
     credential_id: &str,
     now: Millis,
     exclude: Option<&str>,
+    figures: Figures,
 ) -> Result<(i64, i64, i64), LedgerError> {
-    // Each figure reads an index range, never the credential's whole history: the lifetime
-    // total is kept by triggers (migration 0007); the day counts the money committed in the
-    // window plus every live hold; the minute counts what was created in the window.
-    let day_ago = now - 24 * 60 * 60 * 1000;
-    let minute_ago = now - 60 * 1000;
-    let (committed_day, live_holds, minute, total): (i64, i64, i64, i64) =
-        tx.prepare(&SPEND_SNAPSHOT)?.query_row(
-            rusqlite::params![credential_id, day_ago, minute_ago],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    // Each figure reads a bounded number of rows, never the credential's history nor the whole
+    // window: the lifetime total and the windows' buckets are kept by triggers (migrations 0007,
+    // 0012 and 0013), and only the edge of each window is read from the payments themselves.
+    let day_ago = now - DAY_MS;
+    let minute_ago = now - MINUTE_MS;
+    let (mut day, mut total, mut minute) = (0, 0, 0);
+    if figures.day {
+        let committed: i64 = tx.prepare(DAY_COMMITTED)?.query_row(
+            rusqlite::params![
+                credential_id,
+                day_ago,
+                first_bucket_after(day_ago, MINUTE_MS),
+                first_bucket_after(day_ago, HOUR_MS)
+            ],
+            |row| row.get(0),
         )?;
-    let (mut day, mut minute, mut total) = (committed_day + live_holds, minute, total);
+        let live: i64 = tx
+            .prepare(LIVE_HOLDS)?
+            .query_row([credential_id], |row| row.get(0))?;
+        day = committed + live;
+    }
+    if figures.total {
+        total = tx
+            .prepare(LIFETIME_HELD)?
+            .query_row([credential_id], |row| row.get(0))?;
+    }
+    if figures.minute {
+        minute = tx.prepare(&MINUTE_COUNT)?.query_row(
+            rusqlite::params![
+                credential_id,
+                minute_ago,
+                first_bucket_after(minute_ago, SECOND_MS)
+            ],
+            |row| row.get(0),
+        )?;
+    }
     if let Some(id) = exclude {
         use rusqlite::OptionalExtension;
         let excluded: Option<(i64, String, Option<Millis>, Millis)> = tx
@@ -300,12 +374,14 @@ pub fn spend_snapshot(
         if let Some((amount, status, committed_at, created_at)) = excluded
             && PaymentStatus::HOLDING_SQL.contains(&format!("'{status}'"))
         {
-            total -= amount;
+            if figures.total {
+                total -= amount;
+            }
             let live = status == "pending_approval" || status == "authorized";
-            if live || committed_at.is_some_and(|at| at > day_ago) {
+            if figures.day && (live || committed_at.is_some_and(|at| at > day_ago)) {
                 day -= amount;
             }
-            if created_at > minute_ago {
+            if figures.minute && created_at > minute_ago {
                 minute -= 1;
             }
         }
@@ -967,40 +1043,185 @@ pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result
 
 #[cfg(test)]
 mod plan_tests {
-    /// The policy's figures read index ranges that cover what they sum, whatever the history:
-    /// no figure scans the payments table or fetches a payment per row (`EXPLAIN QUERY PLAN`).
+    /// The policy's figures read bounded index ranges, whatever the history and the day's load:
+    /// no figure scans a table or fetches a payment per row (`EXPLAIN QUERY PLAN`), the windows
+    /// are read from their buckets by primary key, and only the edge minute or second from the
+    /// payments.
     #[tokio::test]
-    async fn the_spend_snapshot_reads_only_covering_index_ranges() {
+    async fn the_spend_snapshot_reads_only_bounded_index_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("plan.db").display());
         let ledger = super::super::Ledger::open(&url).await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            &*super::SPEND_SNAPSHOT
-        )))
-        .bind("cred_x")
-        .bind(0)
-        .bind(0)
-        .fetch_all(ledger.pool())
-        .await
-        .unwrap();
-        let on_payments: Vec<&str> = plan
-            .iter()
-            .map(|(_, _, _, detail)| detail.as_str())
-            .filter(|detail| detail.contains(" payments "))
-            .collect();
-        assert_eq!(on_payments.len(), 3, "{plan:?}");
-        for detail in on_payments {
-            assert!(
-                detail.starts_with("SEARCH payments USING COVERING INDEX"),
-                "{detail}"
-            );
+        let minute_count: &str = &super::MINUTE_COUNT;
+        for (sql, parameters, buckets) in [
+            (super::DAY_COMMITTED, 3, "credential_committed_buckets"),
+            (super::LIVE_HOLDS, 0, ""),
+            (minute_count, 2, "credential_created_seconds"),
+            (super::LIFETIME_HELD, 0, "credential_holds"),
+        ] {
+            let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(
+                format!("EXPLAIN QUERY PLAN {sql}"),
+            ))
+            .bind("cred_x");
+            for _ in 0..parameters {
+                query = query.bind(0);
+            }
+            let plan = query.fetch_all(ledger.pool()).await.unwrap();
+            let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+            let reads = details
+                .iter()
+                .filter(|d| d.starts_with("SCAN") || d.starts_with("SEARCH"))
+                .filter(|d| **d != "SCAN CONSTANT ROW");
+            for detail in reads {
+                assert!(
+                    detail.starts_with("SEARCH"),
+                    "{detail} in the plan of {sql}: {details:?}"
+                );
+                if detail.contains(" payments ") {
+                    assert!(detail.contains("USING COVERING INDEX"), "{detail}");
+                }
+            }
+            if !buckets.is_empty() {
+                assert!(
+                    details
+                        .iter()
+                        .any(|d| d.starts_with(&format!("SEARCH {buckets} USING"))
+                            && d.contains("(credential_id=?")),
+                    "{buckets} by key: {details:?}"
+                );
+            }
         }
-        assert!(
-            plan.iter().any(|(_, _, _, d)| d
-                .contains("payments_credential_status (credential_id=? AND status=?)")),
-            "live holds are read by status: {plan:?}"
-        );
+        ledger.close().await;
+    }
+
+    /// The bucketed windows (migration 0013) give exactly what summing the payments gives, at
+    /// any moment, after any sequence of inserts and of the changes that move a payment into or
+    /// out of a window: status, amount, commitment time, credential. Times cluster on the
+    /// windows' edges and on bucket boundaries, where an off-by-one would show.
+    #[tokio::test]
+    async fn the_rolling_windows_equal_the_sum_of_the_payments() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("windows.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let mut db = ledger.pool().acquire().await.unwrap();
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *db)
+            .await
+            .unwrap();
+        let statuses = [
+            "pending_approval",
+            "authorized",
+            "queued",
+            "submitted",
+            "included",
+            "confirmed",
+            "rejected",
+            "failed",
+            "cancelled",
+            "expired",
+        ];
+        let now: super::Millis = 1_800_000_000_000 + 1_234;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        // Near the edges of the day and the minute before `now` (and a little after it), on
+        // bucket boundaries, and anywhere in the day.
+        let time = |rng: &mut rand::rngs::StdRng| -> super::Millis {
+            let edge = match rng.random_range(0..5) {
+                0 => now - super::DAY_MS,
+                1 => now - super::MINUTE_MS,
+                2 => {
+                    (now - super::DAY_MS).div_euclid(super::HOUR_MS) * super::HOUR_MS
+                        + super::HOUR_MS
+                }
+                3 => (now - super::MINUTE_MS).div_euclid(1000) * 1000 + 1000,
+                _ => return now - rng.random_range(0..super::DAY_MS + super::HOUR_MS),
+            };
+            edge + rng.random_range(-2_500..2_500)
+        };
+        let mut ids = Vec::new();
+        for round in 0..12 {
+            for n in 0..25 {
+                let id = format!("p{round}_{n}");
+                let status = statuses[rng.random_range(0..statuses.len())];
+                let credential = ["cred_a", "cred_b"][rng.random_range(0..2)];
+                let created = time(&mut rng);
+                let committed = match rng.random_range(0..4) {
+                    0 => "NULL".to_string(),
+                    _ => time(&mut rng).to_string(),
+                };
+                let amount = rng.random_range(1..1_000_000);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO payments (id, kind, credential_id, from_wallet_id, to_address,
+                        amount, currency, capture, status, idempotency_scope, idempotency_key,
+                        request_hash, created_at, updated_at, committed_at)
+                     VALUES ('{id}', 'payment', '{credential}', 'w', '0x0', {amount}, 'USDC',
+                        'automatic', '{status}', 's', '{id}', 'h', {created}, {created}, {committed})"
+                )))
+                .execute(&mut *db)
+                .await
+                .unwrap();
+                ids.push(id);
+            }
+            for _ in 0..40 {
+                let id = &ids[rng.random_range(0..ids.len())];
+                let change = match rng.random_range(0..5) {
+                    0 | 1 => format!(
+                        "status = '{}'",
+                        statuses[rng.random_range(0..statuses.len())]
+                    ),
+                    2 => format!("amount = {}", rng.random_range(1..1_000_000)),
+                    3 => format!("committed_at = {}", time(&mut rng)),
+                    _ => format!(
+                        "credential_id = '{}'",
+                        ["cred_a", "cred_b"][rng.random_range(0..2)]
+                    ),
+                };
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE payments SET {change} WHERE id = '{id}'"
+                )))
+                .execute(&mut *db)
+                .await
+                .unwrap();
+            }
+            for credential in ["cred_a", "cred_b"] {
+                for at in [
+                    now,
+                    now - 1,
+                    now + 1,
+                    now + 999,
+                    now + 59_000,
+                    now + super::HOUR_MS,
+                ] {
+                    let bucketed = ledger
+                        .write_sync(|tx| {
+                            super::spend_snapshot(tx, credential, at, None, super::Figures::ALL)
+                        })
+                        .await
+                        .unwrap();
+                    let summed: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT
+                            (SELECT COALESCE(SUM(amount), 0) FROM payments
+                              WHERE credential_id = ?1 AND committed_at > ?2
+                                AND status IN ('queued', 'submitted', 'included', 'confirmed'))
+                          + (SELECT COALESCE(SUM(amount), 0) FROM payments
+                              WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
+                            (SELECT COALESCE(SUM(amount), 0) FROM payments
+                              WHERE credential_id = ?1 AND status IN {holding}),
+                            (SELECT COUNT(*) FROM payments
+                              WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding})",
+                        holding = crate::domain::PaymentStatus::HOLDING_SQL
+                    )))
+                    .bind(credential)
+                    .bind(at - super::DAY_MS)
+                    .bind(at - super::MINUTE_MS)
+                    .fetch_one(&mut *db)
+                    .await
+                    .unwrap();
+                    assert_eq!(bucketed, summed, "{credential} at {at}, round {round}");
+                }
+            }
+        }
+        drop(db);
         ledger.close().await;
     }
 

@@ -153,7 +153,14 @@ impl Payments {
     ) -> Result<Judged> {
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
-        let (day, total, minute) = payment_rows::spend_snapshot(tx, &credential.id, now, exclude)?;
+        // Only the figures the policy has a rule for are read.
+        let figures = payment_rows::Figures {
+            day: policy.daily_limit.is_some(),
+            total: policy.total_limit.is_some(),
+            minute: policy.max_payments_per_minute.is_some(),
+        };
+        let (day, total, minute) =
+            payment_rows::spend_snapshot(tx, &credential.id, now, exclude, figures)?;
         let credential_tier = credential_tier(&policy, request.amount);
         let tier_held = match credential_tier {
             Some(tier) => payment_rows::tier_held(tx, &credential.id, tier, now, exclude)?,
@@ -336,7 +343,15 @@ impl Payments {
         let policy: Policy = serde_json::from_str(&credential.policy)
             .map_err(|_| LedgerError::Corrupt(format!("credential {} policy", credential.id)))?;
         let (day, total, minute) = tx
-            .run_sync(|s| payment_rows::spend_snapshot(s, &credential.id, now, None))
+            .run_sync(|s| {
+                payment_rows::spend_snapshot(
+                    s,
+                    &credential.id,
+                    now,
+                    None,
+                    payment_rows::Figures::ALL,
+                )
+            })
             .await?;
         tx.finish("a budget read").await?;
         let held_day = Amount::from_sql(day);
