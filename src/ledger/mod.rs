@@ -364,7 +364,12 @@ impl Ledger {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS));
+            .busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))
+            // Each write is a savepoint, whose sub-journal (the pages it changed, to roll back
+            // to) SQLite keeps in memory only up to 64 KiB unless temporary storage is memory:
+            // past that every journaled page was a `pwrite` to a temp file, inside the writer's
+            // critical section. It is truncated when each write's savepoint is released.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options.clone())
