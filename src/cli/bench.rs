@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// Give up waiting for confirmations after this many seconds without progress.
     #[arg(long, default_value_t = 60)]
     pub stall_timeout_secs: u64,
+    /// The agents' credential policy as JSON (default: every limit set, high enough that no
+    /// bench payment is refused), to size a deployment with the policy it will run.
+    #[arg(long)]
+    pub policy: Option<String>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -407,6 +411,11 @@ async fn create_agents(
     args: &BenchArgs,
 ) -> anyhow::Result<(Vec<(Address, String)>, Vec<String>)> {
     let per_agent = per_agent_total(args);
+    let policy = match &args.policy {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .context("--policy must be a JSON object")?,
+        None => bench_policy(args),
+    };
     let mut agents = Vec::new();
     let mut credentials = Vec::new();
     for index in 0..args.agents {
@@ -424,7 +433,7 @@ async fn create_agents(
             http,
             &format!("{api}/v1/agents/{agent_id}/credentials"),
             admin_token,
-            serde_json::json!({"name": "bench", "policy": {}}),
+            serde_json::json!({"name": "bench", "policy": policy}),
             None,
         )
         .await?;
@@ -493,6 +502,25 @@ fn amount_of(index: u32) -> Amount {
 fn per_agent_total(args: &BenchArgs) -> Amount {
     let share = u64::from(args.payments.saturating_mul(2).div_ceil(args.agents));
     Amount::from_micros(share.saturating_mul(2_000).saturating_add(1_000_000))
+}
+
+/// The agents' policy: every limit that reads a rolling window or a running total is set, as an
+/// operator's would be, so that each accept pays for the checks production pays for; each is set
+/// high enough that no bench payment is refused (both phases within a minute, plus the `--stored`
+/// history in the lifetime total).
+fn bench_policy(args: &BenchArgs) -> serde_json::Value {
+    let share = u64::from(args.payments.saturating_mul(2).div_ceil(args.agents));
+    let stored = args.stored.div_ceil(u64::from(args.agents));
+    let history = Amount::from_micros(stored.saturating_mul(ledger_bench::STORED_AMOUNT_MICROS));
+    let total = per_agent_total(args)
+        .checked_add(history)
+        .unwrap_or(Amount::from_micros(u64::MAX));
+    serde_json::json!({
+        "max_per_payment": "0.01",
+        "daily_limit": per_agent_total(args).to_string(),
+        "total_limit": total.to_string(),
+        "max_payments_per_minute": u32::try_from(share.saturating_mul(2)).unwrap_or(u32::MAX).max(1),
+    })
 }
 
 async fn post(

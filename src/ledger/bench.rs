@@ -113,6 +113,9 @@ pub async fn sqlite_ceiling(path: &std::path::Path) -> Result<Ceiling, LedgerErr
     })
 }
 
+/// The amount of each stored synthetic payment, in micro-USDC.
+pub const STORED_AMOUNT_MICROS: u64 = 1000;
+
 /// Rows written per transaction while preloading.
 const PRELOAD_CHUNK: u64 = 100_000;
 
@@ -136,7 +139,7 @@ pub async fn preload(
                  amount, currency, capture, status, idempotency_scope, idempotency_key,
                  request_hash, created_at, updated_at, committed_at)
              SELECT 'pay_stored_' || c.id || '_' || n.i, 'payment', c.agent_id, c.id, a.wallet_id,
-                 '0x000000000000000000000000000000000000dEaD', 1000, 'USDC', 'automatic',
+                 '0x000000000000000000000000000000000000dEaD', ?5, 'USDC', 'automatic',
                  'confirmed', c.id, 'stored-' || n.i, 'stored', ?3, ?3, ?3
                FROM n, credentials c JOIN agents a ON a.id = c.agent_id WHERE c.id = ?4",
         )
@@ -144,6 +147,7 @@ pub async fn preload(
         .bind(i64::try_from(end).unwrap_or(i64::MAX))
         .bind(at)
         .bind(credential_id)
+        .bind(i64::try_from(STORED_AMOUNT_MICROS).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
         tx.commit_unaudited("a bench fixture in a throwaway database")
