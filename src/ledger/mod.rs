@@ -43,6 +43,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqliteConnection, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot};
 
@@ -199,6 +200,12 @@ struct WriteSide {
     writer: Arc<Mutex<Writer>>,
     flush: Notify,
     closed: std::sync::atomic::AtomicBool,
+    /// Writes waiting for the batch runner (`Ledger::write_batched`).
+    batch: std::sync::Mutex<std::collections::VecDeque<Box<dyn BatchJob>>>,
+    /// A batch runner is at work (or about to be): a new write joins its queue.
+    batch_running: std::sync::atomic::AtomicBool,
+    /// Room in the batch queue: a write waits for a place rather than queueing without bound.
+    batch_room: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for WriteSide {
@@ -400,6 +407,9 @@ impl Ledger {
             })),
             flush: Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            batch: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            batch_running: std::sync::atomic::AtomicBool::new(false),
+            batch_room: Arc::new(tokio::sync::Semaphore::new(BATCH_QUEUE)),
         });
         tokio::spawn(run_flusher(Arc::downgrade(&side)));
         Ok(Ledger {
@@ -635,6 +645,256 @@ impl Ledger {
     }
 }
 
+/// Writes one batch runner runs in a row while it holds the writer, before the group commits.
+const BATCH_MAX: usize = 64;
+/// Writes that may wait for the batch runner at once.
+const BATCH_QUEUE: usize = 4096;
+
+/// The group commit a write waits for: how it went.
+type Commit = oneshot::Receiver<Result<(), String>>;
+/// What a batched write's savepoint came to, for its caller: the group's commit to wait for
+/// (none when it kept nothing and read nothing uncommitted), or the error that ended it.
+type Ended = Result<Option<Commit>, LedgerError>;
+/// A batched write's answer: its outcome and the commit to wait for, or why it did not run.
+type Reply<T, E> = Result<(Result<T, E>, Option<Commit>), LedgerError>;
+/// Hands a batched write's outcome to its caller once its savepoint has ended.
+type Delivery = Box<dyn FnOnce(Ended) + Send>;
+
+/// A write queued for the batch runner.
+trait BatchJob: Send {
+    /// Runs the write in its savepoint: whether it succeeded, and what delivers its outcome.
+    fn run(self: Box<Self>, tx: &mut SyncTx<'_>) -> (bool, Delivery);
+    /// Answers the write without running it.
+    fn refuse(self: Box<Self>, error: LedgerError);
+}
+
+struct Batched<F, T, E> {
+    work: F,
+    reply: oneshot::Sender<Reply<T, E>>,
+    /// The write's place in the bounded queue, given back once it has run.
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<F, T, E> BatchJob for Batched<F, T, E>
+where
+    F: FnOnce(&mut SyncTx<'_>) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn run(self: Box<Self>, tx: &mut SyncTx<'_>) -> (bool, Delivery) {
+        let Batched { work, reply, .. } = *self;
+        let outcome = work(tx);
+        let ok = outcome.is_ok();
+        let deliver = move |ended: Ended| {
+            let _ = reply.send(ended.map(|commit| (outcome, commit)));
+        };
+        (ok, Box::new(deliver))
+    }
+
+    fn refuse(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+impl Ledger {
+    /// `write_sync` for the hottest writes, run in batches: the write joins a bounded queue,
+    /// and one runner takes the writer once for up to `BATCH_MAX` queued writes, each in its own
+    /// savepoint (atomic on its own, kept only with its audit event, rolled back alone if it
+    /// fails), before the group commits. The writer's lock and its SQLite handle change hands
+    /// once per batch instead of once per write, and no write waits in the runtime's queue for
+    /// its turn. Returns once the write is durable, as `write_sync` does; `work` must own what it
+    /// uses, since it may run on another task.
+    pub async fn write_batched<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut SyncTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<LedgerError> + Send + 'static,
+    {
+        let place = self
+            .side
+            .batch_room
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| LedgerError::CommitFailed("the writer stopped".into()))?;
+        let (reply, answer) = oneshot::channel();
+        let job = Batched {
+            work,
+            reply,
+            _place: place,
+        };
+        self.side
+            .batch
+            .lock()
+            .expect("the batch queue's lock is never poisoned (nothing panics holding it)")
+            .push_back(Box::new(job));
+        if !self.side.batch_running.swap(true, Ordering::AcqRel) {
+            tokio::spawn(run_batches(self.side.clone()));
+        }
+        let stopped = || LedgerError::CommitFailed("the writer stopped".into());
+        let (outcome, commit) = answer.await.map_err(|_| stopped())??;
+        match commit {
+            None => outcome,
+            Some(commit) => match commit.await {
+                Ok(Ok(())) => outcome,
+                Ok(Err(message)) => Err(LedgerError::CommitFailed(message).into()),
+                Err(_) => Err(stopped().into()),
+            },
+        }
+    }
+}
+
+/// Takes up to `BATCH_MAX` queued writes.
+fn take_batch(side: &WriteSide) -> Vec<Box<dyn BatchJob>> {
+    let mut queue = side
+        .batch
+        .lock()
+        .expect("the batch queue's lock is never poisoned (nothing panics holding it)");
+    let count = queue.len().min(BATCH_MAX);
+    queue.drain(..count).collect()
+}
+
+/// The batch runner: while writes are queued, takes the writer, runs a batch, and lets the
+/// flusher commit it. Spawned by the first write that finds no runner at work, so a caller that
+/// goes away cannot strand the writes queued behind it.
+async fn run_batches(side: Arc<WriteSide>) {
+    loop {
+        let batch = take_batch(&side);
+        if batch.is_empty() {
+            side.batch_running.store(false, Ordering::Release);
+            // A write queued after the check above saw a runner at work and spawned none.
+            let empty = side.batch.lock().map(|q| q.is_empty()).unwrap_or(true);
+            if empty || side.batch_running.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            continue;
+        }
+        run_batch(&side, batch).await;
+        side.flush.notify_one();
+    }
+}
+
+/// Runs one batch on the writer; a write that cannot run is refused with the reason.
+async fn run_batch(side: &WriteSide, batch: Vec<Box<dyn BatchJob>>) {
+    let refuse_all = |batch: Vec<Box<dyn BatchJob>>, error: &dyn Fn() -> LedgerError| {
+        for job in batch {
+            job.refuse(error());
+        }
+    };
+    let Ok(mut writer) = tokio::time::timeout(
+        Duration::from_millis(BUSY_TIMEOUT_MS),
+        side.writer.clone().lock_owned(),
+    )
+    .await
+    else {
+        return refuse_all(batch, &|| LedgerError::Database(sqlx::Error::PoolTimedOut));
+    };
+    if let Err(error) = writer.discard_abandoned().await {
+        let message = error.to_string();
+        return refuse_all(batch, &|| LedgerError::CommitFailed(message.clone()));
+    }
+    let w = &mut *writer;
+    let closed = || LedgerError::Database(sqlx::Error::PoolClosed);
+    let Some(connection) = w.connection.as_mut() else {
+        return refuse_all(batch, &closed);
+    };
+    let locked = match connection.lock_handle().await {
+        Ok(locked) => locked,
+        Err(error) => {
+            let message = error.to_string();
+            return refuse_all(batch, &|| LedgerError::CommitFailed(message.clone()));
+        }
+    };
+    let Some(direct) = w.direct.as_ref() else {
+        return refuse_all(batch, &closed);
+    };
+    let mut jobs = batch.into_iter();
+    let mut failed = None;
+    for job in jobs.by_ref() {
+        let mut state = GroupState {
+            open: &mut w.open,
+            audit_head: &mut w.audit_head,
+            waiters: &mut w.waiters,
+        };
+        if let Err(error) = run_one(direct, &mut state, job) {
+            failed = Some(error);
+            break;
+        }
+    }
+    drop(locked);
+    if let Some(error) = failed {
+        w.fail_group(&error);
+        let rest: Vec<_> = jobs.collect();
+        refuse_all(rest, &|| LedgerError::CommitFailed(error.clone()));
+    }
+}
+
+/// The open group's bookkeeping a batched write updates.
+struct GroupState<'a> {
+    open: &'a mut bool,
+    audit_head: &'a mut Option<(i64, String)>,
+    waiters: &'a mut Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Runs one batched write in its savepoint of the open group (as `write_sync` does). An error
+/// that leaves the group's state unknown is returned: the group then fails as a whole.
+fn run_one(
+    direct: &rusqlite::Connection,
+    group: &mut GroupState<'_>,
+    job: Box<dyn BatchJob>,
+) -> Result<(), String> {
+    let began = (|| -> Result<(), rusqlite::Error> {
+        if !*group.open {
+            direct.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            *group.open = true;
+        }
+        direct.prepare_cached("SAVEPOINT tx")?.execute([])?;
+        Ok(())
+    })();
+    if let Err(error) = began {
+        // End whatever transaction is open, so the failed group leaves nothing half done.
+        let _ = direct.execute_batch("ROLLBACK");
+        let message = error.to_string();
+        job.refuse(error.into());
+        return Err(message);
+    }
+    let mut audited = false;
+    let (ok, deliver, bookkeeping) = {
+        let mut sync = SyncTx {
+            conn: direct,
+            audit_head: &mut *group.audit_head,
+            audited: &mut audited,
+            bookkeeping: false,
+        };
+        let (ok, deliver) = job.run(&mut sync);
+        (ok, deliver, sync.bookkeeping)
+    };
+    let keep = ok && (audited || bookkeeping);
+    let ended = if keep {
+        direct
+            .prepare_cached("RELEASE tx")
+            .and_then(|mut s| s.execute([]).map(|_| ()))
+    } else {
+        *group.audit_head = None;
+        direct.execute_batch("ROLLBACK TO tx; RELEASE tx")
+    };
+    if let Err(error) = ended {
+        let _ = direct.execute_batch("ROLLBACK");
+        let message = error.to_string();
+        deliver(Err(error.into()));
+        return Err(message);
+    }
+    // As in `write_sync`: what it saw of the open group is answered only once durable.
+    if !keep && group.waiters.is_empty() {
+        deliver(Ok(None));
+    } else {
+        let (sender, receiver) = oneshot::channel();
+        group.waiters.push(sender);
+        deliver(Ok(Some(receiver)));
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch, as stored.
 pub type Millis = i64;
 
@@ -706,9 +966,9 @@ mod write_path_tests {
         assert_eq!(ledger.meta("audited").await.unwrap().as_deref(), Some("x"));
     }
 
-    /// Synchronous writes share the group with async ones and keep the same rules: one that
-    /// fails leaves nothing, one without an audit event leaves nothing, and the chain is one
-    /// unbroken sequence across both kinds.
+    /// Synchronous writes, run directly or by the batch runner, share the group with async ones
+    /// and keep the same rules: one that fails leaves nothing, one without an audit event leaves
+    /// nothing, and the chain is one unbroken sequence across every kind.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_synchronous_write_is_atomic_audited_and_chained() {
         let dir = tempfile::tempdir().unwrap();
@@ -733,26 +993,30 @@ mod write_path_tests {
                     tx.commit().await.unwrap();
                     return true;
                 }
-                let outcome = ledger
-                    .write_sync(|tx| -> Result<(), LedgerError> {
-                        tx.prepare("INSERT INTO meta (key, value) VALUES (?, 'v')")?
-                            .execute([&key])?;
-                        match index % 6 {
-                            // Fails after writing: rolled back.
-                            0 => Err(LedgerError::Conflict("refused".into())),
-                            // Writes without an audit event: discarded.
-                            1 => Ok(()),
-                            _ => {
-                                audit::append_in(
-                                    tx,
-                                    index,
-                                    audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
-                                )?;
-                                Ok(())
-                            }
+                fn write(tx: &mut SyncTx<'_>, key: &str, index: i64) -> Result<(), LedgerError> {
+                    tx.prepare("INSERT INTO meta (key, value) VALUES (?, 'v')")?
+                        .execute([key])?;
+                    match index % 6 {
+                        // Fails after writing: rolled back.
+                        0 => Err(LedgerError::Conflict("refused".into())),
+                        // Writes without an audit event: discarded.
+                        1 => Ok(()),
+                        _ => {
+                            audit::append_in(
+                                tx,
+                                index,
+                                audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+                            )?;
+                            Ok(())
                         }
-                    })
-                    .await;
+                    }
+                }
+                // Half of the synchronous writes go through the batch runner.
+                let outcome = if (index / 6) % 2 == 0 {
+                    ledger.write_sync(|tx| write(tx, &key, index)).await
+                } else {
+                    ledger.write_batched(move |tx| write(tx, &key, index)).await
+                };
                 assert_eq!(outcome.is_ok(), index % 6 != 0, "{index}");
                 false
             });

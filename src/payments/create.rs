@@ -19,9 +19,16 @@ impl Payments {
     ) -> Result<Created> {
         let hash = request_hash(request);
         let now = self.now();
+        // The write runs in the ledger's batches (possibly on the batch runner's task), so it
+        // owns what it reads.
+        let this = self.clone();
+        let (agent_id, credential_id) = (agent_id.clone(), credential_id.clone());
+        let (key, request) = (key.clone(), request.clone());
         let accepted = self
             .ledger
-            .write_sync(|tx| -> Result<Accepted> {
+            .write_batched(move |tx| -> Result<Accepted> {
+                let (agent_id, credential_id, key, request) =
+                    (&agent_id, &credential_id, &key, &request);
                 if let Some((id, stored_hash)) =
                     payment_rows::idempotent_in(tx, credential_id, key.as_str())?
                 {
@@ -30,7 +37,7 @@ impl Payments {
                         false => Err(PaymentsError::IdempotencyKeyReused),
                     };
                 }
-                let admitted = self.admit(tx, agent_id, credential_id, request, now)?;
+                let admitted = this.admit(tx, agent_id, credential_id, request, now)?;
                 let (agent, decision) = (&admitted.agent, &admitted.decision);
                 let status = match (decision.outcome, request.capture) {
                     (Outcome::Deny, _) => PaymentStatus::Rejected,
@@ -38,7 +45,7 @@ impl Payments {
                     (Outcome::Allow, Capture::Manual) => PaymentStatus::Authorized,
                     (Outcome::Allow, Capture::Automatic) => PaymentStatus::Queued,
                 };
-                let mut row = self.payment_row(
+                let mut row = this.payment_row(
                     PaymentKind::Payment,
                     Some(agent),
                     Some(credential_id),
