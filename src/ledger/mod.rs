@@ -859,7 +859,9 @@ fn run_one(
         return Err(message);
     }
     let mut audited = false;
-    let (ok, deliver, bookkeeping) = {
+    // A write that panics is rolled back alone and its caller told it failed (its answer is
+    // dropped); the runner goes on with the rest, so no bug in one write jams the writer.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut sync = SyncTx {
             conn: direct,
             audit_head: &mut *group.audit_head,
@@ -868,6 +870,15 @@ fn run_one(
         };
         let (ok, deliver) = job.run(&mut sync);
         (ok, deliver, sync.bookkeeping)
+    }));
+    let Ok((ok, deliver, bookkeeping)) = ran else {
+        *group.audit_head = None;
+        return direct
+            .execute_batch("ROLLBACK TO tx; RELEASE tx")
+            .map_err(|error| {
+                let _ = direct.execute_batch("ROLLBACK");
+                error.to_string()
+            });
     };
     let keep = ok && (audited || bookkeeping);
     let ended = if keep {
@@ -1040,6 +1051,59 @@ mod write_path_tests {
         assert_eq!(reopened.meta("key-4").await.unwrap().as_deref(), Some("v"));
         assert_eq!(reopened.meta("key-1").await.unwrap(), None);
         assert!(audit::verify(reopened.pool()).await.unwrap().ok);
+    }
+
+    /// A batched write that panics is rolled back alone, its caller gets an error, and the
+    /// runner goes on: the writes after it are kept and the writer is not jammed.
+    #[tokio::test]
+    async fn a_batched_write_that_panics_jams_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("panic.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let write = |key: &'static str, panics: bool| {
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .write_batched(move |tx| -> Result<(), LedgerError> {
+                        tx.prepare("INSERT INTO meta (key, value) VALUES (?, 'v')")?
+                            .execute([key])?;
+                        audit::append_in(
+                            tx,
+                            0,
+                            audit::NewEvent::of(crate::domain::AuditKind::TokenCreated),
+                        )?;
+                        assert!(!panics, "a bug in a write");
+                        Ok(())
+                    })
+                    .await
+            }
+        };
+        // A jammed runner would leave these waiting forever: fail instead.
+        let writes = async {
+            tokio::join!(
+                write("before", false),
+                write("broken", true),
+                write("after", false)
+            )
+        };
+        let (before, broken, after) = tokio::time::timeout(Duration::from_secs(10), writes)
+            .await
+            .expect("the writes around a panic are answered");
+        assert!(before.is_ok() && after.is_ok() && broken.is_err());
+        tokio::time::timeout(Duration::from_secs(10), write("later", false))
+            .await
+            .expect("the runner still runs")
+            .unwrap();
+        for (key, kept) in [
+            ("before", true),
+            ("broken", false),
+            ("after", true),
+            ("later", true),
+        ] {
+            assert_eq!(ledger.meta(key).await.unwrap().is_some(), kept, "{key}");
+        }
+        assert!(audit::verify(ledger.pool()).await.unwrap().ok);
+        ledger.close().await;
     }
 
     /// Writes that share a group commit keep their own atomicity: one dropped midway leaves
