@@ -31,7 +31,7 @@ impl Payments {
         self.ledger
             .write_sync(|tx| {
                 let changed =
-                    self.record_in(tx, pass, slot, index, receipt, reason.as_deref(), now)?;
+                    self.record_in(tx, pass.head, slot, index, receipt, reason.as_deref(), now)?;
                 tx.keep_unaudited("the confirmation count of an included transaction");
                 Ok(changed)
             })
@@ -63,7 +63,7 @@ impl Payments {
     pub(super) fn record_in(
         &self,
         tx: &mut SyncTx<'_>,
-        pass: &Pass,
+        head: u64,
         slot: &Slot,
         index: usize,
         receipt: &Receipt,
@@ -71,7 +71,7 @@ impl Payments {
         now: Millis,
     ) -> Result<bool> {
         let winner = &slot.transactions[index];
-        let confirmations = pass.head.saturating_sub(receipt.block_number);
+        let confirmations = head.saturating_sub(receipt.block_number);
         let final_depth = confirmations >= self.confirmations_required();
         let live = slot.live();
         let switched = live.id != winner.id;
@@ -116,7 +116,7 @@ impl Payments {
         {
             payment_rows::set_waiting_reason(tx, &payment.id, waiting.map(|w| w.as_str()), now)?;
         }
-        Ok(self.record_receipt(tx, &payment, winner, receipt, pass.head, now)? || switched)
+        Ok(self.record_receipt(tx, &payment, winner, receipt, head, now)? || switched)
     }
 
     /// Writes where the chain has a transaction and rolls the payment up. A block hash that

@@ -13,6 +13,7 @@ use alloy::primitives::U256;
 use futures_util::{StreamExt, stream};
 
 /// What a payment needs signed: its legs and what they cost.
+#[derive(Clone, Copy)]
 struct Plan {
     from: Address,
     to: Address,
@@ -109,20 +110,25 @@ impl Payments {
         }
         // In chunks, so that one write transaction never holds the writer for long: intents
         // accepted meanwhile wait for a chunk, not for a whole burst.
-        for chunk in ready.chunks(super::WRITE_CHUNK) {
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let chunk: Vec<_> = ready.by_ref().take(super::WRITE_CHUNK).collect();
+            let (count, ids): (usize, Vec<String>) = (
+                chunk.len(),
+                chunk.iter().map(|(p, _)| p.id.to_string()).collect(),
+            );
             let signed = match self.sign_and_store(lane, wallet_id, chunk).await {
                 Ok(signed) => signed,
                 Err(error) => {
                     // The chunk shares the wallet's key and nonce range: what stops one stops
                     // them all, and none of their nonces was used.
-                    let ids: Vec<_> = chunk.iter().map(|(p, _)| p.id.to_string()).collect();
                     return self.isolate_all(lane, &ids, error).await;
                 }
             };
             if signed.is_empty() {
                 return Ok(());
             }
-            lane.report.signed += chunk.len();
+            lane.report.signed += count;
             self.fail_point("after_sign")?;
             self.first_send(lane, &signed).await?;
         }
@@ -320,12 +326,13 @@ impl Payments {
     /// taking the writer, then in one database transaction reserves exactly those nonces, stores
     /// the raw bytes and audits each payment; nothing is broadcast before it is stored. Returns
     /// the hashes stored. If a payment changed meanwhile (a freeze, another pass) or the nonce
-    /// counter moved, nothing is stored and the lane tries again next pass.
+    /// counter moved, nothing is stored and the lane tries again next pass. The write is batched
+    /// with the other lanes' (and accepted intents'): one writer hold and one commit for many.
     async fn sign_and_store(
         &self,
         pass: &mut Pass,
         wallet_id: &str,
-        ready: &[(PaymentRow, Plan)],
+        ready: Vec<(PaymentRow, Plan)>,
     ) -> Result<Vec<String>> {
         let (wallet, key) = self.wallet_key(wallet_id).await?;
         let from = wallet.address()?;
@@ -334,7 +341,7 @@ impl Payments {
         let first = counter.unwrap_or(0).max(chain_nonce);
         let mut unsigned = Vec::new();
         let mut nonce = first;
-        for (_, plan) in ready {
+        for (_, plan) in &ready {
             if let Some(gas_limit) = plan.usdc_gas {
                 unsigned.push(self.chain.usdc_transfer(
                     nonce,
@@ -357,9 +364,12 @@ impl Payments {
             .map_err(|_| LedgerError::Corrupt("the signing task stopped".into()))??;
 
         let now = self.now();
+        let this = self.clone();
+        let count = ready.len();
         let hashes = self
             .ledger
-            .write_sync(|tx| -> Result<Option<Vec<String>>> {
+            .write_batched(move |tx| -> Result<Option<Vec<String>>> {
+                let (this, ready) = (&this, &ready);
                 let mut waiting = Vec::new();
                 for (payment, plan) in ready {
                     let current = payment_rows::get_in(tx, &payment.id)?;
@@ -385,7 +395,7 @@ impl Payments {
                     audit::append_in(
                         tx,
                         now,
-                        self.event(
+                        this.event(
                             &ready[0].0,
                             AuditKind::NonceResynced,
                             serde_json::json!({
@@ -443,7 +453,7 @@ impl Payments {
                     audit::append_in(
                         tx,
                         now,
-                        self.event(
+                        this.event(
                             payment,
                             AuditKind::TransactionSigned,
                             serde_json::json!({
@@ -466,12 +476,7 @@ impl Payments {
         let Some(hashes) = hashes else {
             return Ok(Vec::new());
         };
-        tracing::info!(
-            wallet_id,
-            count = ready.len(),
-            first_nonce = first,
-            "signed"
-        );
+        tracing::info!(wallet_id, count, first_nonce = first, "signed");
         Ok(hashes)
     }
 
@@ -491,25 +496,27 @@ impl Payments {
         self.fail_point("after_broadcast")?;
         let now = self.now();
         let head = pass.head;
+        let taken: Vec<_> = rows
+            .into_iter()
+            .zip(&results)
+            .filter_map(|(row, result)| result.is_ok().then_some(row))
+            .collect();
+        let hashes = taken
+            .iter()
+            .map(|row| super::parse_hash(&row.tx_hash))
+            .collect::<Result<Vec<_>>>()?;
+        let this = self.clone();
         let sent = self
             .ledger
-            .write_sync(|tx| -> Result<usize> {
-                let mut sent = 0;
-                for (row, result) in rows.iter().zip(&results) {
-                    if result.is_ok() {
-                        self.record_sent_in(tx, row, head, now)?;
-                        sent += 1;
-                    }
+            .write_batched(move |tx| -> Result<usize> {
+                for row in &taken {
+                    this.record_sent_in(tx, row, head, now)?;
                 }
-                Ok(sent)
+                Ok(taken.len())
             })
             .await?;
         pass.report.broadcast += sent;
-        for (row, result) in rows.iter().zip(&results) {
-            if result.is_ok() {
-                pass.sent_now.insert(super::parse_hash(&row.tx_hash)?);
-            }
-        }
+        pass.sent_now.extend(hashes);
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use crate::payments::{Payments, PaymentsError, Result};
 use futures_util::{StreamExt, stream};
 
 /// One wallet's nonce with every transaction Bursar signed for it, oldest first.
+#[derive(Clone)]
 pub(super) struct Slot {
     pub transactions: Vec<TransactionRow>,
     /// Index of the live transaction (the open slots query guarantees one).
@@ -298,17 +299,25 @@ impl Payments {
             );
         }
         if reasons.iter().all(Result::is_ok) {
-            let now = self.now();
-            let pass = &*lane;
-            // One synchronous write for the chunk; any slot that cannot be written fails it
-            // whole (rolled back), and each slot is then recorded on its own below.
+            let (now, head, this) = (self.now(), lane.head, self.clone());
+            let work: Vec<(Slot, usize, Receipt, Option<String>)> = mined
+                .iter()
+                .zip(&reasons)
+                .map(|((at, index, receipt), reason)| {
+                    let reason = reason.as_ref().ok().cloned().flatten();
+                    (slots[*at].clone(), *index, *receipt, reason)
+                })
+                .collect();
+            // One write for the chunk, batched with the other lanes'; any slot that cannot be
+            // written fails it whole (rolled back), and each slot is then recorded on its own
+            // below.
             let written = self
                 .ledger
-                .write_sync(|tx| -> Result<usize> {
+                .write_batched(move |tx| -> Result<usize> {
                     let mut changed = 0;
-                    for ((at, index, receipt), reason) in mined.iter().zip(&reasons) {
-                        let reason = reason.as_ref().ok().and_then(Option::as_deref);
-                        if self.record_in(tx, pass, &slots[*at], *index, receipt, reason, now)? {
+                    for (slot, index, receipt, reason) in &work {
+                        let reason = reason.as_deref();
+                        if this.record_in(tx, head, slot, *index, receipt, reason, now)? {
                             changed += 1;
                         }
                     }
