@@ -979,16 +979,40 @@ pub fn set_broadcast_block(tx: &mut SyncTx<'_>, id: i64, head: u64) -> Result<()
     Ok(())
 }
 
-/// Confirmed transactions in blocks at or above `from_block` not yet flagged for a finality
-/// violation: the ones whose block is re-checked against the canonical chain.
-pub async fn recently_confirmed(
+/// The blocks (number and recorded hash) at or above `from_block` that hold a confirmed
+/// transaction not yet flagged for a finality violation: the blocks re-checked against the
+/// canonical chain. Read from a partial index, so a pass costs the window's blocks, not every
+/// confirmed transaction ever stored.
+/// Named: without statistics the planner would take the status index and scan every confirmed
+/// transaction.
+const RECENTLY_CONFIRMED_BLOCKS: &str = "SELECT DISTINCT block_number, block_hash
+     FROM transactions INDEXED BY transactions_finality_window
+     WHERE status = 'confirmed' AND finality_alarm = 0 AND block_number >= ?
+     ORDER BY block_number";
+
+pub async fn recently_confirmed_blocks(
     pool: &SqlitePool,
     from_block: i64,
+) -> Result<Vec<(i64, String)>, LedgerError> {
+    Ok(sqlx::query_as(RECENTLY_CONFIRMED_BLOCKS)
+        .bind(from_block)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The confirmed transactions recorded in block `number` with hash `hash`, not yet flagged for a
+/// finality violation.
+pub async fn confirmed_in_block(
+    pool: &SqlitePool,
+    number: i64,
+    hash: &str,
 ) -> Result<Vec<TransactionRow>, LedgerError> {
     Ok(sqlx::query_as(
-        "SELECT * FROM transactions WHERE status = 'confirmed' AND block_number >= ? AND finality_alarm = 0 ORDER BY id",
+        "SELECT * FROM transactions WHERE status = 'confirmed' AND finality_alarm = 0
+         AND block_number = ? AND block_hash = ? ORDER BY id",
     )
-    .bind(from_block)
+    .bind(number)
+    .bind(hash)
     .fetch_all(pool)
     .await?)
 }
@@ -1091,6 +1115,32 @@ mod plan_tests {
                 );
             }
         }
+        ledger.close().await;
+    }
+
+    /// Finality's per-pass read of the window's blocks comes from its partial index alone
+    /// (migration 0014), by block number: it costs the window, not every confirmed
+    /// transaction stored.
+    #[tokio::test]
+    async fn the_finality_window_is_read_from_its_index_by_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::RECENTLY_CONFIRMED_BLOCKS
+        )))
+        .bind(0)
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap();
+        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        assert!(
+            details.iter().any(|d| d.starts_with(
+                "SEARCH transactions USING COVERING INDEX transactions_finality_window (block_number>?)"
+            )),
+            "{details:?}"
+        );
         ledger.close().await;
     }
 
