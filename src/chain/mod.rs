@@ -296,6 +296,28 @@ impl Chain {
             .collect()
     }
 
+    /// The hash and parent hash of each block, in one JSON-RPC batch (`None` for a block the
+    /// node does not have).
+    pub async fn block_links(
+        &self,
+        numbers: &[u64],
+    ) -> Result<Vec<Option<(B256, B256)>>, ChainError> {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Linked {
+            hash: B256,
+            parent_hash: B256,
+        }
+        let params = numbers
+            .iter()
+            .map(|number| (BlockNumberOrTag::Number(*number), false));
+        self.batch::<_, Option<Linked>>("eth_getBlockByNumber", params)
+            .await?
+            .into_iter()
+            .map(|block| Ok(block?.map(|b| (b.hash, b.parent_hash))))
+            .collect()
+    }
+
     /// For each block (by hash), in one JSON-RPC batch: the transactions that emitted a USDC
     /// `Transfer` event in it. A transaction that emitted one did not revert. One call per block
     /// instead of one receipt per transaction (a node like anvil builds each receipt from its

@@ -210,6 +210,9 @@ pub struct Payments {
     receipts: Arc<std::sync::Mutex<settlement::ReceiptCache>>,
     /// The USDC transfers each recent block holds, by block hash (immutable for a hash).
     blocks: Arc<std::sync::Mutex<settlement::BlockIndex>>,
+    /// The canonical chain's recent blocks as settlement last verified them (see
+    /// `settlement::canon`).
+    canon: Arc<std::sync::Mutex<settlement::canon::Canon>>,
 }
 
 /// Audit events between two signed checkpoints of the chain's head, at most (plus what one
@@ -295,6 +298,7 @@ impl Payments {
             fail_points: Arc::default(),
             receipts: Arc::default(),
             blocks: Arc::default(),
+            canon: Arc::default(),
         }
     }
 

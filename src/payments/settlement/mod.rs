@@ -24,6 +24,7 @@
 //! a timer and whenever a payment is queued; tests run single passes.
 
 mod apply;
+pub(super) mod canon;
 pub mod fees;
 mod finality;
 mod replace;
@@ -305,9 +306,16 @@ impl Payments {
         }
         let signed_at = started.elapsed();
         // Signing can take a block or more under a burst: what follows counts confirmations
-        // and finds receipts against the head as it is now.
+        // and finds receipts against the head as it is now, and against the recent blocks as
+        // they are now (read once each, across passes: `canon`).
         if let Ok(now) = self.chain.head().await {
             pass.head = now;
+        }
+        match self.canonical_hashes(pass.head).await {
+            Ok(hashes) => pass.block_hashes.extend(hashes),
+            Err(error) => {
+                tracing::warn!(%error, "cannot verify the recent blocks; reading them as needed");
+            }
         }
         pass.report.alarms += self.check_finality(&mut pass).await?;
         let finality_at = started.elapsed();

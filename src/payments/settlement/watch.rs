@@ -74,7 +74,7 @@ fn poisoned() -> PaymentsError {
 }
 
 /// Blocks below the required depth whose hashes a pass reads up front.
-const RECENT_BLOCKS: u64 = 8;
+pub(super) const RECENT_BLOCKS: u64 = 8;
 
 impl Payments {
     pub(super) async fn resolve_slots(&self, pass: &mut Pass) -> Result<()> {
@@ -82,8 +82,12 @@ impl Payments {
         // The hashes of the recent blocks the lanes' receipts name, read once for every lane.
         if !rows.is_empty() {
             let depth = self.confirmations_required() + RECENT_BLOCKS;
-            let numbers: Vec<u64> = (pass.head.saturating_sub(depth)..=pass.head).collect();
-            if let Ok(hashes) = self.chain.block_hashes(&numbers).await {
+            let numbers: Vec<u64> = (pass.head.saturating_sub(depth)..=pass.head)
+                .filter(|number| !pass.block_hashes.contains_key(number))
+                .collect();
+            if !numbers.is_empty()
+                && let Ok(hashes) = self.chain.block_hashes(&numbers).await
+            {
                 for (number, hash) in numbers.into_iter().zip(hashes) {
                     if let Some(hash) = hash {
                         pass.block_hashes.insert(number, hash);
