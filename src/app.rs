@@ -70,6 +70,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Pay
             write_rate_per_second: config.write_rate_per_second,
             write_rate_burst: config.write_rate_burst,
             finality_watch_blocks: config.finality_watch_blocks,
+            lane_window: config.lane_window,
             x402_allow_private_targets: config.x402_allow_private_targets,
         },
     );

@@ -41,6 +41,9 @@ pub struct Config {
     pub unsendable_after_blocks: u64,
     /// Blocks over which confirmed transactions are re-checked for deep reorgs.
     pub finality_watch_blocks: u64,
+    /// Transactions one wallet keeps in the node's pool at most (signed or broadcast, in no
+    /// block yet); its next payments wait for room.
+    pub lane_window: u64,
     /// Write requests a second per credential or staff token.
     pub write_rate_per_second: std::num::NonZeroU32,
     /// Write requests at once per credential or staff token before the rate applies.
@@ -80,6 +83,7 @@ struct FileConfig {
     max_fee_per_gas_gwei: Option<u64>,
     unsendable_after_blocks: Option<u64>,
     finality_watch_blocks: Option<u64>,
+    lane_window: Option<u64>,
     write_rate_per_second: Option<u64>,
     write_rate_burst: Option<u64>,
     x402_allow_private_targets: Option<bool>,
@@ -258,6 +262,13 @@ impl Config {
                 message: "must be at least BURSAR_CONFIRMATIONS".into(),
             });
         }
+        let lane_window = number("BURSAR_LANE_WINDOW", file.lane_window)?.unwrap_or(512);
+        if lane_window == 0 {
+            return Err(ConfigError {
+                key: "BURSAR_LANE_WINDOW",
+                message: "must be positive".into(),
+            });
+        }
         let rate = |key: &'static str, value: Option<u64>, default: u32| {
             let value = value.unwrap_or(u64::from(default));
             u32::try_from(value)
@@ -319,6 +330,7 @@ impl Config {
             max_fee_per_gas_gwei,
             unsendable_after_blocks,
             finality_watch_blocks,
+            lane_window,
             write_rate_per_second,
             write_rate_burst,
         })
@@ -357,6 +369,8 @@ mod tests {
             ("BURSAR_USDC_ADDRESS", "0x12"),
             ("BURSAR_ADMIN_TOKEN", "short"),
             ("BURSAR_RPC_URL", "ftp://x"),
+            ("BURSAR_LANE_WINDOW", "0"),
+            ("BURSAR_LANE_WINDOW", "many"),
         ] {
             assert_eq!(config(&[(key, value)]).unwrap_err().key, key);
         }

@@ -756,19 +756,40 @@ pub async fn slot(
     )
 }
 
+const IN_FLIGHT_RAW: &str = "SELECT raw FROM transactions INDEXED BY transactions_in_pool
+     WHERE wallet_id = ? AND status IN ('signed', 'submitted')";
+
 /// The signed bytes of a wallet's live transactions that no block holds yet: what may still
 /// spend its ETH.
 pub async fn in_flight_raw(
     pool: &SqlitePool,
     wallet_id: &str,
 ) -> Result<Vec<Vec<u8>>, LedgerError> {
-    Ok(sqlx::query_scalar(
-        "SELECT raw FROM transactions WHERE wallet_id = ? AND status IN ('signed', 'submitted')",
-    )
-    .bind(wallet_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(sqlx::query_scalar(IN_FLIGHT_RAW)
+        .bind(wallet_id)
+        .fetch_all(pool)
+        .await?)
 }
+
+/// How many of a wallet's live transactions are in the node's pool: signed or broadcast, at a
+/// nonce at or above `chain_nonce` (the wallet's transaction count on chain), so in no block
+/// yet. Read from the partial index of in-pool transactions (migration 0014).
+pub async fn in_pool_count(
+    pool: &SqlitePool,
+    wallet_id: &str,
+    chain_nonce: u64,
+) -> Result<u64, LedgerError> {
+    let chain_nonce = i64::try_from(chain_nonce).unwrap_or(i64::MAX);
+    let count: i64 = sqlx::query_scalar(IN_POOL_COUNT)
+        .bind(wallet_id)
+        .bind(chain_nonce)
+        .fetch_one(pool)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+const IN_POOL_COUNT: &str = "SELECT COUNT(*) FROM transactions INDEXED BY transactions_in_pool
+     WHERE wallet_id = ? AND status IN ('signed', 'submitted') AND nonce >= ?";
 
 /// Sets a transaction's status alone (replaced, dropped, or back to submitted).
 pub fn set_transaction_status(
@@ -1118,11 +1139,11 @@ mod plan_tests {
         ledger.close().await;
     }
 
-    /// Finality's per-pass read of the window's blocks comes from its partial index alone
-    /// (migration 0014), by block number: it costs the window, not every confirmed
-    /// transaction stored.
+    /// Settlement's per-pass reads of a window come from partial indexes (migration 0014):
+    /// finality's blocks by block number, a lane's in-pool transactions by wallet and nonce.
+    /// They cost the window, not the history stored.
     #[tokio::test]
-    async fn the_finality_window_is_read_from_its_index_by_block() {
+    async fn settlement_windows_are_read_from_their_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("plan.db").display());
         let ledger = super::super::Ledger::open(&url).await.unwrap();
@@ -1140,6 +1161,21 @@ mod plan_tests {
                 "SEARCH transactions USING COVERING INDEX transactions_finality_window (block_number>?)"
             )),
             "{details:?}"
+        );
+        // A lane's room counts its wallet's in-pool transactions from the index of those alone.
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::IN_POOL_COUNT
+        )))
+        .bind("wal_x")
+        .bind(0)
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap();
+        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        assert_eq!(
+            details,
+            ["SEARCH transactions USING INDEX transactions_in_pool (wallet_id=? AND nonce>?)"]
         );
         ledger.close().await;
     }

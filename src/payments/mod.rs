@@ -250,6 +250,10 @@ pub struct Settings {
     pub unsendable_after_blocks: u64,
     /// Blocks over which confirmed transactions are re-checked against the canonical chain.
     pub finality_watch_blocks: u64,
+    /// Transactions one wallet keeps in the node's pool at most (signed or broadcast, at a nonce
+    /// the chain has not used yet): each wallet's lane signs its next payments only into the
+    /// room left, so a burst never overflows what a node's pool takes from one sender.
+    pub lane_window: u64,
     /// Write requests a second each credential or staff token may make (the API's limit).
     pub write_rate_per_second: std::num::NonZeroU32,
     /// Write requests a credential or token may make at once before the rate applies.

@@ -312,3 +312,60 @@ async fn one_pass_signs_and_sends_every_wallets_burst_at_consecutive_nonces() {
     assert_eq!(blocks.len(), 1, "one block took the whole burst");
     app.settle_to_confirmed(&ids).await;
 }
+
+/// A wallet keeps at most `BURSAR_LANE_WINDOW` transactions in the node's pool: a burst beyond
+/// it waits queued, in order, and each block that takes some makes room for as many more. Every
+/// payment is still paid once, at consecutive nonces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_keeps_at_most_its_lane_window_in_the_pool() {
+    let app = TestApp::spawn_with(&[("BURSAR_LANE_WINDOW", "2")]).await;
+    let (agent, _) = app.create_agent("windowed").await;
+    app.fund(&agent, "100", "0.05").await;
+    let token = app.credential(&agent, json!({})).await;
+    let mut ids = Vec::new();
+    for index in 0..5u8 {
+        let key = format!("window-{index}");
+        ids.push(
+            app.pay_id(&token, recipient(0x60 + index), "0.25", &key)
+                .await,
+        );
+    }
+    let report = app.settle().await;
+    assert_eq!((report.signed, report.broadcast), (2, 2), "{report:?}");
+    assert_eq!(
+        statuses(&app, &ids).await,
+        ["submitted", "submitted", "queued", "queued", "queued"]
+    );
+    // Nothing was mined: the pool still holds two, so nothing more is signed.
+    assert_eq!(app.settle().await.signed, 0);
+    app.mine(1).await;
+    let report = app.settle().await;
+    assert_eq!(report.signed, 2, "{report:?}");
+    assert_eq!(
+        statuses(&app, &ids).await,
+        ["included", "included", "submitted", "submitted", "queued"]
+    );
+    app.mine(1).await;
+    assert_eq!(app.settle().await.signed, 1);
+    app.mine(1).await;
+    app.settle().await;
+    app.mine(app.config.confirmations_required).await;
+    app.settle().await;
+    let mut nonces = Vec::new();
+    for id in &ids {
+        let payment = crate::support::payment(&app, id).await;
+        assert_eq!(payment["status"], "confirmed", "{payment}");
+        nonces.push(payment["nonce"].as_i64().unwrap());
+    }
+    assert_eq!(nonces, [0, 1, 2, 3, 4], "in queue order, none twice");
+}
+
+/// The status of each payment, in order.
+async fn statuses(app: &TestApp, ids: &[String]) -> Vec<String> {
+    let mut statuses = Vec::new();
+    for id in ids {
+        let payment = crate::support::payment(app, id).await;
+        statuses.push(payment["status"].as_str().unwrap().to_string());
+    }
+    statuses
+}

@@ -1,7 +1,8 @@
 //! Settlement: takes `queued` payments to `confirmed`, and never leaves one stuck or lying. One
 //! pass (`settle_once`):
 //!
-//! 1. **Sign** (`sign`). Every queued payment leg without a transaction: checked against the
+//! 1. **Sign** (`sign`). Every queued payment leg without a transaction, as far as its wallet's
+//!    room in the node's pool allows (`lane_window`, counted per wallet): checked against the
 //!    chain (token paused, blacklists, USDC balance, ETH for gas counting what the wallet already
 //!    has in flight), then in one database transaction a nonce is reserved, custody signs and the
 //!    raw bytes are stored with an audit event. Nothing is broadcast before it is stored.

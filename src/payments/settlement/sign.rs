@@ -90,6 +90,7 @@ impl Payments {
         fees: Fees,
         paused: bool,
     ) -> Result<()> {
+        let payments = self.within_window(lane, wallet_id, payments).await?;
         self.prefetch_estimates(lane, wallet_id, &payments, paused)
             .await;
         let mut ready = Vec::new();
@@ -133,6 +134,47 @@ impl Payments {
             self.first_send(lane, &signed).await?;
         }
         Ok(())
+    }
+
+    /// The lane's queued payments, in order, that fit the room its wallet has left in the
+    /// node's pool (`lane_window` less its signed or broadcast transactions at nonces the chain
+    /// has not used yet). The first that does not fit and every later one wait for the next
+    /// pass, so the wallet's nonces still follow the queue.
+    async fn within_window(
+        &self,
+        lane: &mut Pass,
+        wallet_id: &str,
+        mut payments: Vec<Queued>,
+    ) -> Result<Vec<Queued>> {
+        let window = self.settings().lane_window;
+        // A wallet that cannot be read is reported (and its payments parked) by their own path.
+        let Ok(address) = self.wallet_address(lane, wallet_id).await else {
+            return Ok(payments);
+        };
+        let chain_nonce = self.chain_nonce(lane, wallet_id, address).await?;
+        let in_pool =
+            payment_rows::in_pool_count(self.ledger.pool(), wallet_id, chain_nonce).await?;
+        let mut room = window.saturating_sub(in_pool);
+        let fits = payments
+            .iter()
+            .take_while(|queued| {
+                let legs = u64::from(queued.needs_usdc) + u64::from(queued.needs_eth);
+                let fit = legs <= room;
+                room = room.saturating_sub(legs);
+                fit
+            })
+            .count();
+        if fits < payments.len() {
+            tracing::debug!(
+                wallet_id,
+                in_pool,
+                window,
+                waiting = payments.len() - fits,
+                "lane window full: the rest wait for room"
+            );
+            payments.truncate(fits);
+        }
+        Ok(payments)
     }
 
     /// Plans the gas of the lane's queued USDC transfers with two reads instead of one
