@@ -281,23 +281,17 @@ impl Chain {
     /// The canonical hashes of blocks `numbers` in one JSON-RPC batch, in order (`None`: no
     /// such block yet).
     pub async fn block_hashes(&self, numbers: &[u64]) -> Result<Vec<Option<B256>>, ChainError> {
-        /// Only the hash is read: a block of thousands of transactions lists them all.
-        #[derive(Debug, serde::Deserialize)]
-        struct Hashed {
-            hash: B256,
-        }
-        let params = numbers
-            .iter()
-            .map(|number| (BlockNumberOrTag::Number(*number), false));
-        self.batch::<_, Option<Hashed>>("eth_getBlockByNumber", params)
+        Ok(self
+            .block_links(numbers)
             .await?
             .into_iter()
-            .map(|block| Ok(block?.map(|b| b.hash)))
-            .collect()
+            .map(|link| link.map(|(hash, _)| hash))
+            .collect())
     }
 
     /// The hash and parent hash of each block, in one JSON-RPC batch (`None` for a block the
-    /// node does not have).
+    /// node does not have). Only these are read: a block of thousands of transactions lists
+    /// them all.
     pub async fn block_links(
         &self,
         numbers: &[u64],

@@ -20,22 +20,8 @@ impl Payments {
         let from = i64::try_from(head.saturating_sub(window)).unwrap_or(0);
         let mut alarms = 0;
         let blocks = payment_rows::recently_confirmed_blocks(self.ledger.pool(), from).await?;
-        // The window's hashes in one JSON-RPC batch; one the batch did not answer is read on
-        // its own below.
-        let unread: Vec<u64> = blocks
-            .iter()
-            .filter_map(|(number, _)| u64::try_from(*number).ok())
-            .filter(|number| !pass.block_hashes.contains_key(number))
-            .collect();
-        if !unread.is_empty()
-            && let Ok(hashes) = self.chain.block_hashes(&unread).await
-        {
-            for (number, hash) in unread.into_iter().zip(hashes) {
-                if let Some(hash) = hash {
-                    pass.block_hashes.insert(number, hash);
-                }
-            }
-        }
+        let numbers = blocks.iter().filter_map(|(n, _)| u64::try_from(*n).ok());
+        self.read_block_hashes(pass, numbers).await;
         for (block_number, recorded) in blocks {
             let Ok(number) = u64::try_from(block_number) else {
                 continue;

@@ -481,6 +481,25 @@ impl Payments {
         Ok(blocked)
     }
 
+    /// Reads into the pass, in one JSON-RPC batch, the canonical hashes of those of `numbers`
+    /// it does not hold: normally none, as the pass starts with the recent window (`canon`).
+    /// A batch the node cannot answer leaves each hash to be read on its own (`block_hash`).
+    async fn read_block_hashes(&self, pass: &mut Pass, numbers: impl Iterator<Item = u64>) {
+        let unread: Vec<u64> = numbers
+            .filter(|number| !pass.block_hashes.contains_key(number))
+            .collect();
+        if unread.is_empty() {
+            return;
+        }
+        if let Ok(hashes) = self.chain.block_hashes(&unread).await {
+            for (number, hash) in unread.into_iter().zip(hashes) {
+                if let Some(hash) = hash {
+                    pass.block_hashes.insert(number, hash);
+                }
+            }
+        }
+    }
+
     /// The canonical hash of block `number`, read once per pass.
     async fn block_hash(&self, pass: &mut Pass, number: u64) -> Result<alloy::primitives::B256> {
         if let Some(hash) = pass.block_hashes.get(&number) {

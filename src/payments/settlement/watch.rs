@@ -82,18 +82,8 @@ impl Payments {
         // The hashes of the recent blocks the lanes' receipts name, read once for every lane.
         if !rows.is_empty() {
             let depth = self.confirmations_required() + RECENT_BLOCKS;
-            let numbers: Vec<u64> = (pass.head.saturating_sub(depth)..=pass.head)
-                .filter(|number| !pass.block_hashes.contains_key(number))
-                .collect();
-            if !numbers.is_empty()
-                && let Ok(hashes) = self.chain.block_hashes(&numbers).await
-            {
-                for (number, hash) in numbers.into_iter().zip(hashes) {
-                    if let Some(hash) = hash {
-                        pass.block_hashes.insert(number, hash);
-                    }
-                }
-            }
+            self.read_block_hashes(pass, pass.head.saturating_sub(depth)..=pass.head)
+                .await;
         }
         self.index_transfers(pass).await?;
         let parent = &*pass;
