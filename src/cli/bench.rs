@@ -1,7 +1,7 @@
 //! `bursar bench`: sizes a deployment, like `pgbench` or `redis-benchmark`. It starts its own
-//! Base-like devnet with Circle's USDC (1-second blocks, a 300M gas limit), runs the service on a
-//! fresh SQLite file, creates and funds agents, and fires payment intents from concurrent HTTP
-//! clients in two phases:
+//! Base-like devnet with Circle's USDC (1-second blocks, a 300M gas limit), or targets a node with
+//! `--rpc-url` (see `target`), runs the service on a fresh SQLite file, creates and funds agents,
+//! and fires payment intents from concurrent HTTP clients in two phases:
 //!
 //! 1. **Backlog**: the intents are accepted with settlement stopped (acceptance on its own), then
 //!    settlement starts and drains them. This is the node's ceiling's own shape (every transfer
@@ -14,9 +14,11 @@
 //! batches, and SQLite's durable group commit. It prints one table (or `--json`) and fails only
 //! if a payment was lost or doubled, never on a timing.
 
+mod target;
+
+use self::target::{Grant, Target};
 use crate::app;
 use crate::chain::Chain;
-use crate::chain::devnet::{self, Devnet};
 use crate::config::Config;
 use crate::custody::MasterKey;
 use crate::domain::{Address, Amount, new_secret_token};
@@ -24,6 +26,7 @@ use crate::ledger::bench as ledger_bench;
 use crate::payments::SystemClock;
 use alloy::consensus::{SignableTransaction, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718;
+use alloy::primitives::U256;
 use alloy::providers::Provider;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
@@ -43,6 +46,8 @@ const RECIPIENTS: usize = 64;
 const ATTEMPTS: u32 = 5;
 /// Raw transactions per JSON-RPC batch when feeding the node its ceiling.
 const CEILING_BATCH: usize = 500;
+/// Gas the bench budgets per USDC transfer when funding wallets (one costs about 65,000).
+const TRANSFER_GAS_BUDGET: u64 = 100_000;
 /// How often the node's head is polled while measuring its ceiling.
 const HEAD_POLL: Duration = Duration::from_millis(10);
 
@@ -57,12 +62,21 @@ pub struct BenchArgs {
     /// Concurrent HTTP clients.
     #[arg(long, default_value_t = 64)]
     pub clients: u32,
-    /// Seconds between devnet blocks.
-    #[arg(long, default_value_t = 1)]
-    pub block_time_secs: u64,
-    /// The devnet's block gas limit (Base's is in the hundreds of millions).
-    #[arg(long, default_value_t = 300_000_000)]
-    pub gas_limit: u64,
+    /// Seconds between devnet blocks [default: 1].
+    #[arg(long, conflicts_with = "rpc_url")]
+    pub block_time_secs: Option<u64>,
+    /// The devnet's block gas limit [default: 300000000] (Base's is in the hundreds of millions).
+    #[arg(long, conflicts_with = "rpc_url")]
+    pub gas_limit: Option<u64>,
+    /// Bench against this node instead of a devnet of its own: USDC is the contract at
+    /// BURSAR_USDC_ADDRESS, blocks come at the node's pace, and every wallet of the run is funded
+    /// from --funder-key-file by plain transfers (no cheat calls).
+    #[arg(long, requires = "funder_key_file")]
+    pub rpc_url: Option<String>,
+    /// With --rpc-url: a file holding the hex private key of the account whose USDC and ETH fund
+    /// the run's wallets.
+    #[arg(long, requires = "rpc_url")]
+    pub funder_key_file: Option<PathBuf>,
     /// Payments already stored before the run (synthetic, confirmed, spread over the agents'
     /// credentials and older than every rolling window), to see whether acceptance slows as the
     /// history grows.
@@ -186,7 +200,14 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let result = bench(&mut config, &args, &dir).await;
-    if remove_dir {
+    if args.rpc_url.is_some() && dir.join("bursar.db").exists() {
+        // On a node the user named, the run's wallets keep the gas they did not spend: their
+        // sealed keys stay with the database and the master key.
+        eprintln!(
+            "the run's wallets and their sealed keys are kept in {}",
+            dir.display()
+        );
+    } else if remove_dir {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let report = result?;
@@ -227,14 +248,17 @@ fn counter(message: &str, total: u64) -> ProgressBar {
 }
 
 async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Result<Report> {
-    let setup = spinner("starting the devnet and Circle's USDC");
-    let devnet = Devnet::start_with_gas_limit(Some(args.gas_limit)).await?;
-    let admin_token = configure(config, dir, &devnet)?;
+    let setup = spinner(match &args.rpc_url {
+        None => "starting the devnet and Circle's USDC",
+        Some(_) => "checking the node",
+    });
+    let target = Target::open(config, args).await?;
+    let admin_token = configure(config, dir, &target)?;
     let payments = app::build(config, Arc::new(SystemClock)).await?;
     let chain = Chain::connect(
-        &devnet.rpc_url,
-        devnet::DEVNET_CHAIN_ID,
-        devnet.usdc,
+        target.rpc_url(),
+        target.chain_id(),
+        target.usdc(),
         config.rpc_timeout_ms,
     )?;
     let poll_interval = Duration::from_millis(config.poll_interval_ms.min(100));
@@ -253,7 +277,8 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         .build()?;
 
     setup.set_message("creating and funding agents");
-    let (agents, credentials) = create_agents(&http, &api, &admin_token, &devnet, args).await?;
+    let (agents, credentials) =
+        create_agents(&http, &api, &admin_token, &target, &chain, args).await?;
     if args.stored > 0 {
         setup.set_message(format!("storing {} payments of history", args.stored));
         preload_history(&config.database_url, &credentials, args.stored).await?;
@@ -262,7 +287,8 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         .map(|_| Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>())))
         .collect();
     let start_block = chain.head().await?;
-    devnet.mine_every(args.block_time_secs.max(1)).await?;
+    target.start_blocks(args).await?;
+    let block_secs = target.block_time_secs(&chain, args).await?;
     setup.finish_and_clear();
 
     let phases = run_phases(
@@ -281,20 +307,20 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     .await?;
     running.stop().await?;
 
-    let anvil = anvil_ceiling(&devnet, &chain, args, config.confirmations_required).await?;
+    let anvil = anvil_ceiling(&target, &chain, args, config.confirmations_required).await?;
     let sqlite = {
         let bar = spinner("measuring SQLite's group commit");
         let ceiling = ledger_bench::sqlite_ceiling(&dir.join("ceiling.db")).await?;
         bar.finish_and_clear();
         ceiling
     };
-    let ratios = ratios(args, &phases, &anvil, &sqlite);
+    let ratios = ratios(block_secs, &phases, &anvil, &sqlite);
     Ok(Report {
         agents: args.agents,
         stored: args.stored,
         payments: args.payments,
         clients: args.clients,
-        block_time_secs: args.block_time_secs.max(1),
+        block_time_secs: (block_secs.round() as u64).max(1),
         confirmations_required: config.confirmations_required,
         accept_idle: phases.accept_idle,
         accept: phases.accept,
@@ -380,18 +406,21 @@ async fn run_phases(
     })
 }
 
-/// Points the configuration at the devnet and a fresh database and master key in `dir`, with a
-/// new admin token (returned), on a free local port.
-fn configure(config: &mut Config, dir: &Path, devnet: &Devnet) -> anyhow::Result<String> {
+/// Points the configuration at the target chain and a fresh database and master key in `dir`,
+/// with a new admin token (returned), on a free local port.
+fn configure(config: &mut Config, dir: &Path, target: &Target) -> anyhow::Result<String> {
     let master_key_file = dir.join("master.key");
     if !master_key_file.exists() {
         MasterKey::generate_file(&master_key_file)?;
     }
     let admin_token = new_secret_token("bsr_admin");
     config.database_url = format!("sqlite://{}", dir.join("bursar.db").display());
-    config.rpc_url = Some(devnet.rpc_url.clone());
-    config.chain_id = devnet::DEVNET_CHAIN_ID;
-    config.usdc_address = Some(devnet.usdc);
+    config.rpc_url = Some(target.rpc_url().to_string());
+    config.chain_id = target.chain_id();
+    config.usdc_address = Some(target.usdc());
+    // The bench funds every wallet itself: no treasury top-ups (on a named node the treasury is
+    // a fresh, empty wallet).
+    config.gas_float_min_wei = 0;
     config.master_key_file = Some(master_key_file);
     config.admin_token = Some(admin_token.clone().into());
     config.listen = "127.0.0.1:0".parse()?;
@@ -401,16 +430,16 @@ fn configure(config: &mut Config, dir: &Path, devnet: &Devnet) -> anyhow::Result
     Ok(admin_token)
 }
 
-/// Creates `--agents` agents with a credential each, funded with USDC and ETH on the devnet.
+/// Creates `--agents` agents with a credential each, then funds their wallets with USDC and ETH.
 /// Returns each wallet with its credential's secret, and the credentials' ids.
 async fn create_agents(
     http: &reqwest::Client,
     api: &str,
     admin_token: &str,
-    devnet: &Devnet,
+    target: &Target,
+    chain: &Chain,
     args: &BenchArgs,
 ) -> anyhow::Result<(Vec<(Address, String)>, Vec<String>)> {
-    let per_agent = per_agent_total(args);
     let policy = match &args.policy {
         Some(text) => serde_json::from_str::<serde_json::Value>(text)
             .context("--policy must be a JSON object")?,
@@ -437,12 +466,30 @@ async fn create_agents(
             None,
         )
         .await?;
-        devnet.mint(address, per_agent).await?;
-        devnet.set_eth_balance(address, "10").await?;
         agents.push((address, text(&credential, "token")?));
         credentials.push(text(&credential, "id")?);
     }
+    // Gas for each agent's share of both phases at four times today's fee cap: settlement
+    // prices its own fees, and a wallet short of gas would wait for a top-up the bench turned off.
+    let fee_cap = U256::from(chain.fees().await?.max_fee_per_gas.saturating_mul(4));
+    let transfers = u64::from(args.payments.saturating_mul(2).div_ceil(args.agents));
+    let eth_wei = U256::from(transfers * TRANSFER_GAS_BUDGET) * fee_cap;
+    let grants: Vec<Grant> = agents
+        .iter()
+        .enumerate()
+        .map(|(wallet, (address, _))| Grant {
+            to: *address,
+            // Its payments of both phases, exactly.
+            usdc: Amount::from_micros(2 * payments_of(args, wallet).micros()),
+            eth_wei,
+        })
+        .collect();
+    target.fund(chain, &grants, stall(args)).await?;
     Ok((agents, credentials))
+}
+
+fn stall(args: &BenchArgs) -> Duration {
+    Duration::from_secs(args.stall_timeout_secs.max(1))
 }
 
 /// Stores `stored` synthetic confirmed payments, spread over the credentials and older than
@@ -466,14 +513,14 @@ async fn preload_history(
 }
 
 fn ratios(
-    args: &BenchArgs,
+    block_secs: f64,
     phases: &Phases,
     anvil: &AnvilCeiling,
     sqlite: &ledger_bench::Ceiling,
 ) -> Ratios {
     let (accept_idle, accept) = (&phases.accept_idle, &phases.accept);
     let (backlog, settlement) = (&phases.backlog, &phases.settlement);
-    let block_ms = (args.block_time_secs.max(1) * 1000) as f64;
+    let block_ms = block_secs * 1000.0;
     let group = sqlite.group_commit_rows_per_second;
     Ratios {
         settlement_of_anvil: ratio(backlog.confirmed_per_second, anvil.confirmed_per_second),
@@ -496,6 +543,17 @@ fn ratio(part: f64, whole: f64) -> f64 {
 /// payment shows.
 fn amount_of(index: u32) -> Amount {
     Amount::from_micros(1_000 + u64::from(index % 997))
+}
+
+/// What wallet `wallet` pays in one phase: the amounts of the intents it is given (every
+/// `--agents`th, starting at its own index).
+fn payments_of(args: &BenchArgs, wallet: usize) -> Amount {
+    Amount::from_micros(
+        (0..args.payments)
+            .filter(|i| (i % args.agents) as usize == wallet)
+            .map(|i| amount_of(i).micros())
+            .sum(),
+    )
 }
 
 /// What one agent needs for its share of both phases' payments, with room to spare.
@@ -790,7 +848,7 @@ struct AnvilCeiling {
 /// timed until each is at the required depth (the head `confirmations` blocks past its block,
 /// as Bursar counts it).
 async fn anvil_ceiling(
-    devnet: &Devnet,
+    target: &Target,
     chain: &Chain,
     args: &BenchArgs,
     confirmations: u64,
@@ -799,23 +857,35 @@ async fn anvil_ceiling(
     let wallets: Vec<PrivateKeySigner> = (0..args.agents)
         .map(|_| PrivateKeySigner::random())
         .collect();
-    for wallet in &wallets {
-        devnet
-            .mint(wallet.address().into(), per_agent_total(args))
-            .await?;
-        devnet
-            .set_eth_balance(wallet.address().into(), "10")
-            .await?;
-    }
-    let recipient = Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>()));
     let fees = chain.fees().await?;
     let fees = crate::chain::Fees {
         max_fee_per_gas: fees.max_fee_per_gas.saturating_mul(4),
         max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
     };
+    // Each wallet gets exactly the USDC of its transfers and their gas at the fees signed below.
+    let grants: Vec<Grant> = wallets
+        .iter()
+        .enumerate()
+        .map(|(wallet, signer)| {
+            let count = (0..args.payments)
+                .filter(|i| (i % args.agents) as usize == wallet)
+                .count() as u64;
+            Grant {
+                to: signer.address().into(),
+                usdc: payments_of(args, wallet),
+                eth_wei: U256::from(count * TRANSFER_GAS_BUDGET) * U256::from(fees.max_fee_per_gas),
+            }
+        })
+        .collect();
+    target.fund(chain, &grants, stall(args)).await?;
+    let recipient = Address::from(alloy::primitives::Address::from(rand::random::<[u8; 20]>()));
     let gas = chain
         .estimate_usdc_transfer(wallets[0].address().into(), recipient, amount_of(0))
         .await?;
+    ensure!(
+        gas <= TRANSFER_GAS_BUDGET,
+        "a USDC transfer on this chain needs {gas} gas, more than the bench budgets ({TRANSFER_GAS_BUDGET})"
+    );
     let mut raws = Vec::with_capacity(args.payments as usize);
     let mut hashes = Vec::with_capacity(args.payments as usize);
     for index in 0..args.payments {

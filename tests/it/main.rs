@@ -6,6 +6,7 @@
 mod support;
 
 mod api_contract;
+mod bench;
 mod chain_truth;
 mod console;
 mod finance;
