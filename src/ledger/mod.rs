@@ -98,8 +98,9 @@ impl LedgerError {
 }
 
 /// The one connection that writes, and the SQLite transaction open on it. Every `Tx` is a
-/// savepoint inside that transaction; the flusher commits it, so the writes of many requests
-/// share one fsync (group commit) while each keeps its own atomicity.
+/// savepoint inside that transaction; the flusher commits it (or the batch runner, at the end of
+/// its batch), so the writes of many requests share one fsync (group commit) while each keeps
+/// its own atomicity.
 struct Writer {
     /// The same SQLite handle as `connection`, for statements run synchronously (`SyncTx`):
     /// used only while `connection`'s handle is locked (`lock_handle`), when sqlx's thread for it
@@ -754,9 +755,9 @@ fn take_batch(side: &WriteSide) -> Vec<Box<dyn BatchJob>> {
     queue.drain(..count).collect()
 }
 
-/// The batch runner: while writes are queued, takes the writer, runs a batch, and lets the
-/// flusher commit it. Spawned by the first write that finds no runner at work, so a caller that
-/// goes away cannot strand the writes queued behind it.
+/// The batch runner: while writes are queued, takes the writer, runs a batch and commits it
+/// (with whatever else joined the open group). Spawned by the first write that finds no runner
+/// at work, so a caller that goes away cannot strand the writes queued behind it.
 async fn run_batches(side: Arc<WriteSide>) {
     loop {
         let batch = take_batch(&side);
@@ -769,8 +770,8 @@ async fn run_batches(side: Arc<WriteSide>) {
             }
             continue;
         }
+        // It leaves no group open: the flusher has nothing to do for it.
         run_batch(&side, batch).await;
-        side.flush.notify_one();
     }
 }
 
@@ -808,25 +809,47 @@ async fn run_batch(side: &WriteSide, batch: Vec<Box<dyn BatchJob>>) {
     let Some(direct) = w.direct.as_ref() else {
         return refuse_all(batch, &closed);
     };
-    let mut jobs = batch.into_iter();
-    let mut failed = None;
-    for job in jobs.by_ref() {
-        let mut state = GroupState {
-            open: &mut w.open,
-            audit_head: &mut w.audit_head,
-            waiters: &mut w.waiters,
-        };
-        if let Err(error) = run_one(direct, &mut state, job) {
-            failed = Some(error);
-            break;
-        }
-    }
+    let mut group = GroupState {
+        open: &mut w.open,
+        audit_head: &mut w.audit_head,
+        waiters: &mut w.waiters,
+    };
+    let failed = run_and_commit(direct, &mut group, batch);
     drop(locked);
-    if let Some(error) = failed {
+    if let Err((error, rest)) = failed {
         w.fail_group(&error);
-        let rest: Vec<_> = jobs.collect();
         refuse_all(rest, &|| LedgerError::CommitFailed(error.clone()));
     }
+}
+
+/// Runs a batch's writes, each in its savepoint, then commits the group on the handle the
+/// runner already holds, rather than through the flusher: no hand-off to the flusher's task and
+/// to sqlx's thread for the COMMIT, which on a busy machine left the writer idle while each
+/// waited for a core. A write that leaves the group's state unknown ends the batch: the error,
+/// and the writes that did not run.
+fn run_and_commit(
+    direct: &rusqlite::Connection,
+    group: &mut GroupState<'_>,
+    batch: Vec<Box<dyn BatchJob>>,
+) -> Result<(), (String, Vec<Box<dyn BatchJob>>)> {
+    let mut jobs = batch.into_iter();
+    for job in jobs.by_ref() {
+        if let Err(error) = run_one(direct, group, job) {
+            return Err((error, jobs.collect()));
+        }
+    }
+    if *group.open {
+        let committed = direct.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = direct.execute_batch("ROLLBACK");
+        }
+        *group.open = false;
+        *group.audit_head = None;
+        for waiter in group.waiters.drain(..) {
+            let _ = waiter.send(committed.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The open group's bookkeeping a batched write updates.
