@@ -314,14 +314,33 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         bar.finish_and_clear();
         ceiling
     };
-    let ratios = ratios(block_secs, &phases, &anvil, &sqlite);
-    Ok(Report {
+    Ok(report(
+        args,
+        config.confirmations_required,
+        block_secs,
+        phases,
+        &anvil,
+        &sqlite,
+    ))
+}
+
+/// The run's figures, its ceilings and the ratios between them.
+fn report(
+    args: &BenchArgs,
+    confirmations_required: u64,
+    block_secs: f64,
+    phases: Phases,
+    anvil: &AnvilCeiling,
+    sqlite: &ledger_bench::Ceiling,
+) -> Report {
+    let ratios = ratios(block_secs, &phases, anvil, sqlite);
+    Report {
         agents: args.agents,
         stored: args.stored,
         payments: args.payments,
         clients: args.clients,
         block_time_secs: (block_secs.round() as u64).max(1),
-        confirmations_required: config.confirmations_required,
+        confirmations_required,
         accept_idle: phases.accept_idle,
         accept: phases.accept,
         backlog: phases.backlog,
@@ -336,7 +355,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
             sqlite_group_commit_rows_per_second: sqlite.group_commit_rows_per_second,
         },
         ratios,
-    })
+    }
 }
 
 /// What fires the intents: the HTTP client, the API's address and the agents' secrets.
@@ -729,7 +748,7 @@ async fn wait_for_settlement(
     since: i64,
 ) -> anyhow::Result<u64> {
     let bar = counter("confirming on chain", u64::from(args.payments));
-    let stall = Duration::from_secs(args.stall_timeout_secs.max(1));
+    let stall = stall(args);
     let mut last_progress = Instant::now();
     let mut last_final = 0;
     loop {
@@ -918,7 +937,7 @@ async fn anvil_ceiling(
     let mut next_block = head_before + 1;
     let mut remaining = hashes.len();
     let mut last_needed = u64::MAX;
-    let deadline = Duration::from_secs(args.stall_timeout_secs.max(1));
+    let deadline = stall(args);
     let mut last_progress = Instant::now();
     loop {
         let head = chain.head().await?;
