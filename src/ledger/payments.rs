@@ -59,16 +59,15 @@ impl PaymentRow {
     }
 }
 
+const INSERT: &str = "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id,
+     to_address, amount, gas_wei, currency, memo, reference, metadata, confidence, capture, status,
+     decision, failure_reason, idempotency_scope, idempotency_key, request_hash, created_at,
+     updated_at, committed_at, protocol, scope_id, scope_phase, scope_tier, credential_tier)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
 /// Stores a new payment (its amount is the hold) and queues its status webhook.
 pub fn insert(tx: &mut SyncTx<'_>, row: &PaymentRow) -> Result<(), LedgerError> {
-    tx.prepare(
-        "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address, amount, gas_wei,
-         currency, memo, reference, metadata, confidence, capture, status, decision, failure_reason,
-         idempotency_scope, idempotency_key, request_hash, created_at, updated_at, committed_at, protocol,
-         scope_id, scope_phase, scope_tier, credential_tier)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(rusqlite::params![
+    tx.prepare(INSERT)?.execute(rusqlite::params![
         row.id,
         row.kind,
         row.agent_id,
@@ -270,7 +269,8 @@ const DAY_COMMITTED: &str = "SELECT
         WHERE credential_id = ?1 AND span_ms = 60000 AND start_ms >= ?3 AND start_ms < ?4)
     + (SELECT COALESCE(SUM(amount), 0) FROM payments
         WHERE credential_id = ?1 AND committed_at > ?2 AND committed_at < ?3
-          AND status IN ('queued', 'submitted', 'included', 'confirmed'))";
+          AND (status = 'queued' OR status = 'submitted' OR status = 'included'
+               OR status = 'confirmed'))";
 
 /// The live holds (pending approval, authorized): they count in the day whenever committed.
 const LIVE_HOLDS: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
@@ -286,8 +286,13 @@ static MINUTE_COUNT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                 WHERE credential_id = ?1 AND start_ms >= ?3)
             + (SELECT COUNT(*) FROM payments
                 WHERE credential_id = ?1 AND created_at > ?2 AND created_at < ?3
-                  AND status IN {holding})",
-        holding = PaymentStatus::HOLDING_SQL
+                  AND ({holding}))",
+        holding = PaymentStatus::ALL
+            .iter()
+            .filter(|status| !status.releases_budget())
+            .map(|status| format!("status = '{status}'"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
     )
 });
 
@@ -439,6 +444,13 @@ pub async fn live_holds_of_expired_credentials(
     .await?)
 }
 
+static SET_STATUS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?
+         RETURNING {PAYMENT_COLUMNS}"
+    )
+});
+
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
 /// the payment is no longer in `from` (someone else moved it first).
 pub fn set_status(
@@ -454,14 +466,8 @@ pub fn set_status(
         )));
     }
     use rusqlite::OptionalExtension;
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "UPDATE payments SET status = ?, updated_at = ? WHERE id = ? AND status = ?
-             RETURNING {PAYMENT_COLUMNS}"
-        )
-    });
     let payment = tx
-        .prepare(&SQL)?
+        .prepare(&SET_STATUS)?
         .query_row(
             rusqlite::params![to.as_str(), now, id, from.as_str()],
             read_payment,
@@ -1147,6 +1153,51 @@ mod plan_tests {
                         .any(|d| d.starts_with(&format!("SEARCH {buckets} USING"))
                             && d.contains("(credential_id=?")),
                     "{buckets} by key: {details:?}"
+                );
+            }
+        }
+        ledger.close().await;
+    }
+
+    /// Inserting a payment and changing its status (the writes of every accepted intent and of
+    /// each settlement step) run their triggers, and the policy reads its edge minute and second,
+    /// without building a temporary b-tree: SQLite builds one for each `IN` over more than two
+    /// constants, at every run of the program that holds it, and a trigger is its own program,
+    /// run even when its condition is false (migration 0016).
+    #[tokio::test]
+    async fn payment_writes_build_no_temporary_btree() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let minute_count: &str = &super::MINUTE_COUNT;
+        for (sql, parameters) in [(super::DAY_COMMITTED, 4), (minute_count, 3)] {
+            let mut query =
+                sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            for _ in 0..parameters {
+                query = query.bind(0);
+            }
+            let program = query.fetch_all(ledger.pool()).await.unwrap();
+            assert!(
+                !program.iter().any(|(_, op)| op == "OpenEphemeral"),
+                "{sql} builds a temporary b-tree"
+            );
+        }
+        for (sql, parameters) in [(super::INSERT, 28), (super::SET_STATUS.as_str(), 4)] {
+            let mut query =
+                sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
+            for _ in 0..parameters {
+                query = query.bind(0);
+            }
+            // The bytecode of the statement, then of each trigger program it runs, each
+            // starting at an `Init`.
+            let program = query.fetch_all(ledger.pool()).await.unwrap();
+            let opcodes: Vec<&str> = program.iter().map(|(_, op)| op.as_str()).collect();
+            let triggers: Vec<&[&str]> = opcodes.split(|op| *op == "Init").skip(2).collect();
+            assert!(triggers.len() >= 2, "{sql} runs its triggers: {opcodes:?}");
+            for trigger in triggers {
+                assert!(
+                    !trigger.contains(&"OpenEphemeral"),
+                    "a trigger of {sql} builds a temporary b-tree: {trigger:?}"
                 );
             }
         }
