@@ -1094,15 +1094,21 @@ pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result
 
 #[cfg(test)]
 mod plan_tests {
+    /// A ledger on a fresh file with every migration applied, and the directory that holds it.
+    async fn fresh_ledger() -> (tempfile::TempDir, super::super::Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        (dir, ledger)
+    }
+
     /// The policy's figures read bounded index ranges, whatever the history and the day's load:
     /// no figure scans a table or fetches a payment per row (`EXPLAIN QUERY PLAN`), the windows
     /// are read from their buckets by primary key, and only the edge minute or second from the
     /// payments.
     #[tokio::test]
     async fn the_spend_snapshot_reads_only_bounded_index_ranges() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let (_dir, ledger) = fresh_ledger().await;
         let minute_count: &str = &super::MINUTE_COUNT;
         for (sql, parameters, buckets, index) in [
             (
@@ -1166,9 +1172,7 @@ mod plan_tests {
     /// run even when its condition is false (migration 0016).
     #[tokio::test]
     async fn payment_writes_build_no_temporary_btree() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let (_dir, ledger) = fresh_ledger().await;
         let minute_count: &str = &super::MINUTE_COUNT;
         for (sql, parameters) in [(super::DAY_COMMITTED, 4), (minute_count, 3)] {
             let mut query =
@@ -1209,9 +1213,7 @@ mod plan_tests {
     /// They cost the window, not the history stored.
     #[tokio::test]
     async fn settlement_windows_are_read_from_their_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let (_dir, ledger) = fresh_ledger().await;
         let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
             super::RECENTLY_CONFIRMED_BLOCKS
@@ -1252,9 +1254,7 @@ mod plan_tests {
     #[tokio::test]
     async fn the_rolling_windows_equal_the_sum_of_the_payments() {
         use rand::{Rng, SeedableRng};
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("windows.db").display());
-        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let (_dir, ledger) = fresh_ledger().await;
         let mut db = ledger.pool().acquire().await.unwrap();
         sqlx::query("PRAGMA foreign_keys = OFF")
             .execute(&mut *db)
@@ -1381,9 +1381,7 @@ mod plan_tests {
     /// equals the sum of what the credential's payments hold.
     #[tokio::test]
     async fn the_lifetime_hold_follows_every_change_that_moves_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("holds.db").display());
-        let ledger = super::super::Ledger::open(&url).await.unwrap();
+        let (_dir, ledger) = fresh_ledger().await;
         let mut db = ledger.pool().acquire().await.unwrap();
         sqlx::query("PRAGMA foreign_keys = OFF")
             .execute(&mut *db)
