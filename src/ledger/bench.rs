@@ -72,7 +72,12 @@ pub async fn sqlite_ceiling(path: &std::path::Path) -> Result<Ceiling, LedgerErr
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
+        .synchronous(SqliteSynchronous::Full)
+        // As the ledger's own connections, so that the ceiling is SQLite's under the same log.
+        .pragma(
+            "wal_autocheckpoint",
+            super::WAL_AUTOCHECKPOINT_PAGES.to_string(),
+        );
     let mut connection = options.connect().await?;
     sqlx::query(
         "CREATE TABLE rows (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, body TEXT NOT NULL)",
