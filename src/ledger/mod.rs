@@ -63,6 +63,9 @@ const MAX_CONNECTIONS: u32 = 4;
 /// ms. 8,000 pages was no faster and its p99 higher (a longer checkpoint stalls the batch behind
 /// it). The log then stays under about 16 MiB between checkpoints.
 pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 4_000;
+/// Read-only handles kept for point reads: they run on the runtime's threads, two on this
+/// machine's two cores, so more would only sit idle.
+const POINT_READERS: usize = 2;
 /// Rows per page, as API.md fixes.
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 500;
@@ -346,6 +349,37 @@ pub struct Ledger {
     pool: SqlitePool,
     reader: LedgerReader,
     side: Arc<WriteSide>,
+    point_reads: Arc<PointReads>,
+}
+
+/// Read-only SQLite handles for the point reads every request makes (who holds a bearer
+/// secret), run on the calling thread: an indexed lookup of one row costs microseconds, less
+/// than handing it to a pool connection's own thread and back. Opened with SQLite's read-only
+/// flag, like `LedgerReader`'s; each read is its own snapshot of what is committed.
+struct PointReads {
+    path: std::path::PathBuf,
+    idle: std::sync::Mutex<Vec<rusqlite::Connection>>,
+}
+
+impl std::fmt::Debug for PointReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PointReads").finish_non_exhaustive()
+    }
+}
+
+impl PointReads {
+    fn open(&self) -> Result<rusqlite::Connection, LedgerError> {
+        use rusqlite::OpenFlags;
+        let connection = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        connection.set_prepared_statement_cache_capacity(16);
+        // Point reads touch a few pages of small tables: a small cache is enough.
+        connection.pragma_update(None, "cache_size", -256)?;
+        Ok(connection)
+    }
 }
 
 /// A read-only handle on the database, for the API's queries. Its connections are opened with
@@ -428,12 +462,40 @@ impl Ledger {
             pool,
             reader: LedgerReader { pool: reader },
             side,
+            point_reads: Arc::new(PointReads {
+                path: options.get_filename().to_path_buf(),
+                idle: std::sync::Mutex::new(Vec::new()),
+            }),
         })
     }
 
     /// The read-only handle on the same database.
     pub fn reader(&self) -> LedgerReader {
         self.reader.clone()
+    }
+
+    /// A point read of committed state on this thread, on a read-only handle (`PointReads`).
+    pub fn read_now<T>(
+        &self,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let idle = || {
+            self.point_reads
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        let taken = idle().pop();
+        let connection = match taken {
+            Some(connection) => connection,
+            None => self.point_reads.open()?,
+        };
+        let outcome = read(&connection);
+        let mut idle = idle();
+        if idle.len() < POINT_READERS {
+            idle.push(connection);
+        }
+        outcome
     }
 
     /// Connections for reads of committed state (writes go through `begin`).
@@ -975,6 +1037,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read, "v");
+    }
+
+    /// A point read sees every commit made before it, on a handle kept from an earlier read
+    /// (no snapshot outlives its read), and cannot write.
+    #[tokio::test]
+    async fn point_reads_see_each_commit_and_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("point.db").display());
+        let ledger = Ledger::open(&url).await.unwrap();
+        let read = |key: &'static str| {
+            ledger.read_now(|connection| {
+                use rusqlite::OptionalExtension;
+                Ok(connection
+                    .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()?)
+            })
+        };
+        for round in 0..3 {
+            assert_eq!(read("k").unwrap(), (round > 0).then(|| format!("v{}", round - 1)));
+            ledger.set_meta("k", &format!("v{round}")).await.unwrap();
+        }
+        let write = ledger.read_now(|connection| {
+            Ok(connection.execute("INSERT INTO meta (key, value) VALUES ('w', 'x')", [])?)
+        });
+        assert!(write.is_err(), "a write through a point-read handle must fail");
+        assert_eq!(read("w").unwrap(), None);
     }
 
     /// Commits leave the log alone until it passes `WAL_AUTOCHECKPOINT_PAGES`: with SQLite's

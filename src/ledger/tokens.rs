@@ -46,7 +46,7 @@ pub async fn find_token(pool: &SqlitePool, hash: &str) -> Result<Option<TokenRow
 
 /// Whoever a secret's hash belongs to: a staff token, or an agent's credential with its agent's
 /// status. One query, so that authenticating a request costs one read.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Holder {
     /// `token` (staff) or `credential` (agent).
     pub kind: String,
@@ -62,20 +62,38 @@ pub struct Holder {
     pub agent_status: Option<String>,
 }
 
-pub async fn holder(pool: &SqlitePool, hash: &str) -> Result<Option<Holder>, LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT 'token' AS kind, id, token_hash, role, revoked_at, NULL AS agent_id,
-                NULL AS status, NULL AS expires_at, NULL AS agent_status
-           FROM api_tokens WHERE token_hash = ?1
-         UNION ALL
-         SELECT 'credential', c.id, c.token_hash, NULL, c.revoked_at, c.agent_id, c.status,
-                c.expires_at, a.status
-           FROM credentials c LEFT JOIN agents a ON a.id = c.agent_id WHERE c.token_hash = ?1
-         ORDER BY kind DESC LIMIT 1",
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await?)
+/// Who holds the secret whose hash is `hash`, as committed now. Every request asks, so it is a
+/// point read on the calling thread (`Ledger::read_now`).
+pub fn holder(ledger: &crate::ledger::Ledger, hash: &str) -> Result<Option<Holder>, LedgerError> {
+    use rusqlite::OptionalExtension;
+    ledger.read_now(|connection| {
+        Ok(connection
+            .prepare_cached(
+                "SELECT 'token' AS kind, id, token_hash, role, revoked_at, NULL AS agent_id,
+                        NULL AS status, NULL AS expires_at, NULL AS agent_status
+                   FROM api_tokens WHERE token_hash = ?1
+                 UNION ALL
+                 SELECT 'credential', c.id, c.token_hash, NULL, c.revoked_at, c.agent_id,
+                        c.status, c.expires_at, a.status
+                   FROM credentials c LEFT JOIN agents a ON a.id = c.agent_id
+                  WHERE c.token_hash = ?1
+                 ORDER BY kind DESC LIMIT 1",
+            )?
+            .query_row([hash], |row| {
+                Ok(Holder {
+                    kind: row.get(0)?,
+                    id: row.get(1)?,
+                    token_hash: row.get(2)?,
+                    role: row.get(3)?,
+                    revoked_at: row.get(4)?,
+                    agent_id: row.get(5)?,
+                    status: row.get(6)?,
+                    expires_at: row.get(7)?,
+                    agent_status: row.get(8)?,
+                })
+            })
+            .optional()?)
+    })
 }
 
 /// Revokes an active token; `NotFound` if there is no such active token.

@@ -20,7 +20,7 @@ impl Payments {
             });
         }
         let hash = tokens::token_hash(secret);
-        let Some(holder) = tokens::holder(self.ledger.pool(), &hash).await? else {
+        let Some(holder) = tokens::holder(&self.ledger, &hash)? else {
             return Err(PaymentsError::Unauthenticated);
         };
         let matches = bool::from(subtle::ConstantTimeEq::ct_eq(
