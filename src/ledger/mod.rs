@@ -1057,13 +1057,19 @@ mod tests {
             })
         };
         for round in 0..3 {
-            assert_eq!(read("k").unwrap(), (round > 0).then(|| format!("v{}", round - 1)));
+            assert_eq!(
+                read("k").unwrap(),
+                (round > 0).then(|| format!("v{}", round - 1))
+            );
             ledger.set_meta("k", &format!("v{round}")).await.unwrap();
         }
         let write = ledger.read_now(|connection| {
             Ok(connection.execute("INSERT INTO meta (key, value) VALUES ('w', 'x')", [])?)
         });
-        assert!(write.is_err(), "a write through a point-read handle must fail");
+        assert!(
+            write.is_err(),
+            "a write through a point-read handle must fail"
+        );
         assert_eq!(read("w").unwrap(), None);
     }
 
