@@ -452,14 +452,15 @@ static SET_STATUS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
-/// the payment is no longer in `from` (someone else moved it first).
+/// the payment is no longer in `from` (someone else moved it first). Returns the payment as the
+/// change left it.
 pub fn set_status(
     tx: &mut SyncTx<'_>,
     id: &str,
     from: PaymentStatus,
     to: PaymentStatus,
     now: Millis,
-) -> Result<(), LedgerError> {
+) -> Result<PaymentRow, LedgerError> {
     if !from.can_become(to) {
         return Err(LedgerError::Conflict(format!(
             "payment {id} cannot go from {from} to {to}"
@@ -479,7 +480,8 @@ pub fn set_status(
         super::webhooks::PAYMENT_STATUS_CHANGED,
         &status_event(&payment, Some(from)),
         now,
-    )
+    )?;
+    Ok(payment)
 }
 
 /// What a `payment.status_changed` webhook carries.
@@ -495,33 +497,59 @@ fn status_event(payment: &PaymentRow, previous: Option<PaymentStatus>) -> serde_
 }
 
 /// Fails a payment with `reason`, recorded before the status change so that the change's
-/// webhook carries it.
+/// webhook carries it. Returns the failed payment.
 pub fn set_failure(
     tx: &mut SyncTx<'_>,
     id: &str,
     from: PaymentStatus,
     reason: &str,
     now: Millis,
-) -> Result<(), LedgerError> {
+) -> Result<PaymentRow, LedgerError> {
     set_failure_reason(tx, id, reason)?;
     set_status(tx, id, from, PaymentStatus::Failed, now)
 }
 
 /// Copies the payment's current (latest) USDC transaction (or ETH one, for an ETH-only
-/// funding) onto the payment row: hash, nonce
-/// and where the chain has it. The transaction rows stay the one source of these facts.
+/// funding) onto the payment row: hash, nonce and where the chain has it. The transaction rows
+/// stay the one source of these facts.
 pub fn sync_chain_fields(tx: &mut SyncTx<'_>, id: &str, now: Millis) -> Result<(), LedgerError> {
+    let legs = legs_in(tx, id)?;
+    write_chain_fields(tx, id, &legs, now)
+}
+
+/// `sync_chain_fields` from the payment's transactions as `legs_in` just read them, in the same
+/// write transaction. With no live transfer the payment row is left as it is.
+pub fn write_chain_fields(
+    tx: &mut SyncTx<'_>,
+    id: &str,
+    legs: &[LegRow],
+    now: Millis,
+) -> Result<(), LedgerError> {
+    let Some(current) = current_transfer(legs) else {
+        return Ok(());
+    };
     tx.prepare(
-        "UPDATE payments SET (tx_hash, nonce, block_number, block_hash, confirmations) =
-            (SELECT tx_hash, nonce, block_number, block_hash, confirmations FROM transactions
-             WHERE payment_id = ?1 AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer'
-             ORDER BY asset = 'usdc' DESC, id DESC LIMIT 1),
-            updated_at = ?2
-         WHERE id = ?1 AND EXISTS (SELECT 1 FROM transactions WHERE payment_id = ?1
-             AND status NOT IN ('replaced', 'dropped') AND purpose = 'transfer')",
+        "UPDATE payments SET tx_hash = ?, nonce = ?, block_number = ?, block_hash = ?,
+             confirmations = ?, updated_at = ? WHERE id = ?",
     )?
-    .execute(rusqlite::params![id, now])?;
+    .execute(rusqlite::params![
+        current.tx_hash,
+        current.nonce,
+        current.block_number,
+        current.block_hash,
+        current.confirmations,
+        now,
+        id
+    ])?;
     Ok(())
+}
+
+/// The transaction a payment's chain fields mirror: of its live transfers (neither replaced nor
+/// dropped), the USDC one if there is one, and of those the latest.
+fn current_transfer(legs: &[LegRow]) -> Option<&LegRow> {
+    legs.iter()
+        .filter(|leg| leg.status.is_live() && leg.purpose == TRANSFER)
+        .max_by_key(|leg| (leg.asset == Asset::Usdc, leg.id))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -644,6 +672,74 @@ pub fn missing_legs_in(
         .prepare(LEGS)?
         .query_row([&payment.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(legs_missing(payment, usdc, eth))
+}
+
+/// `missing_legs` from the payment's transactions as `legs_in` read them: a leg counts while its
+/// transfer is not dropped (as `LEGS` counts).
+pub fn missing_legs_of(payment: &PaymentRow, legs: &[LegRow]) -> (bool, bool) {
+    let (usdc, eth) = leg_counts(legs);
+    legs_missing(payment, usdc, eth)
+}
+
+/// The transfers that hold a leg, USDC and ETH: what `LEGS` counts.
+fn leg_counts(legs: &[LegRow]) -> (i64, i64) {
+    let count = |asset: Asset| {
+        legs.iter()
+            .filter(|leg| {
+                leg.asset == asset
+                    && leg.purpose == TRANSFER
+                    && leg.status != TransactionStatus::Dropped
+            })
+            .count() as i64
+    };
+    (count(Asset::Usdc), count(Asset::Eth))
+}
+
+/// What settlement's roll-up reads of each of a payment's transactions: no signed bytes.
+#[derive(Clone, Debug)]
+pub struct LegRow {
+    pub id: i64,
+    pub asset: Asset,
+    pub purpose: String,
+    pub status: TransactionStatus,
+    pub tx_hash: String,
+    pub nonce: i64,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    pub confirmations: i64,
+}
+
+impl LegRow {
+    pub fn is_filler(&self) -> bool {
+        self.purpose == FILLER
+    }
+}
+
+read_by_position!(
+    LEG_COLUMNS,
+    read_leg,
+    LegRow {
+        id,
+        asset,
+        purpose,
+        status,
+        tx_hash,
+        nonce,
+        block_number,
+        block_hash,
+        confirmations
+    }
+);
+
+/// A payment's transactions, oldest first, as `LegRow`s: one index range, read in the write
+/// transaction that acts on them.
+pub fn legs_in(tx: &mut SyncTx<'_>, payment_id: &str) -> Result<Vec<LegRow>, LedgerError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {LEG_COLUMNS} FROM transactions WHERE payment_id = ? ORDER BY id")
+    });
+    let mut statement = tx.prepare(&SQL)?;
+    let rows = statement.query_map([payment_id], read_leg)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -866,43 +962,6 @@ pub async fn add_orphaned_block(
 
 const TRANSACTIONS_OF: &str = "SELECT * FROM transactions WHERE payment_id = ? ORDER BY id";
 
-read_by_position!(
-    TRANSACTION_COLUMNS,
-    read_transaction,
-    TransactionRow {
-        id,
-        payment_id,
-        asset,
-        purpose,
-        wallet_id,
-        nonce,
-        tx_hash,
-        raw,
-        status,
-        block_number,
-        block_hash,
-        confirmations,
-        broadcast_block,
-        unsendable_since,
-        finality_alarm,
-        created_at,
-        updated_at
-    }
-);
-
-/// `transactions_of` in a synchronous transaction.
-pub fn transactions_in(
-    tx: &mut SyncTx<'_>,
-    payment_id: &str,
-) -> Result<Vec<TransactionRow>, LedgerError> {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE payment_id = ? ORDER BY id")
-    });
-    let mut statement = tx.prepare(&SQL)?;
-    let rows = statement.query_map([payment_id], read_transaction)?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 pub async fn transactions_of(
     executor: impl sqlx::SqliteExecutor<'_>,
     payment_id: &str,
@@ -994,15 +1053,17 @@ pub fn reopen_transaction(
     head: u64,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    update_transaction(tx, id, TransactionStatus::Submitted, None, None, 0, now)?;
-    set_broadcast_block(tx, id, head)
-}
-
-/// Records the head at which a transaction was (re)broadcast.
-pub fn set_broadcast_block(tx: &mut SyncTx<'_>, id: i64, head: u64) -> Result<(), LedgerError> {
     let head = i64::try_from(head).map_err(|_| LedgerError::Corrupt("block number".into()))?;
-    tx.prepare("UPDATE transactions SET broadcast_block = ? WHERE id = ?")?
-        .execute([head, id])?;
+    tx.prepare(
+        "UPDATE transactions SET status = ?, block_number = NULL, block_hash = NULL,
+             confirmations = 0, updated_at = ?, broadcast_block = ? WHERE id = ?",
+    )?
+    .execute(rusqlite::params![
+        TransactionStatus::Submitted.as_str(),
+        now,
+        head,
+        id
+    ])?;
     Ok(())
 }
 
@@ -1086,10 +1147,75 @@ pub async fn ledger_transfers(
 }
 
 /// Records why a payment's transaction failed, ahead of the status change that reports it.
+/// The reason recorded for a payment's failure, if any, as of this write transaction.
+pub fn failure_reason_in(tx: &mut SyncTx<'_>, id: &str) -> Result<Option<String>, LedgerError> {
+    use rusqlite::OptionalExtension;
+    tx.prepare("SELECT failure_reason FROM payments WHERE id = ?")?
+        .query_row([id], |row| row.get(0))
+        .optional()?
+        .ok_or(LedgerError::NotFound)
+}
+
 pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result<(), LedgerError> {
     tx.prepare("UPDATE payments SET failure_reason = ? WHERE id = ?")?
         .execute([reason, id])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod leg_tests {
+    use super::{LegRow, TransactionStatus as S, current_transfer, leg_counts};
+    use crate::domain::Asset;
+
+    fn leg(id: i64, asset: Asset, purpose: &str, status: S) -> LegRow {
+        LegRow {
+            id,
+            asset,
+            purpose: purpose.into(),
+            status,
+            tx_hash: format!("0x{id:064x}"),
+            nonce: id,
+            block_number: None,
+            block_hash: None,
+            confirmations: 0,
+        }
+    }
+
+    /// The mirrored transaction is the latest live USDC transfer, else the latest live ETH one;
+    /// replaced, dropped and filler transactions never are.
+    #[test]
+    fn the_chain_fields_follow_the_latest_live_transfer_usdc_first() {
+        let legs = [
+            leg(1, Asset::Usdc, super::TRANSFER, S::Replaced),
+            leg(2, Asset::Usdc, super::TRANSFER, S::Submitted),
+            leg(3, Asset::Eth, super::TRANSFER, S::Included),
+            leg(4, Asset::Usdc, super::FILLER, S::Submitted),
+            leg(5, Asset::Usdc, super::TRANSFER, S::Dropped),
+        ];
+        assert_eq!(current_transfer(&legs).map(|l| l.id), Some(2));
+        assert_eq!(current_transfer(&legs[2..]).map(|l| l.id), Some(3));
+        let none = [leg(1, Asset::Usdc, super::TRANSFER, S::Replaced)];
+        assert!(current_transfer(&none).is_none());
+        let two = [
+            leg(6, Asset::Usdc, super::TRANSFER, S::Signed),
+            leg(7, Asset::Usdc, super::TRANSFER, S::Submitted),
+        ];
+        assert_eq!(current_transfer(&two).map(|l| l.id), Some(7));
+    }
+
+    /// A leg is held by any transfer of its asset that is not dropped (a replaced one still
+    /// may execute); fillers hold none.
+    #[test]
+    fn legs_count_undropped_transfers_by_asset() {
+        let legs = [
+            leg(1, Asset::Usdc, super::TRANSFER, S::Replaced),
+            leg(2, Asset::Usdc, super::TRANSFER, S::Dropped),
+            leg(3, Asset::Eth, super::FILLER, S::Submitted),
+            leg(4, Asset::Eth, super::TRANSFER, S::Dropped),
+        ];
+        assert_eq!(leg_counts(&legs), (1, 0));
+        assert_eq!(leg_counts(&legs[1..]), (0, 0));
+    }
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ impl Payments {
                 now,
             )?;
         }
-        self.advance_payment(tx, &payment.id, now)?;
+        self.advance(tx, payment, now)?;
         Ok(true)
     }
 
@@ -340,47 +340,47 @@ impl Payments {
         now: Millis,
     ) -> Result<()> {
         let payment = payment_rows::get_in(tx, payment_id)?;
+        self.advance(tx, &payment, now)
+    }
+
+    /// `advance_payment` of a payment the caller read in this write transaction. Of that read
+    /// only what no settlement write changes is used (its status, amount and legs); each edge's
+    /// audit event is written from the row its status change returns.
+    pub(super) fn advance(
+        &self,
+        tx: &mut SyncTx<'_>,
+        payment: &PaymentRow,
+        now: Millis,
+    ) -> Result<()> {
         let mut current = payment.status()?;
         if current.is_terminal() {
             return Ok(());
         }
-        let transactions = payment_rows::transactions_in(tx, payment_id)?;
-        let mut legs = Vec::new();
-        for transaction in &transactions {
-            let status = transaction.status()?;
-            if status.is_live() {
-                legs.push(Leg {
-                    status,
-                    filler: transaction.is_filler(),
-                });
-            }
-        }
-        let (needs_usdc, needs_eth) = payment_rows::missing_legs_in(tx, &payment)?;
-        payment_rows::sync_chain_fields(tx, payment_id, now)?;
+        let rows = payment_rows::legs_in(tx, &payment.id)?;
+        let legs: Vec<Leg> = rows
+            .iter()
+            .filter(|row| row.status.is_live())
+            .map(|row| Leg {
+                status: row.status,
+                filler: row.is_filler(),
+            })
+            .collect();
+        let (needs_usdc, needs_eth) = payment_rows::missing_legs_of(payment, &rows);
+        payment_rows::write_chain_fields(tx, &payment.id, &rows, now)?;
         let Target::Status(target) =
             rollup::target(&legs, usize::from(needs_usdc) + usize::from(needs_eth))
         else {
             return Ok(());
         };
-        if current == target {
-            return Ok(());
-        }
-        // Read again: the chain fields were just copied from the transactions.
-        let payment = payment_rows::get_in(tx, payment_id)?;
+        let filled = legs.iter().any(|l| l.filler);
         while current != target {
             let next = rollup::next_step(current, target).ok_or_else(|| {
                 PaymentsError::Conflict(format!(
-                    "payment {payment_id} cannot go from {current} to {target}"
+                    "payment {} cannot go from {current} to {target}",
+                    payment.id
                 ))
             })?;
-            self.step(
-                tx,
-                &payment,
-                current,
-                next,
-                legs.iter().any(|l| l.filler),
-                now,
-            )?;
+            self.step(tx, &payment.id, current, next, filled, now)?;
             current = next;
         }
         Ok(())
@@ -390,24 +390,24 @@ impl Payments {
     fn step(
         &self,
         tx: &mut SyncTx<'_>,
-        payment: &PaymentRow,
+        payment_id: &str,
         current: PaymentStatus,
         next: PaymentStatus,
         filled: bool,
         now: Millis,
     ) -> Result<()> {
-        let default_reason = if filled { "unsendable" } else { "reverted" };
-        let reason = payment
-            .failure_reason
-            .clone()
-            .unwrap_or_else(|| default_reason.into());
-        if next == PaymentStatus::Failed {
-            payment_rows::set_failure(tx, &payment.id, current, &reason, now)?;
+        let (payment, reason) = if next == PaymentStatus::Failed {
+            let default_reason = if filled { "unsendable" } else { "reverted" };
+            let reason = payment_rows::failure_reason_in(tx, payment_id)?
+                .unwrap_or_else(|| default_reason.into());
+            let failed = payment_rows::set_failure(tx, payment_id, current, &reason, now)?;
+            (failed, reason)
         } else {
-            payment_rows::set_status(tx, &payment.id, current, next, now)?;
-        }
+            let moved = payment_rows::set_status(tx, payment_id, current, next, now)?;
+            (moved, String::new())
+        };
         if next.is_terminal() {
-            payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
+            payment_rows::set_waiting_reason(tx, payment_id, None, now)?;
         }
         let (kind, detail) = match next {
             PaymentStatus::Failed => (
@@ -441,7 +441,7 @@ impl Payments {
             tx,
             now,
             self.event(
-                payment,
+                &payment,
                 kind,
                 detail,
                 payment.tx_hash.clone(),

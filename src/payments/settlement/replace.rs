@@ -127,7 +127,7 @@ impl Payments {
         {
             payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
         }
-        self.advance_payment(tx, &live.payment_id, now)?;
+        self.advance(tx, &payment, now)?;
         Ok(())
     }
 
