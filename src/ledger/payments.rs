@@ -1146,7 +1146,6 @@ pub async fn ledger_transfers(
     .await?)
 }
 
-/// Records why a payment's transaction failed, ahead of the status change that reports it.
 /// The reason recorded for a payment's failure, if any, as of this write transaction.
 pub fn failure_reason_in(tx: &mut SyncTx<'_>, id: &str) -> Result<Option<String>, LedgerError> {
     use rusqlite::OptionalExtension;
@@ -1156,6 +1155,7 @@ pub fn failure_reason_in(tx: &mut SyncTx<'_>, id: &str) -> Result<Option<String>
         .ok_or(LedgerError::NotFound)
 }
 
+/// Records why a payment's transaction failed, ahead of the status change that reports it.
 pub fn set_failure_reason(tx: &mut SyncTx<'_>, id: &str, reason: &str) -> Result<(), LedgerError> {
     tx.prepare("UPDATE payments SET failure_reason = ? WHERE id = ?")?
         .execute([reason, id])?;
