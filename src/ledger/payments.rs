@@ -663,17 +663,6 @@ fn legs_missing(payment: &PaymentRow, usdc: i64, eth: i64) -> (bool, bool) {
     )
 }
 
-/// `missing_legs` in a synchronous transaction.
-pub fn missing_legs_in(
-    tx: &mut SyncTx<'_>,
-    payment: &PaymentRow,
-) -> Result<(bool, bool), LedgerError> {
-    let (usdc, eth) = tx
-        .prepare(LEGS)?
-        .query_row([&payment.id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(legs_missing(payment, usdc, eth))
-}
-
 /// `missing_legs` from the payment's transactions as `legs_in` read them: a leg counts while its
 /// transfer is not dropped (as `LEGS` counts).
 pub fn missing_legs_of(payment: &PaymentRow, legs: &[LegRow]) -> (bool, bool) {

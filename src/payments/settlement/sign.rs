@@ -416,7 +416,8 @@ impl Payments {
                 for (payment, plan) in ready {
                     let current = payment_rows::get_in(tx, &payment.id)?;
                     waiting.push(current.waiting_reason.is_some());
-                    let (needs_usdc, needs_eth) = payment_rows::missing_legs_in(tx, &current)?;
+                    let legs = payment_rows::legs_in(tx, &current.id)?;
+                    let (needs_usdc, needs_eth) = payment_rows::missing_legs_of(&current, &legs);
                     if !matches!(
                         current.status()?,
                         PaymentStatus::Queued | PaymentStatus::Submitted
