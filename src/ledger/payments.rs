@@ -461,26 +461,55 @@ pub fn set_status(
     to: PaymentStatus,
     now: Millis,
 ) -> Result<PaymentRow, LedgerError> {
-    if !from.can_become(to) {
+    set_status_along(tx, id, from, &[to], now)
+}
+
+/// Moves a payment from `from` through each status of `path` in turn, every edge checked against
+/// the state machine, with one UPDATE to the last: the statuses between are never stored, as no
+/// other transaction can read the row between the edges of one write. Each edge still enqueues
+/// its own `payment.status_changed` webhook, in order. Returns the payment as the change left it.
+pub fn set_status_along(
+    tx: &mut SyncTx<'_>,
+    id: &str,
+    from: PaymentStatus,
+    path: &[PaymentStatus],
+    now: Millis,
+) -> Result<PaymentRow, LedgerError> {
+    let mut at = from;
+    for &next in path {
+        if !at.can_become(next) {
+            return Err(LedgerError::Conflict(format!(
+                "payment {id} cannot go from {at} to {next}"
+            )));
+        }
+        at = next;
+    }
+    if path.is_empty() {
         return Err(LedgerError::Conflict(format!(
-            "payment {id} cannot go from {from} to {to}"
+            "payment {id}: no status to move to from {from}"
         )));
     }
     use rusqlite::OptionalExtension;
-    let payment = tx
+    let mut payment = tx
         .prepare(&SET_STATUS)?
         .query_row(
-            rusqlite::params![to.as_str(), now, id, from.as_str()],
+            rusqlite::params![at.as_str(), now, id, from.as_str()],
             read_payment,
         )
         .optional()?
         .ok_or_else(|| LedgerError::Conflict(format!("payment {id} is no longer {from}")))?;
-    super::webhooks::enqueue_in(
-        tx,
-        super::webhooks::PAYMENT_STATUS_CHANGED,
-        &status_event(&payment, Some(from)),
-        now,
-    )?;
+    let mut previous = from;
+    for &next in path {
+        // Each edge's webhook shows the payment as that edge left it.
+        payment.status = next;
+        super::webhooks::enqueue_in(
+            tx,
+            super::webhooks::PAYMENT_STATUS_CHANGED,
+            &status_event(&payment, Some(previous)),
+            now,
+        )?;
+        previous = next;
+    }
     Ok(payment)
 }
 
@@ -1487,6 +1516,85 @@ mod plan_tests {
                 }
             }
         }
+        drop(db);
+        ledger.close().await;
+    }
+
+    /// A roll-up that crosses several edges in one write (a payment found submitted and already
+    /// confirmed) changes the row once, and still tells every edge: one `status_changed` webhook
+    /// per edge, in order, each with its own status and the one before. A path that leaves the
+    /// state machine anywhere changes nothing.
+    #[tokio::test]
+    async fn a_status_path_is_one_change_with_a_webhook_per_edge() {
+        use crate::domain::PaymentStatus::{Confirmed, Included, Queued, Submitted};
+        let (_dir, ledger) = fresh_ledger().await;
+        let mut db = ledger.pool().acquire().await.unwrap();
+        for sql in [
+            "PRAGMA foreign_keys = OFF",
+            "INSERT INTO webhook_endpoints (id, url, secret, events, status, created_at)
+             VALUES ('whe_1', 'http://127.0.0.1:9/', 's', '[\"payment.status_changed\"]', 'active', 0)",
+            "INSERT INTO payments (id, kind, credential_id, from_wallet_id, to_address, amount,
+                currency, capture, status, idempotency_scope, idempotency_key, request_hash,
+                created_at, updated_at, committed_at)
+             VALUES ('p1', 'payment', 'cred_a', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
+                100, 'USDC', 'automatic', 'submitted',
+                's', 'k', 'h', 0, 0, 0)",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut *db)
+                .await
+                .unwrap();
+        }
+        async fn changes(db: &mut sqlx::SqliteConnection) -> sqlx::Result<Vec<(String, String)>> {
+            sqlx::query_as(
+                "SELECT json_extract(data, '$.previous_status'), json_extract(data, '$.status')
+                   FROM webhook_deliveries ORDER BY rowid",
+            )
+            .fetch_all(db)
+            .await
+        }
+        let refused = ledger
+            .write_sync(|tx| {
+                tx.keep_unaudited("the test's status change");
+                super::set_status_along(tx, "p1", Submitted, &[Included, Queued], 5)
+            })
+            .await;
+        assert!(matches!(refused, Err(super::LedgerError::Conflict(_))));
+        let status: (String, i64) =
+            sqlx::query_as("SELECT status, updated_at FROM payments WHERE id = 'p1'")
+                .fetch_one(&mut *db)
+                .await
+                .unwrap();
+        assert_eq!(status, ("submitted".to_string(), 0));
+        assert!(changes(&mut db).await.unwrap().is_empty());
+
+        let moved = ledger
+            .write_sync(|tx| {
+                tx.keep_unaudited("the test's status change");
+                super::set_status_along(tx, "p1", Submitted, &[Included, Confirmed], 7)
+            })
+            .await
+            .unwrap();
+        assert_eq!((moved.status, moved.updated_at), (Confirmed, 7));
+        let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = 'p1'")
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+        assert_eq!(status, "confirmed");
+        let edges: Vec<(String, String)> = [("submitted", "included"), ("included", "confirmed")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(changes(&mut db).await.unwrap(), edges);
+        // The holds and windows follow the stored status alone, as if each edge had been a
+        // change of its own.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT held_total FROM credential_holds WHERE credential_id = 'cred_a'",
+        )
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+        assert_eq!(held, 100);
         drop(db);
         ledger.close().await;
     }

@@ -373,6 +373,7 @@ impl Payments {
             return Ok(());
         };
         let filled = legs.iter().any(|l| l.filler);
+        let mut path = Vec::new();
         while current != target {
             let next = rollup::next_step(current, target).ok_or_else(|| {
                 PaymentsError::Conflict(format!(
@@ -380,35 +381,60 @@ impl Payments {
                     payment.id
                 ))
             })?;
-            self.step(tx, &payment.id, current, next, filled, now)?;
+            path.push(next);
             current = next;
         }
-        Ok(())
+        self.walk(tx, &payment.id, payment.status()?, &path, filled, now)
     }
 
-    /// One edge of a payment's roll-up and the audit event that explains it.
-    fn step(
+    /// The edges of a payment's roll-up, each with the audit event that explains it. The edges
+    /// up to a success or an inclusion are one status change (`set_status_along`); a failure,
+    /// always last, records its reason with it.
+    fn walk(
         &self,
         tx: &mut SyncTx<'_>,
         payment_id: &str,
-        current: PaymentStatus,
-        next: PaymentStatus,
+        from: PaymentStatus,
+        path: &[PaymentStatus],
         filled: bool,
         now: Millis,
     ) -> Result<()> {
-        let (payment, reason) = if next == PaymentStatus::Failed {
+        let (moves, fails) = match path.split_last() {
+            Some((PaymentStatus::Failed, moves)) => (moves, true),
+            _ => (path, false),
+        };
+        let mut current = from;
+        if let Some(&last) = moves.last() {
+            let moved = payment_rows::set_status_along(tx, payment_id, current, moves, now)?;
+            if last.is_terminal() {
+                payment_rows::set_waiting_reason(tx, payment_id, None, now)?;
+            }
+            for &next in moves {
+                self.audit_edge(tx, &moved, current, next, String::new(), now)?;
+                current = next;
+            }
+        }
+        if fails {
             let default_reason = if filled { "unsendable" } else { "reverted" };
             let reason = payment_rows::failure_reason_in(tx, payment_id)?
                 .unwrap_or_else(|| default_reason.into());
             let failed = payment_rows::set_failure(tx, payment_id, current, &reason, now)?;
-            (failed, reason)
-        } else {
-            let moved = payment_rows::set_status(tx, payment_id, current, next, now)?;
-            (moved, String::new())
-        };
-        if next.is_terminal() {
             payment_rows::set_waiting_reason(tx, payment_id, None, now)?;
+            self.audit_edge(tx, &failed, current, PaymentStatus::Failed, reason, now)?;
         }
+        Ok(())
+    }
+
+    /// The audit event of one edge of the roll-up, from the payment as the walk left it.
+    fn audit_edge(
+        &self,
+        tx: &mut SyncTx<'_>,
+        payment: &PaymentRow,
+        current: PaymentStatus,
+        next: PaymentStatus,
+        reason: String,
+        now: Millis,
+    ) -> Result<()> {
         let (kind, detail) = match next {
             PaymentStatus::Failed => (
                 AuditKind::PaymentFailed,
@@ -441,7 +467,7 @@ impl Payments {
             tx,
             now,
             self.event(
-                &payment,
+                payment,
                 kind,
                 detail,
                 payment.tx_hash.clone(),
