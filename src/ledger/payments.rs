@@ -1537,63 +1537,51 @@ mod plan_tests {
                 currency, capture, status, idempotency_scope, idempotency_key, request_hash,
                 created_at, updated_at, committed_at)
              VALUES ('p1', 'payment', 'cred_a', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
-                100, 'USDC', 'automatic', 'submitted',
-                's', 'k', 'h', 0, 0, 0)",
+                100, 'USDC', 'automatic', 'submitted', 's', 'k', 'h', 0, 0, 0)",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
                 .execute(&mut *db)
                 .await
                 .unwrap();
         }
-        async fn changes(db: &mut sqlx::SqliteConnection) -> sqlx::Result<Vec<(String, String)>> {
-            sqlx::query_as(
-                "SELECT json_extract(data, '$.previous_status'), json_extract(data, '$.status')
-                   FROM webhook_deliveries ORDER BY rowid",
-            )
-            .fetch_all(db)
-            .await
-        }
-        let refused = ledger
-            .write_sync(|tx| {
-                tx.keep_unaudited("the test's status change");
-                super::set_status_along(tx, "p1", Submitted, &[Included, Queued], 5)
-            })
-            .await;
-        assert!(matches!(refused, Err(super::LedgerError::Conflict(_))));
-        let status: (String, i64) =
-            sqlx::query_as("SELECT status, updated_at FROM payments WHERE id = 'p1'")
+        /// The payment's status and time, and the (previous, new) status of each webhook.
+        async fn state(db: &mut sqlx::SqliteConnection) -> (String, i64, Vec<(String, String)>) {
+            let (status, at) = sqlx::query_as("SELECT status, updated_at FROM payments")
                 .fetch_one(&mut *db)
                 .await
                 .unwrap();
-        assert_eq!(status, ("submitted".to_string(), 0));
-        assert!(changes(&mut db).await.unwrap().is_empty());
-
-        let moved = ledger
-            .write_sync(|tx| {
-                tx.keep_unaudited("the test's status change");
-                super::set_status_along(tx, "p1", Submitted, &[Included, Confirmed], 7)
-            })
+            let edges = sqlx::query_as(
+                "SELECT json_extract(data, '$.previous_status'), json_extract(data, '$.status')
+                   FROM webhook_deliveries ORDER BY rowid",
+            )
+            .fetch_all(&mut *db)
             .await
             .unwrap();
+            (status, at, edges)
+        }
+        let walk = |path: &'static [crate::domain::PaymentStatus], now| {
+            ledger.write_sync(move |tx| {
+                tx.keep_unaudited("the test's status change");
+                super::set_status_along(tx, "p1", Submitted, path, now)
+            })
+        };
+        let refused = walk(&[Included, Queued], 5).await;
+        assert!(matches!(refused, Err(super::LedgerError::Conflict(_))));
+        assert_eq!(state(&mut db).await, ("submitted".into(), 0, vec![]));
+
+        let moved = walk(&[Included, Confirmed], 7).await.unwrap();
         assert_eq!((moved.status, moved.updated_at), (Confirmed, 7));
-        let status: String = sqlx::query_scalar("SELECT status FROM payments WHERE id = 'p1'")
+        let edges = [("submitted", "included"), ("included", "confirmed")]
+            .map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(
+            state(&mut db).await,
+            ("confirmed".into(), 7, edges.to_vec())
+        );
+        // The hold follows the stored status alone, as if each edge had been a change of its own.
+        let held: i64 = sqlx::query_scalar("SELECT held_total FROM credential_holds")
             .fetch_one(&mut *db)
             .await
             .unwrap();
-        assert_eq!(status, "confirmed");
-        let edges: Vec<(String, String)> = [("submitted", "included"), ("included", "confirmed")]
-            .into_iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        assert_eq!(changes(&mut db).await.unwrap(), edges);
-        // The holds and windows follow the stored status alone, as if each edge had been a
-        // change of its own.
-        let held: i64 = sqlx::query_scalar(
-            "SELECT held_total FROM credential_holds WHERE credential_id = 'cred_a'",
-        )
-        .fetch_one(&mut *db)
-        .await
-        .unwrap();
         assert_eq!(held, 100);
         drop(db);
         ledger.close().await;
