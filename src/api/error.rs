@@ -130,24 +130,8 @@ impl IntoResponse for ApiError {
                 rule,
                 message,
                 payment,
-            } => {
-                let mut body =
-                    json!({"error": {"code": "policy_denied", "rule": rule, "message": message}});
-                if let Some(payment) = payment {
-                    body["payment"] = *payment;
-                }
-                return (StatusCode::FORBIDDEN, Json(body)).into_response();
-            }
-            ApiError::RateLimited { retry_after_secs } => {
-                let body = json!({"error": {"code": "rate_limited",
-                    "message": format!("too many requests; retry after {retry_after_secs} s")}});
-                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from(retry_after_secs),
-                );
-                return response;
-            }
+            } => return policy_denied(rule, message, payment),
+            ApiError::RateLimited { retry_after_secs } => return rate_limited(retry_after_secs),
             ApiError::BadGateway(message) => {
                 (StatusCode::BAD_GATEWAY, "seller_error", message, None)
             }
@@ -178,6 +162,31 @@ impl IntoResponse for ApiError {
         }
         (status, Json(json!({ "error": error }))).into_response()
     }
+}
+
+/// `403 policy_denied`: the envelope names the deciding rule, and the payment rides beside it.
+fn policy_denied(
+    rule: String,
+    message: String,
+    payment: Option<Box<serde_json::Value>>,
+) -> Response {
+    let mut body = json!({"error": {"code": "policy_denied", "rule": rule, "message": message}});
+    if let Some(payment) = payment {
+        body["payment"] = *payment;
+    }
+    (StatusCode::FORBIDDEN, Json(body)).into_response()
+}
+
+/// `429 rate_limited` with `Retry-After` in whole seconds.
+fn rate_limited(retry_after_secs: u64) -> Response {
+    let body = json!({"error": {"code": "rate_limited",
+        "message": format!("too many requests; retry after {retry_after_secs} s")}});
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after_secs),
+    );
+    response
 }
 
 /// Gives an error response that something other than `ApiError` produced (an extractor's

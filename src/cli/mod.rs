@@ -102,26 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit {
             command: AuditCommand::Verify,
-        } => {
-            let ledger = Ledger::open(&config.database_url).await?;
-            // With the master key the signed checkpoints are checked too: a chain rewritten with
-            // database access alone fails here.
-            let report = match &config.master_key_file {
-                Some(path) => {
-                    let custody = crate::custody::Custody::new(
-                        crate::custody::MasterKey::load(path)?,
-                        config.chain_id,
-                    );
-                    audit::verify_with_checkpoints(ledger.pool(), &custody.audit_key()).await?
-                }
-                None => audit::verify(ledger.pool()).await?,
-            };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if !report.ok {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        } => audit_verify(&config).await,
         Command::Audit {
             command:
                 AuditCommand::Export {
@@ -130,37 +111,67 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     from,
                     to,
                 },
-        } => {
-            let format =
-                audit::ExportFormat::parse(&format).context("--format must be csv or jsonl")?;
-            let time = |text: Option<String>| -> anyhow::Result<Option<i64>> {
-                text.map(|t| {
-                    Ok(chrono::DateTime::parse_from_rfc3339(&t)
-                        .context("times are RFC 3339")?
-                        .timestamp_millis())
-                })
-                .transpose()
-            };
-            let ledger = Ledger::open(&config.database_url).await?;
-            let mut writer: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
-                Box::new(std::io::stdout().lock())
-            } else {
-                Box::new(std::io::BufWriter::new(std::fs::File::create(&out)?))
-            };
-            let mut pages = std::pin::pin!(audit::export_stream(
-                ledger.pool().clone(),
-                time(from)?,
-                time(to)?,
-                format,
-                None
-            ));
-            while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
-                writer.write_all(&page)?;
-            }
-            writer.flush()?;
-            Ok(())
-        }
+        } => audit_export(&config, &format, &out, from, to).await,
     }
+}
+
+/// `bursar audit verify`: the hash chain, and with the master key the signed checkpoints.
+async fn audit_verify(config: &Config) -> anyhow::Result<()> {
+    let ledger = Ledger::open(&config.database_url).await?;
+    // With the master key the signed checkpoints are checked too: a chain rewritten with
+    // database access alone fails here.
+    let report = match &config.master_key_file {
+        Some(path) => {
+            let custody = crate::custody::Custody::new(
+                crate::custody::MasterKey::load(path)?,
+                config.chain_id,
+            );
+            audit::verify_with_checkpoints(ledger.pool(), &custody.audit_key()).await?
+        }
+        None => audit::verify(ledger.pool()).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `bursar audit export`: the audit log as CSV or JSON lines, to a file or stdout (`-`).
+async fn audit_export(
+    config: &Config,
+    format: &str,
+    out: &Path,
+    from: Option<String>,
+    to: Option<String>,
+) -> anyhow::Result<()> {
+    let format = audit::ExportFormat::parse(format).context("--format must be csv or jsonl")?;
+    let time = |text: Option<String>| -> anyhow::Result<Option<i64>> {
+        text.map(|t| {
+            Ok(chrono::DateTime::parse_from_rfc3339(&t)
+                .context("times are RFC 3339")?
+                .timestamp_millis())
+        })
+        .transpose()
+    };
+    let ledger = Ledger::open(&config.database_url).await?;
+    let mut writer: Box<dyn std::io::Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(out)?))
+    };
+    let mut pages = std::pin::pin!(audit::export_stream(
+        ledger.pool().clone(),
+        time(from)?,
+        time(to)?,
+        format,
+        None
+    ));
+    while let Some(page) = futures_util::TryStreamExt::try_next(&mut pages).await? {
+        writer.write_all(&page)?;
+    }
+    writer.flush()?;
+    Ok(())
 }
 
 /// `bursar dev`: everything a new user needs on one machine. Each run starts a fresh chain, so a
