@@ -750,32 +750,26 @@ async fn wait_for_settlement(
     let bar = counter("confirming on chain", u64::from(args.payments));
     let stall = stall(args);
     let mut last_progress = Instant::now();
-    let mut last_final = 0;
+    let mut least_open = i64::MAX;
     loop {
-        let counts = ledger_bench::status_counts(payments.reader().pool(), since).await?;
-        let count = |status: &str| {
-            counts
-                .iter()
-                .filter(|(s, _)| s == status)
-                .map(|(_, n)| *n as u64)
-                .sum::<u64>()
-        };
-        let confirmed = count("confirmed");
-        let finished = confirmed + count("failed") + count("rejected") + count("cancelled");
-        bar.set_position(confirmed);
-        if finished >= u64::from(args.payments) {
-            bar.finish_and_clear();
-            return Ok(confirmed);
-        }
-        if finished > last_final {
-            last_final = finished;
+        let open = ledger_bench::open_count(payments.reader().pool(), since).await?;
+        bar.set_position(u64::from(args.payments).saturating_sub(open.unsigned_abs()));
+        if open < least_open {
+            least_open = open;
             last_progress = Instant::now();
-        } else if last_progress.elapsed() > stall {
-            bar.finish_and_clear();
-            return Ok(confirmed);
+        }
+        if open == 0 || last_progress.elapsed() > stall {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    bar.finish_and_clear();
+    let counts = ledger_bench::status_counts(payments.reader().pool(), since).await?;
+    Ok(counts
+        .iter()
+        .filter(|(status, _)| status == "confirmed")
+        .map(|(_, n)| n.unsigned_abs())
+        .sum())
 }
 
 /// The backlog's drain, timed from the moment settlement started.

@@ -3,6 +3,7 @@
 //! can be given as ratios of what the storage allows.
 
 use super::{LedgerError, Millis};
+use crate::domain::PaymentStatus;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
@@ -47,6 +48,30 @@ pub async fn status_counts(
     .bind(since)
     .fetch_all(pool)
     .await?)
+}
+
+/// How many payments created since `since` are not final yet (of any kind: a gas top-up the run
+/// needed counts until it settles too). Counted on `payments_status` ranges, index only, so that
+/// watching a run costs what is left of it: the bench's own polling must not take CPU from the
+/// settlement it measures (counting the run by status read every payment of it, ~20 ms a poll
+/// at 20,000).
+pub async fn open_count(pool: &SqlitePool, since: Millis) -> Result<i64, LedgerError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let open: Vec<String> = PaymentStatus::ALL
+            .iter()
+            .filter(|status| !status.is_terminal())
+            .map(|status| format!("'{status}'"))
+            .collect();
+        format!(
+            "SELECT COUNT(*) FROM payments INDEXED BY payments_status
+              WHERE status IN ({}) AND created_at >= ?",
+            open.join(", ")
+        )
+    });
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.as_str()))
+        .bind(since)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// SQLite's durable write ceiling on this disk, with the ledger's settings (WAL, full fsync on
