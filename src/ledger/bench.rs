@@ -114,7 +114,9 @@ fn measure_ceiling(path: &std::path::Path) -> Result<Ceiling, LedgerError> {
     // As the ledger's own connections: the same log, the same fsync on commit.
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(LedgerError::Corrupt(format!("journal mode {mode}, not WAL")));
+        return Err(LedgerError::Corrupt(format!(
+            "journal mode {mode}, not WAL"
+        )));
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "wal_autocheckpoint", super::WAL_AUTOCHECKPOINT_PAGES)?;

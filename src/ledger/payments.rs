@@ -809,42 +809,51 @@ pub struct NewTransaction<'a> {
     pub raw: &'a [u8],
 }
 
+/// Stores a signed transaction and returns its row as stored, for broadcasting it without
+/// reading it back.
 pub fn insert_transaction(
     tx: &mut SyncTx<'_>,
     new: NewTransaction<'_>,
     now: Millis,
-) -> Result<(), LedgerError> {
-    tx.prepare(
-        "INSERT INTO transactions (payment_id, asset, purpose, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
-    )?
-    .execute(rusqlite::params![
-        new.payment_id,
-        new.asset,
-        new.purpose,
-        new.wallet_id,
-        new.nonce,
-        new.tx_hash,
-        new.raw,
-        now,
-        now
-    ])?;
-    Ok(())
-}
-
-/// Transactions by hash, for broadcasting what was just signed.
-pub async fn transactions_by_hash(
-    pool: &SqlitePool,
-    hashes: &[String],
-) -> Result<Vec<TransactionRow>, LedgerError> {
-    let list = serde_json::to_string(hashes)
-        .map_err(|_| LedgerError::Corrupt("transaction hashes".into()))?;
-    Ok(sqlx::query_as(
-        "SELECT * FROM transactions WHERE tx_hash IN (SELECT value FROM json_each(?)) ORDER BY nonce",
-    )
-    .bind(list)
-    .fetch_all(pool)
-    .await?)
+) -> Result<TransactionRow, LedgerError> {
+    let id: i64 = tx
+        .prepare(
+            "INSERT INTO transactions (payment_id, asset, purpose, wallet_id, nonce, tx_hash, raw, status, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?) RETURNING id",
+        )?
+        .query_row(
+            rusqlite::params![
+                new.payment_id,
+                new.asset,
+                new.purpose,
+                new.wallet_id,
+                new.nonce,
+                new.tx_hash,
+                new.raw,
+                now,
+                now
+            ],
+            |row| row.get(0),
+        )?;
+    Ok(TransactionRow {
+        id,
+        payment_id: PaymentId::from_text(new.payment_id),
+        asset: new.asset,
+        purpose: new.purpose.to_string(),
+        wallet_id: new.wallet_id.to_string(),
+        nonce: new.nonce,
+        tx_hash: new.tx_hash.to_string(),
+        raw: new.raw.to_vec(),
+        status: TransactionStatus::Signed,
+        block_number: None,
+        block_hash: None,
+        confirmations: 0,
+        broadcast_block: None,
+        unsendable_since: None,
+        finality_alarm: 0,
+        created_at: now,
+        updated_at: now,
+    })
 }
 
 /// Every transaction of every open nonce slot (a slot whose live transaction is signed,
@@ -1583,6 +1592,53 @@ mod plan_tests {
             .await
             .unwrap();
         assert_eq!(held, 100);
+        drop(db);
+        ledger.close().await;
+    }
+
+    /// The row `insert_transaction` returns, which settlement broadcasts and records as sent
+    /// without reading it back, is the row stored.
+    #[tokio::test]
+    async fn an_inserted_transaction_is_returned_as_stored() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let mut db = ledger.pool().acquire().await.unwrap();
+        for sql in [
+            "INSERT INTO wallets (id, kind, address, sealed_key, seal_nonce, created_at)
+             VALUES ('w', 'agent', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', x'00', x'00', 0)",
+            "INSERT INTO payments (id, kind, from_wallet_id, to_address, amount, currency, capture,
+                status, idempotency_scope, idempotency_key, request_hash, created_at, updated_at)
+             VALUES ('p1', 'payment', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', 100,
+                'USDC', 'automatic', 'queued', 's', 'k', 'h', 0, 0)",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut *db)
+                .await
+                .unwrap();
+        }
+        let returned = ledger
+            .write_sync(|tx| {
+                tx.keep_unaudited("the test's transaction");
+                super::insert_transaction(
+                    tx,
+                    super::NewTransaction {
+                        payment_id: "p1",
+                        asset: crate::domain::Asset::Usdc,
+                        purpose: super::TRANSFER,
+                        wallet_id: "w",
+                        nonce: 7,
+                        tx_hash: "0xab",
+                        raw: &[1, 2, 3],
+                    },
+                    42,
+                )
+            })
+            .await
+            .unwrap();
+        let stored: super::TransactionRow = sqlx::query_as("SELECT * FROM transactions")
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+        assert_eq!(format!("{returned:?}"), format!("{stored:?}"));
         drop(db);
         ledger.close().await;
     }

@@ -80,6 +80,14 @@ pub struct PassReport {
     pub parked: usize,
 }
 
+/// A chunk's first broadcast: how many transactions the node took (each recorded as sent), and
+/// their hashes.
+#[derive(Default)]
+struct Sent {
+    count: usize,
+    hashes: Vec<alloy::primitives::B256>,
+}
+
 /// What one pass (or one lane of it) reads once and shares: the head; per wallet its on-chain
 /// nonce, its ETH and the worst-case cost of what it has in flight; the token's blacklist for
 /// each account asked about; the canonical hash of each block asked about.
@@ -148,6 +156,12 @@ impl Pass {
         lane.transferred = self.transferred.clone();
         lane.sent_now.clone_from(&self.sent_now);
         lane
+    }
+
+    /// Counts a chunk's broadcast: the node took these and they are recorded as sent.
+    fn absorb_sent(&mut self, sent: Sent) {
+        self.report.broadcast += sent.count;
+        self.sent_now.extend(sent.hashes);
     }
 
     /// Takes back what a lane did and learned.

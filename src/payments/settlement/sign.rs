@@ -1,12 +1,14 @@
 //! Signing: every queued payment leg without a transaction gets one, after the checks that keep
 //! a nonce from being used on a transfer the chain would refuse.
 
-use super::{Pass, fees};
+use super::{Pass, Sent, fees};
 use crate::chain::{ChainError, ETH_TRANSFER_GAS, Fees};
 use crate::domain::AuditKind;
 use crate::domain::{Address, Amount, Asset, PaymentStatus, WaitingReason};
 use crate::ledger::audit;
-use crate::ledger::payments::{self as payment_rows, NewTransaction, PaymentRow, Queued, TRANSFER};
+use crate::ledger::payments::{
+    self as payment_rows, NewTransaction, PaymentRow, Queued, TRANSFER, TransactionRow,
+};
 use crate::ledger::{LedgerError, wallets};
 use crate::payments::{Payments, Result};
 use alloy::primitives::U256;
@@ -131,7 +133,8 @@ impl Payments {
             }
             lane.report.signed += count;
             self.fail_point("after_sign")?;
-            self.first_send(lane, &signed).await?;
+            let sent = self.first_send(lane.head, signed).await?;
+            lane.absorb_sent(sent);
         }
         Ok(())
     }
@@ -375,7 +378,7 @@ impl Payments {
         pass: &mut Pass,
         wallet_id: &str,
         ready: Vec<(PaymentRow, Plan)>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<TransactionRow>> {
         let (wallet, key) = self.wallet_key(wallet_id).await?;
         let from = wallet.address()?;
         let chain_nonce = self.chain_nonce(pass, wallet_id, from).await?;
@@ -408,9 +411,9 @@ impl Payments {
         let now = self.now();
         let this = self.clone();
         let count = ready.len();
-        let hashes = self
+        let stored = self
             .ledger
-            .write_batched(move |tx| -> Result<Option<Vec<String>>> {
+            .write_batched(move |tx| -> Result<Option<Vec<TransactionRow>>> {
                 let (this, ready) = (&this, &ready);
                 let mut waiting = Vec::new();
                 for (payment, plan) in ready {
@@ -452,7 +455,7 @@ impl Payments {
                     )?;
                 }
                 let mut signed = signed.into_iter();
-                let mut hashes = Vec::new();
+                let mut stored = Vec::new();
                 for ((payment, plan), was_waiting) in ready.iter().zip(waiting) {
                     let mut legs = Vec::new();
                     for (asset, wei) in [
@@ -466,7 +469,7 @@ impl Payments {
                         let hash = leg.hash.to_string();
                         let leg_nonce = i64::try_from(leg.nonce)
                             .map_err(|_| LedgerError::Corrupt("nonce".into()))?;
-                        payment_rows::insert_transaction(
+                        let row = payment_rows::insert_transaction(
                             tx,
                             NewTransaction {
                                 payment_id: &payment.id,
@@ -483,7 +486,7 @@ impl Payments {
                             "asset": asset, "nonce": leg.nonce, "tx_hash": hash,
                             "wei": wei.map(|w| w.to_string()),
                         }));
-                        hashes.push(hash);
+                        stored.push(row);
                     }
                     let primary = legs
                         .first()
@@ -513,32 +516,30 @@ impl Payments {
                         ),
                     )?;
                 }
-                Ok(Some(hashes))
+                Ok(Some(stored))
             })
             .await?;
-        let Some(hashes) = hashes else {
+        let Some(stored) = stored else {
             return Ok(Vec::new());
         };
         tracing::info!(wallet_id, count, first_nonce = first, "signed");
-        Ok(hashes)
+        Ok(stored)
     }
 
-    /// Broadcasts what the lane just stored, in one JSON-RPC batch, and records every
-    /// transaction the node took as sent, in one write transaction. One it refused stays
-    /// `signed`: resolving its slot asks the chain why.
-    async fn first_send(&self, pass: &mut Pass, hashes: &[String]) -> Result<()> {
-        let rows = payment_rows::transactions_by_hash(self.ledger.pool(), hashes).await?;
+    /// Broadcasts what the lane just stored (`rows`, in nonce order), in one JSON-RPC batch, and
+    /// records every transaction the node took as sent, in one write transaction. One it refused
+    /// stays `signed`: resolving its slot asks the chain why.
+    async fn first_send(&self, head: u64, rows: Vec<TransactionRow>) -> Result<Sent> {
         let raws: Vec<&[u8]> = rows.iter().map(|row| row.raw.as_slice()).collect();
         let results = match self.chain.broadcast_batch(&raws).await {
             Ok(results) => results,
             Err(error) => {
                 tracing::warn!(%error, "batch broadcast failed; the slots will resend");
-                return Ok(());
+                return Ok(Sent::default());
             }
         };
         self.fail_point("after_broadcast")?;
         let now = self.now();
-        let head = pass.head;
         let taken: Vec<_> = rows
             .into_iter()
             .zip(&results)
@@ -549,7 +550,7 @@ impl Payments {
             .map(|row| super::parse_hash(&row.tx_hash))
             .collect::<Result<Vec<_>>>()?;
         let this = self.clone();
-        let sent = self
+        let count = self
             .ledger
             .write_batched(move |tx| -> Result<usize> {
                 for row in &taken {
@@ -558,9 +559,7 @@ impl Payments {
                 Ok(taken.len())
             })
             .await?;
-        pass.report.broadcast += sent;
-        pass.sent_now.extend(hashes);
-        Ok(())
+        Ok(Sent { count, hashes })
     }
 
     pub(super) async fn fail_before_signing(
