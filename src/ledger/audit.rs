@@ -263,29 +263,56 @@ pub struct AuditFilter {
 const IN_SCOPE: &str = "(json_extract(detail, '$.scope_id') = {p}
     OR payment_id IN (SELECT id FROM payments WHERE scope_id = {p}))";
 
-/// Events matching `filter`, newest first.
+/// Events matching `filter`, newest first. Only the filters given are in the SQL, so that an
+/// agent's or a payment's events are read from its index (`audit_agent`, `audit_payment`, by
+/// sequence) and the read stops at the page's last row: written as `(?1 IS NULL OR agent_id =
+/// ?1)`, no filter could use an index, and an old payment's events were found by reading the
+/// whole log backwards (222 ms at 240,000 events).
 pub async fn list(
     pool: &SqlitePool,
     filter: &AuditFilter,
     limit: i64,
 ) -> Result<Vec<AuditEvent>, LedgerError> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM audit_events
-         WHERE (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR payment_id = ?2)
-           AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR at < ?4) AND (?5 IS NULL OR seq < ?5)
-           AND (?7 IS NULL OR {})
-         ORDER BY seq DESC LIMIT ?6",
-        IN_SCOPE.replace("{p}", "?7")
-    )))
-    .bind(&filter.agent_id)
-    .bind(&filter.payment_id)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.before_seq)
-    .bind(limit)
-    .bind(&filter.scope_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(list_query("SELECT *", filter, limit)
+        .build_query_as()
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The list's query, after `select` (the test reads its plan).
+pub(super) fn list_query(
+    select: &str,
+    filter: &AuditFilter,
+    limit: i64,
+) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut query = sqlx::QueryBuilder::new(format!("{select} FROM audit_events WHERE 1"));
+    if let Some(agent_id) = &filter.agent_id {
+        query.push(" AND agent_id = ").push_bind(agent_id.clone());
+    }
+    if let Some(payment_id) = &filter.payment_id {
+        query
+            .push(" AND payment_id = ")
+            .push_bind(payment_id.clone());
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND at < ").push_bind(to);
+    }
+    if let Some(before) = filter.before_seq {
+        query.push(" AND seq < ").push_bind(before);
+    }
+    if let Some(scope_id) = &filter.scope_id {
+        query
+            .push(" AND (json_extract(detail, '$.scope_id') = ")
+            .push_bind(scope_id.clone())
+            .push(" OR payment_id IN (SELECT id FROM payments WHERE scope_id = ")
+            .push_bind(scope_id.clone())
+            .push("))");
+    }
+    query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+    query
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -29,26 +29,34 @@ pub async fn spend(
     from: Option<Millis>,
     to: Option<Millis>,
 ) -> Result<(i64, i64, Vec<SpendRow>), LedgerError> {
-    const FILTER: &str = "FROM payments WHERE kind = 'payment' AND status = 'confirmed'
-        AND (?1 IS NULL OR agent_id = ?1) AND (?2 IS NULL OR created_at >= ?2) AND (?3 IS NULL OR created_at < ?3)";
-    let (total, count): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT COALESCE(SUM(amount), 0), COUNT(*) {FILTER}"
-    )))
-    .bind(agent_id)
-    .bind(from)
-    .bind(to)
-    .fetch_one(pool)
-    .await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, agent_id, to_address, amount, memo, reference, tx_hash, block_number, block_hash, created_at
-         {FILTER} ORDER BY created_at DESC, id DESC LIMIT ?4"
-    )))
-    .bind(agent_id)
-    .bind(from)
-    .bind(to)
-    .bind(MAX_REPORT_ROWS)
-    .fetch_all(pool)
-    .await?;
+    // Only the filters given are in the SQL, so that the range is read from an index (the
+    // agent's payments by time, or the confirmed ones by time) rather than from every payment.
+    let filtered = |select: &str| {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(select);
+        query.push(" FROM payments WHERE kind = 'payment' AND status = 'confirmed'");
+        if let Some(agent_id) = agent_id {
+            query
+                .push(" AND agent_id = ")
+                .push_bind(agent_id.to_string());
+        }
+        if let Some(from) = from {
+            query.push(" AND created_at >= ").push_bind(from);
+        }
+        if let Some(to) = to {
+            query.push(" AND created_at < ").push_bind(to);
+        }
+        query
+    };
+    let (total, count): (i64, i64) = filtered("SELECT COALESCE(SUM(amount), 0), COUNT(*)")
+        .build_query_as()
+        .fetch_one(pool)
+        .await?;
+    let mut rows = filtered(
+        "SELECT id, agent_id, to_address, amount, memo, reference, tx_hash, block_number, block_hash, created_at",
+    );
+    rows.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(MAX_REPORT_ROWS);
+    let rows = rows.build_query_as().fetch_all(pool).await?;
     Ok((total, count, rows))
 }
 
