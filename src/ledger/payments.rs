@@ -1713,6 +1713,60 @@ mod plan_tests {
         ledger.close().await;
     }
 
+    /// The other lists an operator pages through: scopes (by credential, by status, or all) and
+    /// an endpoint's webhook deliveries (the failed ones from their own index). No step scans a
+    /// table and none sorts everything it read.
+    #[tokio::test]
+    async fn pages_of_scopes_and_deliveries_are_read_from_an_index() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let page = super::super::Page {
+            limit: 50,
+            cursor: Some("5:scope_x".into()),
+        };
+        let mut plans = Vec::new();
+        for (credential, status) in [
+            (None, None),
+            (Some("cred_x"), None),
+            (Some("cred_x"), Some("open")),
+            (None, Some("closed")),
+        ] {
+            let query = super::super::scopes::list_query(
+                "EXPLAIN QUERY PLAN SELECT *",
+                credential,
+                status,
+                &page,
+            )
+            .unwrap();
+            plans.push(plan_of(&ledger, query).await);
+        }
+        for status in [None, Some("failed"), Some("pending"), Some("delivered")] {
+            let query = super::super::webhooks::deliveries_query(
+                "EXPLAIN QUERY PLAN SELECT *",
+                "whe_x",
+                status,
+                50,
+            );
+            let plan = plan_of(&ledger, query).await;
+            if status == Some("failed") {
+                assert!(
+                    plan.iter()
+                        .any(|step| step.contains("webhook_deliveries_failed")),
+                    "{plan:?}"
+                );
+            }
+            plans.push(plan);
+        }
+        for plan in plans {
+            assert!(
+                plan.iter().all(|step| (!step.starts_with("SCAN")
+                    || step == "SCAN scopes USING INDEX scopes_created")
+                    && step != "USE TEMP B-TREE FOR ORDER BY"),
+                "{plan:?}"
+            );
+        }
+        ledger.close().await;
+    }
+
     /// The row `insert_transaction` returns, which settlement broadcasts and records as sent
     /// without reading it back, is the row stored.
     #[tokio::test]

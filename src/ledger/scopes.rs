@@ -103,19 +103,42 @@ pub async fn list(
     status: Option<&str>,
     page: &Page,
 ) -> Result<Vec<ScopeRow>, LedgerError> {
+    Ok(list_query("SELECT *", credential_id, status, page)?
+        .build_query_as()
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The list's query after `select`, with only the filters given, so that a page is read from
+/// an index (the credential's, or `scopes_created`) and the read stops at its last row.
+pub(super) fn list_query(
+    select: &str,
+    credential_id: Option<&str>,
+    status: Option<&str>,
+    page: &Page,
+) -> Result<sqlx::QueryBuilder<sqlx::Sqlite>, LedgerError> {
     let (before, before_id) = super::payments::parse_cursor(page.cursor.as_deref())?;
-    Ok(sqlx::query_as(
-        "SELECT * FROM scopes WHERE (?1 IS NULL OR credential_id = ?1) AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4))
-         ORDER BY created_at DESC, id DESC LIMIT ?5",
-    )
-    .bind(credential_id)
-    .bind(status)
-    .bind(before)
-    .bind(before_id)
-    .bind(i64::from(page.limit))
-    .fetch_all(pool)
-    .await?)
+    let mut query = sqlx::QueryBuilder::new(format!("{select} FROM scopes WHERE 1"));
+    if let Some(credential_id) = credential_id {
+        query
+            .push(" AND credential_id = ")
+            .push_bind(credential_id.to_string());
+    }
+    if let Some(status) = status {
+        query.push(" AND status = ").push_bind(status.to_string());
+    }
+    if let (Some(at), Some(id)) = (before, before_id) {
+        query
+            .push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(page.limit());
+    Ok(query)
 }
 
 /// Moves the phase (and clears any pending request), if the scope is still in `from`.

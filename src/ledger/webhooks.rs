@@ -180,15 +180,32 @@ pub async fn deliveries(
     status: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM webhook_deliveries WHERE endpoint_id = ?1 AND (?2 IS NULL OR status = ?2)
-         ORDER BY created_at DESC, rowid DESC LIMIT ?3",
-    )
-    .bind(endpoint_id)
-    .bind(status)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
+    Ok(deliveries_query("SELECT *", endpoint_id, status, limit)
+        .build_query_as()
+        .fetch_all(pool)
+        .await?)
+}
+
+/// An endpoint's deliveries newest first, of one status when given: the status is in the SQL
+/// only when given, so that the failed ones are read from their own index and the read stops at
+/// the page's last row (the test reads the plan after `select`).
+pub(super) fn deliveries_query(
+    select: &str,
+    endpoint_id: &str,
+    status: Option<&str>,
+    limit: i64,
+) -> sqlx::QueryBuilder<sqlx::Sqlite> {
+    let mut query = sqlx::QueryBuilder::new(format!("{select} FROM webhook_deliveries WHERE "));
+    query
+        .push("endpoint_id = ")
+        .push_bind(endpoint_id.to_string());
+    if let Some(status) = status {
+        query.push(" AND status = ").push_bind(status.to_string());
+    }
+    query
+        .push(" ORDER BY created_at DESC, rowid DESC LIMIT ")
+        .push_bind(limit);
+    query
 }
 
 /// Puts a failed delivery back in the queue, due now, with a fresh attempt budget.
