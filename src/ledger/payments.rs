@@ -632,7 +632,6 @@ fn list_query(
     filter: &PaymentFilter,
     page: &Page,
 ) -> Result<sqlx::QueryBuilder<sqlx::Sqlite>, LedgerError> {
-    let (before_at, before_id) = parse_cursor(page.cursor.as_deref())?;
     let mut query = sqlx::QueryBuilder::new(format!("{select} FROM payments WHERE 1"));
     if let Some(agent_id) = &filter.agent_id {
         query.push(" AND agent_id = ").push_bind(agent_id.clone());
@@ -646,7 +645,20 @@ fn list_query(
     if let Some(to) = filter.to {
         query.push(" AND created_at < ").push_bind(to);
     }
-    if let (Some(at), Some(id)) = (before_at, before_id) {
+    if filter.treasury_only {
+        query.push(" AND kind IN ('funding', 'sweep')");
+    }
+    push_page(&mut query, page)?;
+    Ok(query)
+}
+
+/// Ends a list's query with its page: the rows strictly older than the cursor (`created_at:id`
+/// of the previous page's last row), newest first, at most the page's limit.
+pub(super) fn push_page(
+    query: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    page: &Page,
+) -> Result<(), LedgerError> {
+    if let (Some(at), Some(id)) = parse_cursor(page.cursor.as_deref())? {
         query
             .push(" AND (created_at, id) < (")
             .push_bind(at)
@@ -654,13 +666,10 @@ fn list_query(
             .push_bind(id)
             .push(")");
     }
-    if filter.treasury_only {
-        query.push(" AND kind IN ('funding', 'sweep')");
-    }
     query
         .push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(page.limit());
-    Ok(query)
+    Ok(())
 }
 
 /// Payments the settlement worker must sign for, oldest first: queued or submitted payments with
@@ -1574,10 +1583,7 @@ mod plan_tests {
              VALUES ('p1', 'payment', 'cred_a', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed',
                 100, 'USDC', 'automatic', 'submitted', 's', 'k', 'h', 0, 0, 0)",
         ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut *db)
-                .await
-                .unwrap();
+            run(&mut db, sql).await;
         }
         /// The payment's status and time, and the (previous, new) status of each webhook.
         async fn state(db: &mut sqlx::SqliteConnection) -> (String, i64, Vec<(String, String)>) {
@@ -1635,6 +1641,26 @@ mod plan_tests {
         plan.into_iter().map(|(_, _, _, detail)| detail).collect()
     }
 
+    /// Runs one statement of a test's fixture.
+    async fn run(db: &mut sqlx::SqliteConnection, sql: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *db)
+            .await
+            .unwrap();
+    }
+
+    /// A list's plan reads a page and stops: it scans nothing but `ordered` (indexes in the
+    /// list's own order, which the page's limit stops), and sorts nothing whole.
+    fn assert_paged(plan: &[String], ordered: &[&str]) {
+        assert!(
+            plan.iter().all(
+                |step| (!step.starts_with("SCAN") || ordered.contains(&step.as_str()))
+                    && step != "USE TEMP B-TREE FOR ORDER BY"
+            ),
+            "{plan:?}"
+        );
+    }
+
     /// Every filter of the payments list reads a page from an index and stops: no step scans
     /// the table or an index out of the list's order, and none sorts the whole result (a sort
     /// of the rows that tie on `created_at` is allowed), whatever the history.
@@ -1671,12 +1697,7 @@ mod plan_tests {
             } else {
                 &["SCAN payments USING INDEX payments_created"][..]
             };
-            assert!(
-                plan.iter().all(|step| (!step.starts_with("SCAN payments")
-                    || ordered.contains(&step.as_str()))
-                    && step != "USE TEMP B-TREE FOR ORDER BY"),
-                "{filter:?}: {plan:?}"
-            );
+            assert_paged(&plan, ordered);
         }
         ledger.close().await;
     }
@@ -1757,12 +1778,7 @@ mod plan_tests {
             plans.push(plan);
         }
         for plan in plans {
-            assert!(
-                plan.iter().all(|step| (!step.starts_with("SCAN")
-                    || step == "SCAN scopes USING INDEX scopes_created")
-                    && step != "USE TEMP B-TREE FOR ORDER BY"),
-                "{plan:?}"
-            );
+            assert_paged(&plan, &["SCAN scopes USING INDEX scopes_created"]);
         }
         ledger.close().await;
     }
@@ -1781,10 +1797,7 @@ mod plan_tests {
              VALUES ('p1', 'payment', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', 100,
                 'USDC', 'automatic', 'queued', 's', 'k', 'h', 0, 0)",
         ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut *db)
-                .await
-                .unwrap();
+            run(&mut db, sql).await;
         }
         let returned = ledger
             .write_sync(|tx| {
@@ -1825,12 +1838,6 @@ mod plan_tests {
             .execute(&mut *db)
             .await
             .unwrap();
-        async fn run(db: &mut sqlx::SqliteConnection, sql: &str) {
-            sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut *db)
-                .await
-                .unwrap();
-        }
         async fn check(db: &mut sqlx::SqliteConnection, step: &str) {
             let (kept, summed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT (SELECT COALESCE(SUM(held_total), 0) FROM credential_holds

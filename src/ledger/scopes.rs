@@ -117,7 +117,6 @@ pub(super) fn list_query(
     status: Option<&str>,
     page: &Page,
 ) -> Result<sqlx::QueryBuilder<sqlx::Sqlite>, LedgerError> {
-    let (before, before_id) = super::payments::parse_cursor(page.cursor.as_deref())?;
     let mut query = sqlx::QueryBuilder::new(format!("{select} FROM scopes WHERE 1"));
     if let Some(credential_id) = credential_id {
         query
@@ -127,17 +126,7 @@ pub(super) fn list_query(
     if let Some(status) = status {
         query.push(" AND status = ").push_bind(status.to_string());
     }
-    if let (Some(at), Some(id)) = (before, before_id) {
-        query
-            .push(" AND (created_at, id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
-    }
-    query
-        .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(page.limit());
+    super::payments::push_page(&mut query, page)?;
     Ok(query)
 }
 
