@@ -136,21 +136,24 @@ pub async fn all_addresses(pool: &SqlitePool) -> Result<Vec<String>, LedgerError
     .await?)
 }
 
+/// Read from the partial index of gas-float fundings (migration 0020), not the agent's history.
+pub(super) const GAS_FLOAT_FUNDINGS: &str =
+    "SELECT COUNT(CASE WHEN status IN ('queued', 'submitted', 'included') THEN 1 END),
+            COUNT(CASE WHEN created_at >= ? THEN 1 END)
+     FROM payments INDEXED BY payments_gas_float
+     WHERE kind = 'funding' AND idempotency_scope = 'gas_float' AND agent_id = ?";
+
 /// Gas-float fundings of the agent: how many are in flight, and how many were made since `since`.
 pub async fn gas_float_fundings(
     pool: &SqlitePool,
     agent_id: &str,
     since: Millis,
 ) -> Result<(i64, i64), LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT COUNT(CASE WHEN status IN ('queued', 'submitted', 'included') THEN 1 END),
-                COUNT(CASE WHEN created_at >= ? THEN 1 END)
-         FROM payments WHERE kind = 'funding' AND idempotency_scope = 'gas_float' AND agent_id = ?",
-    )
-    .bind(since)
-    .bind(agent_id)
-    .fetch_one(pool)
-    .await?)
+    Ok(sqlx::query_as(GAS_FLOAT_FUNDINGS)
+        .bind(since)
+        .bind(agent_id)
+        .fetch_one(pool)
+        .await?)
 }
 
 /// The agent that pays from `wallet_id` (`None` for the treasury).

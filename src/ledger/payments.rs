@@ -1091,20 +1091,26 @@ pub async fn stale(
     .await?)
 }
 
+const UNBROADCAST_OF_AGENT: &str = "SELECT * FROM payments INDEXED BY payments_status
+     WHERE status IN ('pending_approval', 'authorized', 'queued') AND agent_id = ?
+       AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id
+                       AND a.nonce IS NOT NULL)
+     ORDER BY rowid";
+
 /// An agent's payments that no node has accepted a transaction for: what a freeze cancels.
 /// A queued payment may have signed transactions the node never took; settlement fills their
 /// nonces so that they can never execute and the wallet's later nonces are not blocked.
+/// Read from the three statuses' ranges of `payments_status` (what is open, of every agent), not
+/// from the agent's whole history: a freeze runs in a write transaction, and on an agent with a
+/// long history it held the writer, and every other agent's acceptance, while it read it.
 pub async fn unbroadcast_of_agent(
     tx: &mut Tx,
     agent_id: &str,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE agent_id = ? AND status IN ('pending_approval', 'authorized', 'queued')
-         AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL) ORDER BY rowid",
-    )
-    .bind(agent_id)
-    .fetch_all(&mut **tx)
-    .await?)
+    Ok(sqlx::query_as(UNBROADCAST_OF_AGENT)
+        .bind(agent_id)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// Puts a transaction back to `submitted` as of `head`, with no block: what a first broadcast
@@ -1779,6 +1785,45 @@ mod plan_tests {
         }
         for plan in plans {
             assert_paged(&plan, &["SCAN scopes USING INDEX scopes_created"]);
+        }
+        ledger.close().await;
+    }
+
+    /// What a freeze cancels is read from what is open, and an agent's gas top-ups from their
+    /// own partial index: neither reads the agent's history.
+    #[tokio::test]
+    async fn agent_reads_do_not_walk_the_agents_history() {
+        let (_dir, ledger) = fresh_ledger().await;
+        for (sql, parameters, read) in [
+            (
+                super::UNBROADCAST_OF_AGENT,
+                1,
+                "SEARCH payments USING INDEX payments_status (status=?)",
+            ),
+            (
+                super::super::agents::GAS_FLOAT_FUNDINGS,
+                2,
+                "SEARCH payments USING INDEX payments_gas_float (agent_id=?)",
+            ),
+        ] {
+            let mut query = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(
+                format!("EXPLAIN QUERY PLAN {sql}"),
+            ));
+            for _ in 0..parameters {
+                query = query.bind("agt_x");
+            }
+            let plan: Vec<String> = query
+                .fetch_all(ledger.pool())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, _, _, detail)| detail)
+                .collect();
+            assert!(plan.iter().any(|step| step == read), "{plan:?}");
+            assert!(
+                plan.iter().all(|step| !step.contains("payments_agent")),
+                "{plan:?}"
+            );
         }
         ledger.close().await;
     }
