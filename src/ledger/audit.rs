@@ -304,12 +304,12 @@ pub(super) fn list_query(
         query.push(" AND seq < ").push_bind(before);
     }
     if let Some(scope_id) = &filter.scope_id {
-        query
-            .push(" AND (json_extract(detail, '$.scope_id') = ")
-            .push_bind(scope_id.clone())
-            .push(" OR payment_id IN (SELECT id FROM payments WHERE scope_id = ")
-            .push_bind(scope_id.clone())
-            .push("))");
+        // IN_SCOPE names the scope twice: each place is a bound parameter.
+        let mut parts = IN_SCOPE.split("{p}");
+        query.push(" AND ").push(parts.next().unwrap_or_default());
+        for part in parts {
+            query.push_bind(scope_id.clone()).push(part);
+        }
     }
     query.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
     query
