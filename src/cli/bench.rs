@@ -1008,21 +1008,8 @@ fn print_table(report: &Report) {
         &report.backlog,
         &report.settlement,
     );
-    let (c, r, v) = (&report.ceilings, &report.ratios, &report.verification);
-    println!(
-        "bursar bench: {} payments per phase ({} stored before), {} agent wallets, {} clients, {}s blocks, {} confirmations",
-        report.payments,
-        report.stored,
-        report.agents,
-        report.clients,
-        report.block_time_secs,
-        report.confirmations_required
-    );
-    println!();
-    println!(
-        "{:<44} {:>14} {:>14} {:>8}",
-        "", "bursar", "ceiling", "ratio"
-    );
+    let (c, r) = (&report.ceilings, &report.ratios);
+    print_heading(report);
     print_phase(
         c,
         &TablePhase {
@@ -1067,6 +1054,30 @@ fn print_table(report: &Report) {
         String::new(),
         String::new(),
     );
+    print_verification(report);
+}
+
+/// The run's shape, and the table's column heads.
+fn print_heading(report: &Report) {
+    println!(
+        "bursar bench: {} payments per phase ({} stored before), {} agent wallets, {} clients, {}s blocks, {} confirmations",
+        report.payments,
+        report.stored,
+        report.agents,
+        report.clients,
+        report.block_time_secs,
+        report.confirmations_required
+    );
+    println!();
+    println!(
+        "{:<44} {:>14} {:>14} {:>8}",
+        "", "bursar", "ceiling", "ratio"
+    );
+}
+
+/// What the chain shows of the run: transfers against intents, lost and doubled.
+fn print_verification(report: &Report) {
+    let (i, a, v) = (&report.accept_idle, &report.accept, &report.verification);
     println!();
     println!(
         "on chain: {} transfers for {} intents; lost {}, doubled {}; confirmed {} + {}, refused {}, retries {}",
@@ -1074,8 +1085,8 @@ fn print_table(report: &Report) {
         2 * report.payments,
         v.lost,
         v.doubled,
-        b.confirmed,
-        s.confirmed,
+        report.backlog.confirmed,
+        report.settlement.confirmed,
         i.errors + a.errors,
         i.retries + a.retries
     );
