@@ -887,7 +887,15 @@ async fn run_batch(side: &WriteSide, batch: Vec<Box<dyn BatchJob>>) {
         audit_head: &mut w.audit_head,
         waiters: &mut w.waiters,
     };
+    let (jobs, started) = (batch.len(), std::time::Instant::now());
     let failed = run_and_commit(direct, &mut group, batch);
+    // How busy the writer is (`RUST_LOG=bursar::ledger=debug`): the figure that says whether a
+    // load is bound by SQLite's one writer.
+    tracing::debug!(
+        jobs,
+        busy_us = started.elapsed().as_micros() as u64,
+        "write batch"
+    );
     drop(locked);
     if let Err((error, rest)) = failed {
         w.fail_group(&error);
