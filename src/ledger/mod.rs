@@ -887,15 +887,7 @@ async fn run_batch(side: &WriteSide, batch: Vec<Box<dyn BatchJob>>) {
         audit_head: &mut w.audit_head,
         waiters: &mut w.waiters,
     };
-    let (jobs, started) = (batch.len(), std::time::Instant::now());
     let failed = run_and_commit(direct, &mut group, batch);
-    // How busy the writer is (`RUST_LOG=bursar::ledger=debug`): the figure that says whether a
-    // load is bound by SQLite's one writer.
-    tracing::debug!(
-        jobs,
-        busy_us = started.elapsed().as_micros() as u64,
-        "write batch"
-    );
     drop(locked);
     if let Err((error, rest)) = failed {
         w.fail_group(&error);
@@ -913,6 +905,7 @@ fn run_and_commit(
     group: &mut GroupState<'_>,
     batch: Vec<Box<dyn BatchJob>>,
 ) -> Result<(), (String, Vec<Box<dyn BatchJob>>)> {
+    let (count, started) = (batch.len(), std::time::Instant::now());
     let mut jobs = batch.into_iter();
     for job in jobs.by_ref() {
         if let Err(error) = run_one(direct, group, job) {
@@ -920,7 +913,16 @@ fn run_and_commit(
         }
     }
     if *group.open {
+        let committing = std::time::Instant::now();
         let committed = direct.execute_batch("COMMIT").map_err(|e| e.to_string());
+        // How busy the writer is (`RUST_LOG=bursar::ledger=debug`): whether a load is bound by
+        // SQLite's one writer, and how much of its hold is the commit (WAL write and fsync).
+        tracing::debug!(
+            jobs = count,
+            busy_us = started.elapsed().as_micros() as u64,
+            commit_us = committing.elapsed().as_micros() as u64,
+            "write batch"
+        );
         if committed.is_err() {
             let _ = direct.execute_batch("ROLLBACK");
         }
