@@ -200,7 +200,7 @@ impl Custody {
     }
 
     /// Signs an EIP-1559 transaction with the wallet's key. Refuses any chain but the configured
-    /// one, and checks that the signature recovers to the wallet's address before returning it.
+    /// one, and refuses a key that is not the one filed under the wallet's address.
     pub fn sign(
         &self,
         sealed: &SealedKey,
@@ -227,7 +227,9 @@ impl Custody {
             });
         }
         // libsecp256k1 signs several times faster than k256 (tests/benches/signing.rs); its key
-        // is erased once the chunk is signed.
+        // is erased once the chunk is signed. `open` has checked that the key is the one filed
+        // under the wallet's address, so each signature is the wallet's: recovering the signer
+        // of every one again cost more than signing it (1.3 of 2.35 ms for 32 transfers).
         let signer = self.open(sealed)?.to_secp256k1();
         let signed = transactions
             .into_iter()
@@ -237,12 +239,6 @@ impl Custody {
                     .sign_hash_sync(&transaction.signature_hash())
                     .map_err(|_| CustodyError::Signing { address })?;
                 let signed = transaction.into_signed(signature);
-                let recovered = signed
-                    .recover_signer()
-                    .map_err(|_| CustodyError::Signing { address })?;
-                if Address::from(recovered) != address {
-                    return Err(CustodyError::Signing { address });
-                }
                 let hash = *signed.hash();
                 let raw = TxEnvelope::from(signed).encoded_2718();
                 Ok(SignedTransaction { hash, raw, nonce })

@@ -1,6 +1,6 @@
 //! Criterion micro-benchmark of custody signing, the CPU-heavy step of settlement (README
-//! "Performance"): a chunk of 32 USDC transfers signed with one wallet key, each signature checked
-//! by recovery, as settlement's lanes do. `cargo bench --bench signing`.
+//! "Performance"): a chunk of 32 USDC transfers signed with one wallet key, unsealed once, as
+//! settlement's lanes do. `cargo bench --bench signing`.
 
 use alloy::consensus::TxEip1559;
 use alloy::primitives::{Address, Bytes, TxKind, U256};

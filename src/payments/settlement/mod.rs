@@ -323,6 +323,11 @@ impl Payments {
         // Signing can take a block or more under a burst: what follows counts confirmations
         // and finds receipts against the head as it is now, and against the recent blocks as
         // they are now (read once each, across passes: `canon`).
+        // The wallets' nonces read while signing are as old: a slot mined since would look
+        // unmined, asked about one transaction at a time (a costly read for a node, which rebuilds
+        // each mined transaction and recovers its sender) and recorded a pass late. Each lane
+        // reads its wallet's nonce again.
+        pass.chain_nonces.clear();
         if let Ok(now) = self.chain.head().await {
             pass.head = now;
         }
