@@ -313,7 +313,15 @@ mod tests {
         let sealed = custody.generate_wallet().unwrap();
         let signed = custody.sign(&sealed, transaction(8453)).unwrap();
         assert_eq!(signed.nonce, 7);
-        assert!(!signed.raw.is_empty());
+        // The bytes a node would take are signed by the wallet's own key.
+        use alloy::consensus::transaction::SignerRecoverable;
+        use alloy::eips::eip2718::Decodable2718;
+        let envelope = TxEnvelope::decode_2718(&mut signed.raw.as_slice()).unwrap();
+        assert_eq!(
+            Address::from(envelope.recover_signer().unwrap()),
+            sealed.address
+        );
+        assert_eq!(*envelope.tx_hash(), signed.hash);
 
         // The plaintext key is not in the ciphertext.
         let key = custody.reveal_for_tests(&sealed).unwrap();

@@ -130,6 +130,20 @@ async fn killed_at_each_fail_point_every_payment_is_paid_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_mined_while_the_pass_signs_is_recorded_included_in_that_pass() {
+    let app = TestApp::spawn().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay_id(&token, recipient(0x95), "3", "m").await;
+    // The node mines each transaction as it takes it: mined before the pass reads receipts,
+    // after it read the wallet's nonce to sign.
+    app.devnet.provider.anvil_set_auto_mine(true).await.unwrap();
+    app.settle().await;
+    let paid = payment(&app, &id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(app.head().await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_from_the_pool_is_rebroadcast() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;
