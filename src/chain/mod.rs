@@ -700,14 +700,14 @@ impl Chain {
         .await
     }
 
-    /// The account's transaction count in the latest block: every nonce below it is used on
-    /// chain, by whichever transaction the chain took.
-    pub async fn latest_nonce(&self, owner: Address) -> Result<u64, ChainError> {
+    /// The account's transaction count as of block `number`: every nonce below it is used on
+    /// chain by then, by whichever transaction the chain took.
+    pub async fn nonce_at(&self, owner: Address, number: u64) -> Result<u64, ChainError> {
         self.call(
             "eth_getTransactionCount",
             self.provider
                 .get_transaction_count(owner.into_inner())
-                .latest(),
+                .number(number),
         )
         .await
     }

@@ -144,6 +144,34 @@ async fn a_transaction_mined_while_the_pass_signs_is_recorded_included_in_that_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_mined_during_a_pass_is_read_by_its_transfers_next_pass_not_by_receipts() {
+    let (app, relay) = TestApp::spawn_relayed().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay_id(&token, recipient(0x96), "2", "b").await;
+    app.settle().await;
+    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    // A block holding the transfer lands after the pass read its head, just before it reads
+    // the wallet's nonce. The pass judges by its head, where the nonce is still unused: it
+    // does not read the transaction's receipt (for a node, a copy of the whole block).
+    let head = app.head().await;
+    let (receipts, logs) = (
+        relay.calls("eth_getTransactionReceipt"),
+        relay.calls("eth_getLogs"),
+    );
+    relay.mine_before_next("eth_getTransactionCount");
+    app.settle().await;
+    assert_eq!(app.head().await, head + 1, "the relay mined one block");
+    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    // The next pass reads that block's USDC transfers and finds the payment among them.
+    app.settle().await;
+    let paid = payment(&app, &id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert!(relay.calls("eth_getLogs") > logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_from_the_pool_is_rebroadcast() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;

@@ -40,17 +40,28 @@ impl TestApp {
 
     /// Like `spawn`, with extra `BURSAR_*` settings.
     pub async fn spawn_with(settings: &[(&str, &str)]) -> TestApp {
+        let devnet = Devnet::start().await.expect("devnet starts");
+        let rpc_url = devnet.rpc_url.clone();
+        Self::spawn_on(devnet, rpc_url, settings).await
+    }
+
+    /// Like `spawn`, with the service reaching the devnet through an `RpcRelay`.
+    pub async fn spawn_relayed() -> (TestApp, RpcRelay) {
+        let devnet = Devnet::start().await.expect("devnet starts");
+        let relay = RpcRelay::start(&devnet.rpc_url).await;
+        (Self::spawn_on(devnet, relay.url.clone(), &[]).await, relay)
+    }
+
+    async fn spawn_on(devnet: Devnet, rpc_url: String, settings: &[(&str, &str)]) -> TestApp {
         let extra: Vec<(String, String)> = settings
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let devnet = Devnet::start().await.expect("devnet starts");
         let dir = tempfile::tempdir().unwrap();
         let master_key_file = dir.path().join("master.key");
         MasterKey::generate_file(&master_key_file).unwrap();
         let admin_token = bursar::domain::new_secret_token("bsr_admin");
         let database_url = format!("sqlite://{}", dir.path().join("bursar.db").display());
-        let rpc_url = devnet.rpc_url.clone();
         let usdc = devnet.usdc.to_string();
         let master = master_key_file.display().to_string();
         let token = admin_token.clone();
@@ -368,4 +379,102 @@ pub async fn payment(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/v1/payments/{id}"), &app.admin_token)
         .await
         .body
+}
+
+/// A JSON-RPC relay between the service and the devnet: it counts the methods the service calls
+/// (each call of a batch too) and, when armed, has the devnet mine a block just before it
+/// forwards a chosen method, so a test can land a block at an exact point of a pass.
+pub struct RpcRelay {
+    pub url: String,
+    state: Arc<RelayState>,
+}
+
+struct RelayState {
+    upstream: String,
+    http: reqwest::Client,
+    calls: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    mine_before: std::sync::Mutex<Option<String>>,
+}
+
+impl RpcRelay {
+    async fn start(upstream: &str) -> RpcRelay {
+        let state = Arc::new(RelayState {
+            upstream: upstream.to_string(),
+            http: reqwest::Client::new(),
+            calls: Default::default(),
+            mine_before: Default::default(),
+        });
+        let router = axum::Router::new()
+            .route("/", axum::routing::post(relay))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        RpcRelay { url, state }
+    }
+
+    /// How many times the service called `method` so far.
+    pub fn calls(&self, method: &str) -> usize {
+        self.state
+            .calls
+            .lock()
+            .unwrap()
+            .get(method)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Mines one block before the next request that calls `method` is forwarded.
+    pub fn mine_before_next(&self, method: &str) {
+        *self.state.mine_before.lock().unwrap() = Some(method.to_string());
+    }
+}
+
+async fn relay(
+    axum::extract::State(state): axum::extract::State<Arc<RelayState>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let methods: Vec<String> = match &request {
+        Value::Array(calls) => calls.iter().collect(),
+        call => vec![call],
+    }
+    .into_iter()
+    .filter_map(|call| call["method"].as_str().map(str::to_string))
+    .collect();
+    for method in &methods {
+        *state
+            .calls
+            .lock()
+            .unwrap()
+            .entry(method.clone())
+            .or_default() += 1;
+    }
+    let armed = {
+        let mut armed = state.mine_before.lock().unwrap();
+        match armed.as_ref() {
+            Some(method) if methods.contains(method) => armed.take(),
+            _ => None,
+        }
+    };
+    if armed.is_some() {
+        let mine = json!({"jsonrpc": "2.0", "id": 0, "method": "evm_mine", "params": []});
+        let mined = state.http.post(&state.upstream).json(&mine).send().await;
+        assert!(mined.unwrap().status().is_success());
+    }
+    let answer = state
+        .http
+        .post(&state.upstream)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let bytes = answer.bytes().await.unwrap();
+    axum::response::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(bytes))
+        .unwrap()
 }

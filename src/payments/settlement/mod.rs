@@ -326,7 +326,7 @@ impl Payments {
         // The wallets' nonces read while signing are as old: a slot mined since would look
         // unmined, asked about one transaction at a time (a costly read for a node, which rebuilds
         // each mined transaction and recovers its sender) and recorded a pass late. Each lane
-        // reads its wallet's nonce again.
+        // reads its wallet's nonce again, as of the new head (`chain_nonce`).
         pass.chain_nonces.clear();
         if let Ok(now) = self.chain.head().await {
             pass.head = now;
@@ -534,7 +534,10 @@ impl Payments {
         if let Some(nonce) = pass.chain_nonces.get(wallet_id) {
             return Ok(*nonce);
         }
-        let nonce = self.chain.latest_nonce(address).await?;
+        // As of the pass's head, like every other read of the pass: a nonce used in a block
+        // past it would have its transaction looked for in blocks the pass has not read, one
+        // receipt at a time (for a node, a copy of the whole block each).
+        let nonce = self.chain.nonce_at(address, pass.head).await?;
         pass.chain_nonces.insert(wallet_id.to_string(), nonce);
         Ok(nonce)
     }
