@@ -242,7 +242,7 @@ pub fn append_in(tx: &mut SyncTx<'_>, at: Millis, event: NewEvent) -> Result<i64
     ])?;
     *tx.audit_head = Some((sealed.seq, sealed.hash.clone()));
     if let Some(alarm) = sealed.alarm() {
-        super::webhooks::enqueue_in(tx, super::webhooks::AUDIT_ALARM, &alarm, at)?;
+        super::webhooks::enqueue_in(tx, super::webhooks::AUDIT_ALARM, || alarm, at)?;
     }
     Ok(sealed.seq)
 }

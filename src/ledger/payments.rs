@@ -100,14 +100,14 @@ pub fn insert(tx: &mut SyncTx<'_>, row: &PaymentRow) -> Result<(), LedgerError> 
     super::webhooks::enqueue_in(
         tx,
         super::webhooks::PAYMENT_STATUS_CHANGED,
-        &status_event(row, None),
+        || status_event(row, None),
         row.created_at,
     )?;
     if row.status == PaymentStatus::PendingApproval {
         super::webhooks::enqueue_in(
             tx,
             super::webhooks::APPROVAL_REQUIRED,
-            &approval_required(row),
+            || approval_required(row),
             row.created_at,
         )?;
     }
@@ -505,7 +505,7 @@ pub fn set_status_along(
         super::webhooks::enqueue_in(
             tx,
             super::webhooks::PAYMENT_STATUS_CHANGED,
-            &status_event(&payment, Some(previous)),
+            || status_event(&payment, Some(previous)),
             now,
         )?;
         previous = next;

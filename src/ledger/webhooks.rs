@@ -112,15 +112,26 @@ const ENQUEUE: &str = "INSERT INTO webhook_deliveries (id, endpoint_id, event_ty
     SELECT 'evt_' || lower(hex(randomblob(16))), id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_endpoints
     WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1)";
 
-/// `enqueue` in a synchronous transaction.
+/// Whether an active endpoint subscribes to `?1`.
+const SUBSCRIBED: &str = "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+    WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1))";
+
+/// `enqueue` in a synchronous transaction. The event's body is built only if an active endpoint
+/// subscribes to it: settlement and acceptance enqueue one per status change, and with no
+/// endpoint building and serializing it was about 3% of the writer's time in a drain.
 pub fn enqueue_in(
     tx: &mut SyncTx<'_>,
     event_type: &str,
-    data: &serde_json::Value,
+    data: impl FnOnce() -> serde_json::Value,
     now: Millis,
 ) -> Result<(), LedgerError> {
-    tx.prepare(ENQUEUE)?
-        .execute(rusqlite::params![event_type, data.to_string(), now])?;
+    let subscribed: bool = tx
+        .prepare(SUBSCRIBED)?
+        .query_row([event_type], |row| row.get(0))?;
+    if subscribed {
+        tx.prepare(ENQUEUE)?
+            .execute(rusqlite::params![event_type, data().to_string(), now])?;
+    }
     Ok(())
 }
 
