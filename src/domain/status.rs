@@ -51,6 +51,16 @@ string_enum!(
 
 impl PaymentStatus {
     /// Only these end a payment without money moving, and so release its budget hold.
+    /// What the payment holds of its credential's budget, as the ledger's `budget` column keeps
+    /// it (migration 0021): 2 while it commits money, 1 while it is a live hold, 0 once released.
+    pub const fn budget(self) -> i64 {
+        match self {
+            Self::Queued | Self::Submitted | Self::Included | Self::Confirmed => 2,
+            Self::PendingApproval | Self::Authorized => 1,
+            Self::Rejected | Self::Failed | Self::Cancelled | Self::Expired => 0,
+        }
+    }
+
     pub const fn releases_budget(self) -> bool {
         matches!(
             self,

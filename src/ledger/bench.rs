@@ -172,10 +172,10 @@ pub async fn preload(
             "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2)
              INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id, to_address,
                  amount, currency, capture, status, idempotency_scope, idempotency_key,
-                 request_hash, created_at, updated_at, committed_at)
+                 request_hash, created_at, updated_at, committed_at, budget)
              SELECT 'pay_stored_' || c.id || '_' || n.i, 'payment', c.agent_id, c.id, a.wallet_id,
                  '0x000000000000000000000000000000000000dEaD', ?5, 'USDC', 'automatic',
-                 'confirmed', c.id, 'stored-' || n.i, 'stored', ?3, ?3, ?3
+                 'confirmed', c.id, 'stored-' || n.i, 'stored', ?3, ?3, ?3, 2
                FROM n, credentials c JOIN agents a ON a.id = c.agent_id WHERE c.id = ?4",
         )
         .bind(i64::try_from(start).unwrap_or(i64::MAX))

@@ -62,8 +62,9 @@ impl PaymentRow {
 const INSERT: &str = "INSERT INTO payments (id, kind, agent_id, credential_id, from_wallet_id,
      to_address, amount, gas_wei, currency, memo, reference, metadata, confidence, capture, status,
      decision, failure_reason, idempotency_scope, idempotency_key, request_hash, created_at,
-     updated_at, committed_at, protocol, scope_id, scope_phase, scope_tier, credential_tier)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     updated_at, committed_at, protocol, scope_id, scope_phase, scope_tier, credential_tier,
+     budget)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Stores a new payment (its amount is the hold) and queues its status webhook.
 pub fn insert(tx: &mut SyncTx<'_>, row: &PaymentRow) -> Result<(), LedgerError> {
@@ -96,6 +97,7 @@ pub fn insert(tx: &mut SyncTx<'_>, row: &PaymentRow) -> Result<(), LedgerError> 
         row.scope_phase,
         row.scope_tier,
         row.credential_tier,
+        row.status.budget(),
     ])?;
     super::webhooks::enqueue_in(
         tx,
@@ -268,9 +270,7 @@ const DAY_COMMITTED: &str = "SELECT
     + (SELECT COALESCE(SUM(amount), 0) FROM credential_committed_buckets
         WHERE credential_id = ?1 AND span_ms = 60000 AND start_ms >= ?3 AND start_ms < ?4)
     + (SELECT COALESCE(SUM(amount), 0) FROM payments
-        WHERE credential_id = ?1 AND committed_at > ?2 AND committed_at < ?3
-          AND (status = 'queued' OR status = 'submitted' OR status = 'included'
-               OR status = 'confirmed'))";
+        WHERE credential_id = ?1 AND committed_at > ?2 AND committed_at < ?3 AND budget = 2)";
 
 /// The live holds (pending approval, authorized): they count in the day whenever committed.
 const LIVE_HOLDS: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
@@ -279,22 +279,11 @@ const LIVE_HOLDS: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
 /// The payments holding budget created in the last minute: whole seconds from the buckets and
 /// the payments of the one second at the edge (`?2` the window's start, `?3` the first whole
 /// second). At most 60 bucket rows and one second's payments.
-static MINUTE_COUNT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT
-              (SELECT COALESCE(SUM(payments), 0) FROM credential_created_seconds
-                WHERE credential_id = ?1 AND start_ms >= ?3)
-            + (SELECT COUNT(*) FROM payments
-                WHERE credential_id = ?1 AND created_at > ?2 AND created_at < ?3
-                  AND ({holding}))",
-        holding = PaymentStatus::ALL
-            .iter()
-            .filter(|status| !status.releases_budget())
-            .map(|status| format!("status = '{status}'"))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    )
-});
+const MINUTE_COUNT: &str = "SELECT
+      (SELECT COALESCE(SUM(payments), 0) FROM credential_created_seconds
+        WHERE credential_id = ?1 AND start_ms >= ?3)
+    + (SELECT COUNT(*) FROM payments
+        WHERE credential_id = ?1 AND created_at > ?2 AND created_at < ?3 AND budget > 0)";
 
 /// The lifetime total, kept by triggers (migrations 0007 and 0012).
 const LIFETIME_HELD: &str =
@@ -356,7 +345,7 @@ pub fn spend_snapshot(
             .query_row([credential_id], |row| row.get(0))?;
     }
     if figures.minute {
-        minute = tx.prepare(&MINUTE_COUNT)?.query_row(
+        minute = tx.prepare(MINUTE_COUNT)?.query_row(
             rusqlite::params![
                 credential_id,
                 minute_ago,
@@ -1303,7 +1292,7 @@ mod plan_tests {
     #[tokio::test]
     async fn the_spend_snapshot_reads_only_bounded_index_ranges() {
         let (_dir, ledger) = fresh_ledger().await;
-        let minute_count: &str = &super::MINUTE_COUNT;
+        let minute_count: &str = super::MINUTE_COUNT;
         for (sql, parameters, buckets, index) in [
             (
                 super::DAY_COMMITTED,
@@ -1367,7 +1356,7 @@ mod plan_tests {
     #[tokio::test]
     async fn payment_writes_build_no_temporary_btree() {
         let (_dir, ledger) = fresh_ledger().await;
-        let minute_count: &str = &super::MINUTE_COUNT;
+        let minute_count: &str = super::MINUTE_COUNT;
         for (sql, parameters) in [(super::DAY_COMMITTED, 4), (minute_count, 3)] {
             let mut query =
                 sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
@@ -1380,7 +1369,7 @@ mod plan_tests {
                 "{sql} builds a temporary b-tree"
             );
         }
-        for (sql, parameters) in [(super::INSERT, 28), (super::SET_STATUS.as_str(), 4)] {
+        for (sql, parameters) in [(super::INSERT, 29), (super::SET_STATUS.as_str(), 4)] {
             let mut query =
                 sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
             for _ in 0..parameters {
@@ -1398,6 +1387,47 @@ mod plan_tests {
                     "a trigger of {sql} builds a temporary b-tree: {trigger:?}"
                 );
             }
+        }
+        ledger.close().await;
+    }
+
+    /// A status change that keeps what the payment holds (each step of settlement) writes one
+    /// index entry keyed by status, `payments_status`: the policy's covering indexes carry the
+    /// `budget` column instead (migration 0021). Read from the statement's bytecode: the
+    /// indexes it opens to write, before its first trigger program.
+    #[tokio::test]
+    async fn a_settlement_step_rewrites_only_the_status_index() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let program: Vec<(i64, String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN {}",
+            super::SET_STATUS.as_str()
+        )))
+        .bind("submitted")
+        .bind(0)
+        .bind("p")
+        .bind("queued")
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap();
+        let roots: std::collections::HashMap<i64, String> = sqlx::query_as(
+            "SELECT rootpage, name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'payments'",
+        )
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let statement = program
+            .iter()
+            .skip(1)
+            .take_while(|(_, opcode, _, _)| opcode != "Init");
+        let written: Vec<&str> = statement
+            .filter(|(_, opcode, _, _)| opcode == "OpenWrite")
+            .filter_map(|(_, _, _, root)| roots.get(root).map(String::as_str))
+            .collect();
+        assert!(written.contains(&"payments_status"), "{written:?}");
+        for index in ["payments_credential", "payments_credential_committed"] {
+            assert!(!written.contains(&index), "{index} in {written:?}");
         }
         ledger.close().await;
     }
@@ -1895,6 +1925,16 @@ mod plan_tests {
             .await
             .unwrap();
             assert_eq!(kept, summed, "after {step}");
+            // The `budget` column (migration 0021) matches each payment's status, whatever
+            // wrote the row.
+            let rows: Vec<(String, crate::domain::PaymentStatus, i64)> =
+                sqlx::query_as("SELECT id, status, budget FROM payments")
+                    .fetch_all(&mut *db)
+                    .await
+                    .unwrap();
+            for (id, status, budget) in rows {
+                assert_eq!(budget, status.budget(), "{id} {status} after {step}");
+            }
         }
         for (id, status, amount) in [
             ("p1", "queued", 100),
@@ -1950,6 +1990,10 @@ mod plan_tests {
             (
                 "a move back",
                 "UPDATE payments SET credential_id = 'cred_a' WHERE id = 'p1'",
+            ),
+            (
+                "a stray write of the budget",
+                "UPDATE payments SET budget = 0 WHERE id = 'p1'",
             ),
             (
                 "a release",
