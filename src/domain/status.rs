@@ -50,7 +50,6 @@ string_enum!(
 );
 
 impl PaymentStatus {
-    /// Only these end a payment without money moving, and so release its budget hold.
     /// What the payment holds of its credential's budget, as the ledger's `budget` column keeps
     /// it (migration 0021): 2 while it commits money, 1 while it is a live hold, 0 once released.
     pub const fn budget(self) -> i64 {
@@ -61,6 +60,7 @@ impl PaymentStatus {
         }
     }
 
+    /// Only these end a payment without money moving, and so release its budget hold.
     pub const fn releases_budget(self) -> bool {
         matches!(
             self,
@@ -279,6 +279,7 @@ mod tests {
         for status in PaymentStatus::ALL {
             let listed = PaymentStatus::HOLDING_SQL.contains(&format!("'{status}'"));
             assert_eq!(listed, !status.releases_budget(), "{status}");
+            assert_eq!(status.budget() == 0, status.releases_budget(), "{status}");
         }
     }
 

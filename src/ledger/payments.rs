@@ -1936,10 +1936,19 @@ mod plan_tests {
                 assert_eq!(budget, status.budget(), "{id} {status} after {step}");
             }
         }
+        // p1 to p3 move below; the rest are one of each other status, whose `budget` the insert
+        // trigger sets.
         for (id, status, amount) in [
             ("p1", "queued", 100),
             ("p2", "pending_approval", 50),
             ("p3", "rejected", 70),
+            ("p4", "authorized", 5),
+            ("p5", "submitted", 6),
+            ("p6", "included", 7),
+            ("p7", "confirmed", 8),
+            ("p8", "failed", 9),
+            ("p9", "cancelled", 10),
+            ("p10", "expired", 11),
         ] {
             run(
                 &mut db,
