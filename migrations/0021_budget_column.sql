@@ -8,34 +8,34 @@
 -- `payments_status`. Settlement's steps never change what a payment holds: keyed by this column
 -- instead, those two indexes change only when a payment is approved or releases its hold.
 --
--- Writers set it on insert; the triggers correct any row whose value does not match its status
--- (a status change that moves the hold, or a writer that left the default), so the column cannot
--- drift from the status it summarizes. Their conditions use CASE, not IN lists (see 0016).
-ALTER TABLE payments ADD COLUMN budget INTEGER NOT NULL DEFAULT 0;
+-- The mapping is one table (checked against `PaymentStatus::budget` by the ledger's tests).
+-- Writers set the column on insert; the triggers correct any row whose value does not match its
+-- status (a status change that moves the hold, or a writer that left the default), so the column
+-- cannot drift from the status it summarizes.
+CREATE TABLE payment_status_budgets (
+    status TEXT PRIMARY KEY,
+    budget INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO payment_status_budgets (status, budget) VALUES
+    ('queued', 2), ('submitted', 2), ('included', 2), ('confirmed', 2),
+    ('pending_approval', 1), ('authorized', 1),
+    ('rejected', 0), ('failed', 0), ('cancelled', 0), ('expired', 0);
 
-UPDATE payments SET budget = CASE status
-    WHEN 'queued' THEN 2 WHEN 'submitted' THEN 2 WHEN 'included' THEN 2 WHEN 'confirmed' THEN 2
-    WHEN 'pending_approval' THEN 1 WHEN 'authorized' THEN 1 ELSE 0 END;
+ALTER TABLE payments ADD COLUMN budget INTEGER NOT NULL DEFAULT 0;
+UPDATE payments
+   SET budget = (SELECT budget FROM payment_status_budgets b WHERE b.status = payments.status);
 
 CREATE TRIGGER payments_budget_insert AFTER INSERT ON payments
-WHEN NEW.budget != (CASE NEW.status
-    WHEN 'queued' THEN 2 WHEN 'submitted' THEN 2 WHEN 'included' THEN 2 WHEN 'confirmed' THEN 2
-    WHEN 'pending_approval' THEN 1 WHEN 'authorized' THEN 1 ELSE 0 END)
+WHEN NEW.budget != (SELECT budget FROM payment_status_budgets WHERE status = NEW.status)
 BEGIN
-    UPDATE payments SET budget = (CASE NEW.status
-        WHEN 'queued' THEN 2 WHEN 'submitted' THEN 2 WHEN 'included' THEN 2 WHEN 'confirmed' THEN 2
-        WHEN 'pending_approval' THEN 1 WHEN 'authorized' THEN 1 ELSE 0 END)
+    UPDATE payments SET budget = (SELECT budget FROM payment_status_budgets WHERE status = NEW.status)
      WHERE rowid = NEW.rowid;
 END;
 
 CREATE TRIGGER payments_budget_update AFTER UPDATE OF status, budget ON payments
-WHEN NEW.budget != (CASE NEW.status
-    WHEN 'queued' THEN 2 WHEN 'submitted' THEN 2 WHEN 'included' THEN 2 WHEN 'confirmed' THEN 2
-    WHEN 'pending_approval' THEN 1 WHEN 'authorized' THEN 1 ELSE 0 END)
+WHEN NEW.budget != (SELECT budget FROM payment_status_budgets WHERE status = NEW.status)
 BEGIN
-    UPDATE payments SET budget = (CASE NEW.status
-        WHEN 'queued' THEN 2 WHEN 'submitted' THEN 2 WHEN 'included' THEN 2 WHEN 'confirmed' THEN 2
-        WHEN 'pending_approval' THEN 1 WHEN 'authorized' THEN 1 ELSE 0 END)
+    UPDATE payments SET budget = (SELECT budget FROM payment_status_budgets WHERE status = NEW.status)
      WHERE rowid = NEW.rowid;
 END;
 

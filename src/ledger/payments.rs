@@ -1432,6 +1432,23 @@ mod plan_tests {
         ledger.close().await;
     }
 
+    /// The ledger's mapping of status to budget (migration 0021, which its triggers read) is
+    /// the domain's.
+    #[tokio::test]
+    async fn the_status_budgets_table_is_the_domains() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let rows: Vec<(crate::domain::PaymentStatus, i64)> =
+            sqlx::query_as("SELECT status, budget FROM payment_status_budgets")
+                .fetch_all(ledger.pool())
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), crate::domain::PaymentStatus::ALL.len());
+        for (status, budget) in rows {
+            assert_eq!(budget, status.budget(), "{status}");
+        }
+        ledger.close().await;
+    }
+
     /// Settlement's per-pass reads of a window come from partial indexes (migration 0014):
     /// finality's blocks by block number, a lane's in-pool transactions by wallet and nonce.
     /// They cost the window, not the history stored.
