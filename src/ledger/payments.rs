@@ -1919,6 +1919,94 @@ mod plan_tests {
         ledger.close().await;
     }
 
+    /// The payments `the_lifetime_hold_follows_every_change_that_moves_it` starts from: p1 to p3
+    /// move in its steps; the rest are one of each other status, whose `budget` the insert
+    /// trigger sets (migration 0021).
+    const HOLD_PAYMENTS: &[(&str, &str, i64)] = &[
+        ("p1", "queued", 100),
+        ("p2", "pending_approval", 50),
+        ("p3", "rejected", 70),
+        ("p4", "authorized", 5),
+        ("p5", "submitted", 6),
+        ("p6", "included", 7),
+        ("p7", "confirmed", 8),
+        ("p8", "failed", 9),
+        ("p9", "cancelled", 10),
+        ("p10", "expired", 11),
+    ];
+
+    /// Its steps, each a write that may move a hold, in order.
+    const HOLD_STEPS: &[(&str, &str)] = &[
+        (
+            "settling",
+            "UPDATE payments SET status = 'submitted' WHERE id = 'p1'",
+        ),
+        (
+            "inclusion",
+            "UPDATE payments SET status = 'included' WHERE id = 'p1'",
+        ),
+        (
+            "confirmation",
+            "UPDATE payments SET status = 'confirmed' WHERE id = 'p1'",
+        ),
+        (
+            "an approval",
+            "UPDATE payments SET status = 'authorized' WHERE id = 'p2'",
+        ),
+        (
+            "a partial capture",
+            "UPDATE payments SET amount = 30 WHERE id = 'p2'",
+        ),
+        (
+            "a capture",
+            "UPDATE payments SET status = 'queued' WHERE id = 'p2'",
+        ),
+        (
+            "a failure",
+            "UPDATE payments SET status = 'failed' WHERE id = 'p2'",
+        ),
+        (
+            "a move",
+            "UPDATE payments SET credential_id = 'cred_b' WHERE id = 'p1'",
+        ),
+        (
+            "a move back",
+            "UPDATE payments SET credential_id = 'cred_a' WHERE id = 'p1'",
+        ),
+        (
+            "a stray write of the budget",
+            "UPDATE payments SET budget = 0 WHERE id = 'p1'",
+        ),
+        (
+            "a release",
+            "UPDATE payments SET status = 'failed', amount = 90 WHERE id = 'p1'",
+        ),
+    ];
+
+    /// `credential_holds` equals the sum of what cred_a's payments hold, and every payment's
+    /// `budget` matches its status, whatever wrote the row.
+    async fn assert_holds_kept(db: &mut sqlx::SqliteConnection, step: &str) {
+        let (kept, summed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (SELECT COALESCE(SUM(held_total), 0) FROM credential_holds
+                      WHERE credential_id = 'cred_a'),
+                    (SELECT COALESCE(SUM(amount), 0) FROM payments
+                      WHERE credential_id = 'cred_a' AND status IN {})",
+            crate::domain::PaymentStatus::HOLDING_SQL
+        )))
+        .fetch_one(&mut *db)
+        .await
+        .unwrap();
+        assert_eq!(kept, summed, "after {step}");
+        let rows: Vec<(String, crate::domain::PaymentStatus, i64)> =
+            sqlx::query_as("SELECT id, status, budget FROM payments")
+                .fetch_all(&mut *db)
+                .await
+                .unwrap();
+        for (id, status, budget) in rows {
+            assert_eq!(budget, status.budget(), "{id} {status} after {step}");
+        }
+    }
+
     /// The lifetime-hold trigger runs only when a payment starts or stops holding, or its
     /// amount or credential changes (migration 0012): whatever the path, `credential_holds`
     /// equals the sum of what the credential's payments hold.
@@ -1930,43 +2018,7 @@ mod plan_tests {
             .execute(&mut *db)
             .await
             .unwrap();
-        async fn check(db: &mut sqlx::SqliteConnection, step: &str) {
-            let (kept, summed): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT (SELECT COALESCE(SUM(held_total), 0) FROM credential_holds
-                          WHERE credential_id = 'cred_a'),
-                        (SELECT COALESCE(SUM(amount), 0) FROM payments
-                          WHERE credential_id = 'cred_a' AND status IN {})",
-                crate::domain::PaymentStatus::HOLDING_SQL
-            )))
-            .fetch_one(&mut *db)
-            .await
-            .unwrap();
-            assert_eq!(kept, summed, "after {step}");
-            // The `budget` column (migration 0021) matches each payment's status, whatever
-            // wrote the row.
-            let rows: Vec<(String, crate::domain::PaymentStatus, i64)> =
-                sqlx::query_as("SELECT id, status, budget FROM payments")
-                    .fetch_all(&mut *db)
-                    .await
-                    .unwrap();
-            for (id, status, budget) in rows {
-                assert_eq!(budget, status.budget(), "{id} {status} after {step}");
-            }
-        }
-        // p1 to p3 move below; the rest are one of each other status, whose `budget` the insert
-        // trigger sets.
-        for (id, status, amount) in [
-            ("p1", "queued", 100),
-            ("p2", "pending_approval", 50),
-            ("p3", "rejected", 70),
-            ("p4", "authorized", 5),
-            ("p5", "submitted", 6),
-            ("p6", "included", 7),
-            ("p7", "confirmed", 8),
-            ("p8", "failed", 9),
-            ("p9", "cancelled", 10),
-            ("p10", "expired", 11),
-        ] {
+        for (id, status, amount) in HOLD_PAYMENTS {
             run(
                 &mut db,
                 &format!(
@@ -1979,55 +2031,10 @@ mod plan_tests {
             )
             .await;
         }
-        check(&mut db, "the inserts").await;
-        for (step, sql) in [
-            (
-                "settling",
-                "UPDATE payments SET status = 'submitted' WHERE id = 'p1'",
-            ),
-            (
-                "inclusion",
-                "UPDATE payments SET status = 'included' WHERE id = 'p1'",
-            ),
-            (
-                "confirmation",
-                "UPDATE payments SET status = 'confirmed' WHERE id = 'p1'",
-            ),
-            (
-                "an approval",
-                "UPDATE payments SET status = 'authorized' WHERE id = 'p2'",
-            ),
-            (
-                "a partial capture",
-                "UPDATE payments SET amount = 30 WHERE id = 'p2'",
-            ),
-            (
-                "a capture",
-                "UPDATE payments SET status = 'queued' WHERE id = 'p2'",
-            ),
-            (
-                "a failure",
-                "UPDATE payments SET status = 'failed' WHERE id = 'p2'",
-            ),
-            (
-                "a move",
-                "UPDATE payments SET credential_id = 'cred_b' WHERE id = 'p1'",
-            ),
-            (
-                "a move back",
-                "UPDATE payments SET credential_id = 'cred_a' WHERE id = 'p1'",
-            ),
-            (
-                "a stray write of the budget",
-                "UPDATE payments SET budget = 0 WHERE id = 'p1'",
-            ),
-            (
-                "a release",
-                "UPDATE payments SET status = 'failed', amount = 90 WHERE id = 'p1'",
-            ),
-        ] {
+        assert_holds_kept(&mut db, "the inserts").await;
+        for (step, sql) in HOLD_STEPS {
             run(&mut db, sql).await;
-            check(&mut db, step).await;
+            assert_holds_kept(&mut db, step).await;
         }
         drop(db);
         ledger.close().await;

@@ -107,14 +107,23 @@ pub async fn enqueue(
     Ok(())
 }
 
-const ENQUEUE: &str = "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, data, status,
-    next_attempt_at, created_at)
-    SELECT 'evt_' || lower(hex(randomblob(16))), id, ?1, ?2, 'pending', ?3, ?3 FROM webhook_endpoints
-    WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1)";
+/// The active endpoints subscribed to the event type `?1`: the one place that says who gets an
+/// event, for both the check and the insert below.
+macro_rules! subscribers {
+    () => {
+        "FROM webhook_endpoints WHERE status = 'active'
+         AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1)"
+    };
+}
+
+const ENQUEUE: &str = concat!(
+    "INSERT INTO webhook_deliveries (id, endpoint_id, event_type, data, status, next_attempt_at,
+     created_at) SELECT 'evt_' || lower(hex(randomblob(16))), id, ?1, ?2, 'pending', ?3, ?3 ",
+    subscribers!()
+);
 
 /// Whether an active endpoint subscribes to `?1`.
-const SUBSCRIBED: &str = "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
-    WHERE status = 'active' AND EXISTS (SELECT 1 FROM json_each(webhook_endpoints.events) WHERE value = ?1))";
+const SUBSCRIBED: &str = concat!("SELECT EXISTS (SELECT 1 ", subscribers!(), ")");
 
 /// `enqueue` in a synchronous transaction. The event's body is built only if an active endpoint
 /// subscribes to it: settlement and acceptance enqueue one per status change, and with no
