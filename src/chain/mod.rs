@@ -598,6 +598,14 @@ impl Chain {
         Ok((name, version))
     }
 
+    /// The hashes of the transactions block `hash` holds, in order (`None`: no such block).
+    pub async fn block_transactions(&self, hash: B256) -> Result<Option<Vec<B256>>, ChainError> {
+        let block = self
+            .call("eth_getBlockByHash", self.provider.get_block_by_hash(hash))
+            .await?;
+        Ok(block.map(|block| block.transactions.hashes().collect()))
+    }
+
     /// The head block's number and timestamp (seconds): what "now" is on chain.
     pub async fn head_block(&self) -> Result<(u64, u64), ChainError> {
         let block = self

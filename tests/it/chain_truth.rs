@@ -172,6 +172,84 @@ async fn a_block_mined_during_a_pass_is_read_by_its_transfers_next_pass_not_by_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_served_before_its_logs_is_read_again_not_by_receipts() {
+    let (app, relay) = TestApp::spawn_relayed().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay_id(&token, recipient(0x99), "2", "e").await;
+    app.settle().await;
+    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    app.mine(1).await;
+    // The node answers for the new block before it holds the block's transactions: no logs.
+    // The pass reads the block again before it reads any receipt.
+    let head = app.head().await;
+    let (receipts, logs) = (
+        relay.calls("eth_getTransactionReceipt"),
+        relay.calls("eth_getLogs"),
+    );
+    relay.hide_logs_once();
+    app.settle().await;
+    let paid = payment(&app, &id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(head));
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert!(relay.calls("eth_getLogs") >= logs + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_counted_past_the_head_is_found_in_the_block_since_not_by_receipts() {
+    let (app, relay) = TestApp::spawn_relayed().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay_id(&token, recipient(0x97), "2", "c").await;
+    app.settle().await;
+    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    // A block holding the transfer lands just before the pass reads the wallet's nonce, and the
+    // node answers that read from its newest state: the nonce is used, but no block the pass
+    // read holds the transfer. The pass reads the block mined since its head, not the receipt.
+    let head = app.head().await;
+    let receipts = relay.calls("eth_getTransactionReceipt");
+    relay.nonce_reads_at(Some((head, "latest")));
+    relay.mine_before_next("eth_getTransactionCount");
+    app.settle().await;
+    let paid = payment(&app, &id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_counted_before_any_block_holds_it_waits_a_pass_unread() {
+    let (app, relay) = TestApp::spawn_relayed().await;
+    let (_, token) = funded_agent(&app).await;
+    let id = app.pay_id(&token, recipient(0x98), "2", "d").await;
+    app.settle().await;
+    let sent = payment(&app, &id).await;
+    assert_eq!(sent["status"], "submitted");
+    // The node counts the transfer in its state at the head while no block it serves holds it
+    // (anvil does, while it stores a block). The slot waits for the next pass: no receipt read,
+    // nothing signed again, no alarm.
+    let head = app.head().await;
+    let receipts = relay.calls("eth_getTransactionReceipt");
+    relay.nonce_reads_at(Some((head, "pending")));
+    app.settle().await;
+    let waiting = payment(&app, &id).await;
+    assert_eq!(waiting["status"], "submitted", "{waiting}");
+    assert_eq!(waiting["tx_hash"], sent["tx_hash"]);
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert!(
+        !audit_kinds(&app, &id)
+            .await
+            .contains(&"nonce_consumed_externally".to_string())
+    );
+    relay.nonce_reads_at(None);
+    app.mine(1).await;
+    app.settle().await;
+    let paid = payment(&app, &id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_dropped_from_the_pool_is_rebroadcast() {
     let app = TestApp::spawn().await;
     let (_, token) = funded_agent(&app).await;

@@ -383,7 +383,9 @@ pub async fn payment(app: &TestApp, id: &str) -> Value {
 
 /// A JSON-RPC relay between the service and the devnet: it counts the methods the service calls
 /// (each call of a batch too) and, when armed, has the devnet mine a block just before it
-/// forwards a chosen method, so a test can land a block at an exact point of a pass.
+/// forwards a chosen method, so a test can land a block at an exact point of a pass. It can also
+/// answer the nonce reads at one block from a newer state, as a node that counts a block in its
+/// state before it serves the block does.
 pub struct RpcRelay {
     pub url: String,
     state: Arc<RelayState>,
@@ -394,6 +396,10 @@ struct RelayState {
     http: reqwest::Client,
     calls: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     mine_before: std::sync::Mutex<Option<String>>,
+    /// `eth_getTransactionCount` at this block (hex) is asked at this tag instead.
+    nonce_reads: std::sync::Mutex<Option<(String, String)>>,
+    /// The next request's `eth_getLogs` calls are answered with no logs.
+    hide_logs: std::sync::atomic::AtomicBool,
 }
 
 impl RpcRelay {
@@ -403,6 +409,8 @@ impl RpcRelay {
             http: reqwest::Client::new(),
             calls: Default::default(),
             mine_before: Default::default(),
+            nonce_reads: Default::default(),
+            hide_logs: Default::default(),
         });
         let router = axum::Router::new()
             .route("/", axum::routing::post(relay))
@@ -428,6 +436,38 @@ impl RpcRelay {
     pub fn mine_before_next(&self, method: &str) {
         *self.state.mine_before.lock().unwrap() = Some(method.to_string());
     }
+
+    /// Answers the `eth_getLogs` calls of the next request that has any with no logs, as a node
+    /// serving a block before it stores the block's transactions does.
+    pub fn hide_logs_once(&self) {
+        self.state
+            .hide_logs
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Until `None`, answers every `eth_getTransactionCount` at block `number` at `tag`
+    /// ("latest", "pending") instead.
+    pub fn nonce_reads_at(&self, at: Option<(u64, &str)>) {
+        *self.state.nonce_reads.lock().unwrap() =
+            at.map(|(number, tag)| (format!("{number:#x}"), tag.to_string()));
+    }
+}
+
+/// `request` with its nonce reads at the relay's chosen block asked at its chosen tag.
+fn retarget_nonce_reads(state: &RelayState, mut request: Value) -> Value {
+    let Some((number, tag)) = state.nonce_reads.lock().unwrap().clone() else {
+        return request;
+    };
+    let calls: Vec<&mut Value> = match &mut request {
+        Value::Array(calls) => calls.iter_mut().collect(),
+        call => vec![call],
+    };
+    for call in calls {
+        if call["method"] == "eth_getTransactionCount" && call["params"][1] == number.as_str() {
+            call["params"][1] = json!(tag);
+        }
+    }
+    request
 }
 
 async fn relay(
@@ -462,6 +502,7 @@ async fn relay(
         let mined = state.http.post(&state.upstream).json(&mine).send().await;
         assert!(mined.unwrap().status().is_success());
     }
+    let body = serde_json::to_vec(&retarget_nonce_reads(&state, request.clone())).unwrap();
     let answer = state
         .http
         .post(&state.upstream)
@@ -471,7 +512,32 @@ async fn relay(
         .await
         .unwrap();
     let status = answer.status().as_u16();
-    let bytes = answer.bytes().await.unwrap();
+    let mut bytes = answer.bytes().await.unwrap();
+    if methods.iter().any(|method| method == "eth_getLogs")
+        && state
+            .hide_logs
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        let mut answers: Value = serde_json::from_slice(&bytes).unwrap();
+        let ids: Vec<Value> = match &request {
+            Value::Array(calls) => calls.iter().collect(),
+            call => vec![call],
+        }
+        .into_iter()
+        .filter(|call| call["method"] == "eth_getLogs")
+        .map(|call| call["id"].clone())
+        .collect();
+        let entries: Vec<&mut Value> = match &mut answers {
+            Value::Array(entries) => entries.iter_mut().collect(),
+            entry => vec![entry],
+        };
+        for entry in entries {
+            if ids.contains(&entry["id"]) {
+                entry["result"] = json!([]);
+            }
+        }
+        bytes = serde_json::to_vec(&answers).unwrap().into();
+    }
     axum::response::Response::builder()
         .status(status)
         .header("content-type", "application/json")

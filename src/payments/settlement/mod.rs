@@ -113,6 +113,8 @@ struct Pass {
     estimates: HashMap<String, std::result::Result<u64, crate::chain::ChainError>>,
     /// A lane's queued transfers that its USDC balance no longer covers this pass.
     uncovered: std::collections::HashSet<String>,
+    /// A lane's transactions whose slots wait for the next pass (`watch::ahead_of_blocks`).
+    deferred: std::collections::HashSet<alloy::primitives::B256>,
 }
 
 impl Pass {
@@ -135,6 +137,7 @@ impl Pass {
             transferred: std::sync::Arc::default(),
             sent_now: std::collections::HashSet::new(),
             uncovered: std::collections::HashSet::new(),
+            deferred: std::collections::HashSet::new(),
         }
     }
 

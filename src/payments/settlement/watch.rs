@@ -9,7 +9,9 @@ use crate::domain::{Address, PaymentStatus, TransactionStatus};
 use crate::ledger::LedgerError;
 use crate::ledger::payments::{self as payment_rows, TransactionRow};
 use crate::payments::{Payments, PaymentsError, Result};
+use alloy::primitives::B256;
 use futures_util::{StreamExt, stream};
+use std::collections::{HashMap, HashSet};
 
 /// One wallet's nonce with every transaction Bursar signed for it, oldest first.
 #[derive(Clone)]
@@ -75,6 +77,17 @@ fn poisoned() -> PaymentsError {
 
 /// Blocks below the required depth whose hashes a pass reads up front.
 pub(super) const RECENT_BLOCKS: u64 = 8;
+/// How many times `index_again` reads the pass's new blocks, at most.
+const REREADS: usize = 4;
+
+/// The blocks a pass indexed first (`index_transfers`), and what reading them again with the
+/// blocks mined since found (`index_again`), read once for every lane that needs it.
+struct Fresh {
+    blocks: Vec<(u64, B256)>,
+    again: tokio::sync::OnceCell<HashMap<B256, (u64, B256)>>,
+    /// The transactions the head block holds, if the node could say.
+    head_block: tokio::sync::OnceCell<Option<HashSet<B256>>>,
+}
 
 impl Payments {
     pub(super) async fn resolve_slots(&self, pass: &mut Pass) -> Result<()> {
@@ -85,16 +98,23 @@ impl Payments {
             self.read_block_hashes(pass, pass.head.saturating_sub(depth)..=pass.head)
                 .await;
         }
-        self.index_transfers(pass).await?;
-        let parent = &*pass;
+        let fresh = Fresh {
+            blocks: self.index_transfers(pass).await?,
+            again: tokio::sync::OnceCell::new(),
+            head_block: tokio::sync::OnceCell::new(),
+        };
+        let (parent, fresh) = (&*pass, &fresh);
         let lanes: Vec<Result<Pass>> =
             stream::iter(super::lanes(slots(rows), |slot| &slot.live().wallet_id))
                 .map(|(wallet_id, slots)| async move {
                     let mut lane = parent.lane(&wallet_id);
-                    self.prefetch_receipts(&mut lane, &wallet_id, &slots)
+                    self.prefetch_receipts(&mut lane, &wallet_id, &slots, fresh)
                         .await?;
                     let mut mined = Vec::new();
                     for (at, slot) in slots.iter().enumerate() {
+                        if lane.deferred.contains(&parse_hash(&slot.live().tx_hash)?) {
+                            continue;
+                        }
                         let payment_id = slot.live().payment_id.clone();
                         match self.settle_slot(&mut lane, slot).await {
                             Ok(Settled::Changed(true)) => lane.report.updated += 1,
@@ -130,6 +150,7 @@ impl Payments {
         lane: &mut Pass,
         wallet_id: &str,
         slots: &[Slot],
+        fresh: &Fresh,
     ) -> Result<()> {
         let Some(first) = slots.first() else {
             return Ok(());
@@ -196,11 +217,49 @@ impl Payments {
                             cache.insert(hash, (receipt, head));
                             lane.receipts.insert(hash, Some(receipt));
                         }
-                        _ => unread.push(hash),
+                        _ => unread.push((hash, usdc_transfer)),
                     },
                 }
             }
         }
+        // A USDC transfer whose nonce is used but whose event no block of the index holds either
+        // reverted, or sits in a block the index has not read whole. A node may answer for a
+        // block before it holds all of that block's transactions, and its state at the head may
+        // already count a block it is still storing (anvil does both). So, once for every lane
+        // and before any receipt is read, the blocks first read in this pass and those mined
+        // past its head are read until two reads agree.
+        if unread.iter().any(|(_, usdc_transfer)| *usdc_transfer) {
+            let again = fresh
+                .again
+                .get_or_init(|| self.index_again(head, &fresh.blocks))
+                .await;
+            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
+            unread.retain(|(hash, usdc_transfer)| match again.get(hash) {
+                Some(&(block_number, block_hash)) if *usdc_transfer => {
+                    let receipt = Receipt {
+                        block_number,
+                        block_hash,
+                        success: true,
+                    };
+                    cache.insert(*hash, (receipt, head));
+                    lane.receipts.insert(*hash, Some(receipt));
+                    false
+                }
+                _ => true,
+            });
+        }
+        if unread.iter().any(|(_, usdc_transfer)| *usdc_transfer) {
+            let unread: HashSet<B256> = unread.iter().map(|(hash, _)| *hash).collect();
+            let ahead = self
+                .ahead_of_blocks(lane, address, chain_nonce, slots, &unread, fresh)
+                .await?;
+            lane.deferred.extend(ahead);
+        }
+        let unread: Vec<_> = unread
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .filter(|hash| !lane.deferred.contains(hash))
+            .collect();
         // A batch the node cannot answer now leaves each slot to read its own receipts.
         if let Ok(receipts) = self.chain.receipts(&unread).await {
             let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
@@ -218,7 +277,8 @@ impl Payments {
     /// does not hold yet (one call per new block, in one batch), forgets the blocks below the
     /// window, and hands the pass the block of each such transaction. A block the node cannot
     /// answer for now is left out: its transactions' receipts are read one by one instead.
-    async fn index_transfers(&self, pass: &mut Pass) -> Result<()> {
+    /// Returns the blocks read (`Fresh`).
+    async fn index_transfers(&self, pass: &mut Pass) -> Result<Vec<(u64, B256)>> {
         let depth = self.confirmations_required() + RECENT_BLOCKS;
         let lowest = pass.head.saturating_sub(depth);
         let unread: Vec<(u64, alloy::primitives::B256)> = {
@@ -239,8 +299,10 @@ impl Payments {
                 .unwrap_or_default()
         };
         let mut index = self.blocks.lock().map_err(|_| poisoned())?;
+        let mut fresh = Vec::with_capacity(read.len());
         for ((number, hash), transactions) in unread.into_iter().zip(read) {
             index.insert(hash, (number, std::sync::Arc::new(transactions)));
+            fresh.push((number, hash));
         }
         index.retain(|_, (number, _)| *number >= lowest);
         let mut transferred = std::collections::HashMap::new();
@@ -252,7 +314,128 @@ impl Payments {
             }
         }
         pass.transferred = std::sync::Arc::new(transferred);
-        Ok(())
+        Ok(fresh)
+    }
+
+    /// The transactions of the slots whose nonce the node's state at the head counts as used
+    /// while no block the pass can read holds them: none of them found (`unread`), the nonce
+    /// still unused a block below the head, and the head block not listing them. A node can
+    /// count a block in its state before it serves the block (anvil does, while storing it).
+    /// These slots are left to the next pass, their receipts unread; once the head is a block
+    /// past their nonce's, they are read like any other.
+    async fn ahead_of_blocks(
+        &self,
+        lane: &Pass,
+        address: Address,
+        chain_nonce: u64,
+        slots: &[Slot],
+        unread: &HashSet<B256>,
+        fresh: &Fresh,
+    ) -> Result<HashSet<B256>> {
+        let mut ahead = HashSet::new();
+        let Ok(settled) = self
+            .chain
+            .nonce_at(address, lane.head.saturating_sub(1))
+            .await
+        else {
+            return Ok(ahead);
+        };
+        let head_block = fresh
+            .head_block
+            .get_or_init(|| async {
+                let hash = lane.block_hashes.get(&lane.head)?;
+                let listed = self.chain.block_transactions(*hash).await.ok()??;
+                Some(listed.into_iter().collect())
+            })
+            .await;
+        let Some(head_block) = head_block else {
+            return Ok(ahead);
+        };
+        for slot in slots {
+            let Ok(nonce) = u64::try_from(slot.live().nonce) else {
+                continue;
+            };
+            if nonce < settled || nonce >= chain_nonce || live_included(slot) {
+                continue;
+            }
+            let hashes = slot
+                .transactions
+                .iter()
+                .map(|transaction| parse_hash(&transaction.tx_hash))
+                .collect::<Result<Vec<B256>>>()?;
+            if hashes
+                .iter()
+                .all(|hash| unread.contains(hash) && !head_block.contains(hash))
+            {
+                ahead.extend(hashes);
+            }
+        }
+        Ok(ahead)
+    }
+
+    /// Reads the USDC transfers of `fresh` and of the blocks mined since `head` until two reads
+    /// in a row find as many in each block (at most `REREADS` reads), keeps the last read in
+    /// the index, and returns the block of each transaction found. If the node cannot answer,
+    /// the index is left as it was and those transactions' receipts are read instead.
+    async fn index_again(&self, head: u64, fresh: &[(u64, B256)]) -> HashMap<B256, (u64, B256)> {
+        let mut blocks = fresh.to_vec();
+        if let Ok(now) = self.chain.head().await
+            && now > head
+        {
+            let numbers: Vec<u64> = (head + 1..=now).collect();
+            if let Ok(hashes) = self.chain.block_hashes(&numbers).await {
+                for (number, hash) in numbers.into_iter().zip(hashes) {
+                    blocks.extend(hash.map(|hash| (number, hash)));
+                }
+            }
+        }
+        if blocks.is_empty() {
+            return HashMap::new();
+        }
+        let blocks = &blocks[..];
+        let hashes: Vec<B256> = blocks.iter().map(|(_, hash)| *hash).collect();
+        let counts = |read: &[std::sync::Arc<Vec<B256>>]| -> Vec<usize> {
+            read.iter().map(|transactions| transactions.len()).collect()
+        };
+        let mut last: Vec<std::sync::Arc<Vec<B256>>> = {
+            let Ok(index) = self.blocks.lock() else {
+                return HashMap::new();
+            };
+            hashes
+                .iter()
+                .map(|hash| index.get(hash).map(|(_, t)| t.clone()).unwrap_or_default())
+                .collect()
+        };
+        let first = counts(&last);
+        let mut reads = 0;
+        while reads < REREADS {
+            let Ok(read) = self.chain.usdc_transfer_transactions(&hashes).await else {
+                break;
+            };
+            reads += 1;
+            let read: Vec<_> = read.into_iter().map(std::sync::Arc::new).collect();
+            let settled = counts(&read) == counts(&last);
+            last = read;
+            if settled {
+                break;
+            }
+        }
+        tracing::debug!(?blocks, ?first, last = ?counts(&last), reads, "read the pass's new blocks again");
+        if reads == 0 {
+            return HashMap::new();
+        }
+        if let Ok(mut index) = self.blocks.lock() {
+            for ((number, hash), transactions) in blocks.iter().zip(&last) {
+                index.insert(*hash, (*number, transactions.clone()));
+            }
+        }
+        let mut found = HashMap::new();
+        for ((number, hash), transactions) in blocks.iter().zip(&last) {
+            for transaction in transactions.iter() {
+                found.insert(*transaction, (*number, *hash));
+            }
+        }
+        found
     }
 
     /// Forgets the receipts no pass has used for `RECEIPT_CACHE_BLOCKS`.
