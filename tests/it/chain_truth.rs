@@ -2,7 +2,7 @@
 //! settlement, dropped and stuck transactions, the token's pause and blacklist, and a node that
 //! stops mining. Every payment ends paid exactly once.
 
-use crate::support::{TestApp, payment, recipient, usdc};
+use crate::support::{RpcRelay, TestApp, payment, recipient, usdc};
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use alloy::providers::ext::AnvilApi;
@@ -143,13 +143,34 @@ async fn a_transaction_mined_while_the_pass_signs_is_recorded_included_in_that_p
     assert_eq!(paid["block_number"].as_u64(), Some(app.head().await));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_block_mined_during_a_pass_is_read_by_its_transfers_next_pass_not_by_receipts() {
+/// A service reaching the devnet through an `RpcRelay`, with one payment signed and sent.
+async fn submitted_through_relay(to: u8, key: &str) -> (TestApp, RpcRelay, String) {
     let (app, relay) = TestApp::spawn_relayed().await;
     let (_, token) = funded_agent(&app).await;
-    let id = app.pay_id(&token, recipient(0x96), "2", "b").await;
+    let id = app.pay_id(&token, recipient(to), "2", key).await;
     app.settle().await;
     assert_eq!(payment(&app, &id).await["status"], "submitted");
+    (app, relay, id)
+}
+
+/// The payment is included at `block`, and no receipt was read since the relay counted
+/// `receipts`.
+async fn assert_included_unread(
+    app: &TestApp,
+    relay: &RpcRelay,
+    id: &str,
+    block: u64,
+    receipts: usize,
+) {
+    let paid = payment(app, id).await;
+    assert_eq!(paid["status"], "included", "{paid}");
+    assert_eq!(paid["block_number"].as_u64(), Some(block));
+    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_mined_during_a_pass_is_read_by_its_transfers_next_pass_not_by_receipts() {
+    let (app, relay, id) = submitted_through_relay(0x96, "b").await;
     // A block holding the transfer lands after the pass read its head, just before it reads
     // the wallet's nonce. The pass judges by its head, where the nonce is still unused: it
     // does not read the transaction's receipt (for a node, a copy of the whole block).
@@ -164,20 +185,13 @@ async fn a_block_mined_during_a_pass_is_read_by_its_transfers_next_pass_not_by_r
     assert_eq!(payment(&app, &id).await["status"], "submitted");
     // The next pass reads that block's USDC transfers and finds the payment among them.
     app.settle().await;
-    let paid = payment(&app, &id).await;
-    assert_eq!(paid["status"], "included", "{paid}");
-    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
-    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert_included_unread(&app, &relay, &id, head + 1, receipts).await;
     assert!(relay.calls("eth_getLogs") > logs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_served_before_its_logs_is_read_again_not_by_receipts() {
-    let (app, relay) = TestApp::spawn_relayed().await;
-    let (_, token) = funded_agent(&app).await;
-    let id = app.pay_id(&token, recipient(0x99), "2", "e").await;
-    app.settle().await;
-    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    let (app, relay, id) = submitted_through_relay(0x99, "e").await;
     app.mine(1).await;
     // The node answers for the new block before it holds the block's transactions: no logs.
     // The pass reads the block again before it reads any receipt.
@@ -188,20 +202,13 @@ async fn a_block_served_before_its_logs_is_read_again_not_by_receipts() {
     );
     relay.hide_logs_once();
     app.settle().await;
-    let paid = payment(&app, &id).await;
-    assert_eq!(paid["status"], "included", "{paid}");
-    assert_eq!(paid["block_number"].as_u64(), Some(head));
-    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert_included_unread(&app, &relay, &id, head, receipts).await;
     assert!(relay.calls("eth_getLogs") >= logs + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_counted_past_the_head_is_found_in_the_block_since_not_by_receipts() {
-    let (app, relay) = TestApp::spawn_relayed().await;
-    let (_, token) = funded_agent(&app).await;
-    let id = app.pay_id(&token, recipient(0x97), "2", "c").await;
-    app.settle().await;
-    assert_eq!(payment(&app, &id).await["status"], "submitted");
+    let (app, relay, id) = submitted_through_relay(0x97, "c").await;
     // A block holding the transfer lands just before the pass reads the wallet's nonce, and the
     // node answers that read from its newest state: the nonce is used, but no block the pass
     // read holds the transfer. The pass reads the block mined since its head, not the receipt.
@@ -210,20 +217,13 @@ async fn a_nonce_counted_past_the_head_is_found_in_the_block_since_not_by_receip
     relay.nonce_reads_at(Some((head, "latest")));
     relay.mine_before_next("eth_getTransactionCount");
     app.settle().await;
-    let paid = payment(&app, &id).await;
-    assert_eq!(paid["status"], "included", "{paid}");
-    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
-    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert_included_unread(&app, &relay, &id, head + 1, receipts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_counted_before_any_block_holds_it_waits_a_pass_unread() {
-    let (app, relay) = TestApp::spawn_relayed().await;
-    let (_, token) = funded_agent(&app).await;
-    let id = app.pay_id(&token, recipient(0x98), "2", "d").await;
-    app.settle().await;
+    let (app, relay, id) = submitted_through_relay(0x98, "d").await;
     let sent = payment(&app, &id).await;
-    assert_eq!(sent["status"], "submitted");
     // The node counts the transfer in its state at the head while no block it serves holds it
     // (anvil does, while it stores a block). The slot waits for the next pass: no receipt read,
     // nothing signed again, no alarm.
@@ -243,10 +243,7 @@ async fn a_nonce_counted_before_any_block_holds_it_waits_a_pass_unread() {
     relay.nonce_reads_at(None);
     app.mine(1).await;
     app.settle().await;
-    let paid = payment(&app, &id).await;
-    assert_eq!(paid["status"], "included", "{paid}");
-    assert_eq!(paid["block_number"].as_u64(), Some(head + 1));
-    assert_eq!(relay.calls("eth_getTransactionReceipt"), receipts);
+    assert_included_unread(&app, &relay, &id, head + 1, receipts).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
