@@ -71,6 +71,23 @@ fn live_included(slot: &Slot) -> bool {
     slot.live().status().ok() == Some(TransactionStatus::Included)
 }
 
+/// A USDC transfer found in `block` (number, hash) by its event: it succeeded there. Kept in the
+/// receipt cache and handed to the lane as its receipt.
+fn transferred(
+    cache: &mut super::ReceiptCache,
+    lane: &mut Pass,
+    hash: B256,
+    (block_number, block_hash): (u64, B256),
+) {
+    let receipt = Receipt {
+        block_number,
+        block_hash,
+        success: true,
+    };
+    cache.insert(hash, (receipt, lane.head));
+    lane.receipts.insert(hash, Some(receipt));
+}
+
 fn poisoned() -> PaymentsError {
     LedgerError::Corrupt("a settlement cache's lock".into()).into()
 }
@@ -190,76 +207,11 @@ impl Payments {
         if let Ok(known) = self.chain.known_transactions(&pending).await {
             lane.known.extend(pending.into_iter().zip(known));
         }
-        // A receipt read in an earlier pass stands while its block is still the canonical one
-        // at its height. A USDC transfer whose event a recent canonical block holds succeeded
-        // in that block. Only the others (reverts, ETH legs, fillers, older blocks, slots with
-        // replacements) are read as receipts, in one batch.
+        let unread = self.unread_receipts(lane, hashes)?;
+        let unread = self
+            .narrow_unread(lane, address, chain_nonce, slots, unread, fresh)
+            .await?;
         let head = lane.head;
-        let mut unread = Vec::new();
-        {
-            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
-            for (hash, usdc_transfer) in hashes {
-                match cache.get_mut(&hash) {
-                    Some((receipt, used))
-                        if lane.block_hashes.get(&receipt.block_number)
-                            == Some(&receipt.block_hash) =>
-                    {
-                        *used = head;
-                        lane.receipts.insert(hash, Some(*receipt));
-                    }
-                    _ => match lane.transferred.get(&hash) {
-                        Some(&(block_number, block_hash)) if usdc_transfer => {
-                            let receipt = Receipt {
-                                block_number,
-                                block_hash,
-                                success: true,
-                            };
-                            cache.insert(hash, (receipt, head));
-                            lane.receipts.insert(hash, Some(receipt));
-                        }
-                        _ => unread.push((hash, usdc_transfer)),
-                    },
-                }
-            }
-        }
-        // A USDC transfer whose nonce is used but whose event no block of the index holds either
-        // reverted, or sits in a block the index has not read whole. A node may answer for a
-        // block before it holds all of that block's transactions, and its state at the head may
-        // already count a block it is still storing (anvil does both). So, once for every lane
-        // and before any receipt is read, the blocks first read in this pass and those mined
-        // past its head are read until two reads agree.
-        if unread.iter().any(|(_, usdc_transfer)| *usdc_transfer) {
-            let again = fresh
-                .again
-                .get_or_init(|| self.index_again(head, &fresh.blocks))
-                .await;
-            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
-            unread.retain(|(hash, usdc_transfer)| match again.get(hash) {
-                Some(&(block_number, block_hash)) if *usdc_transfer => {
-                    let receipt = Receipt {
-                        block_number,
-                        block_hash,
-                        success: true,
-                    };
-                    cache.insert(*hash, (receipt, head));
-                    lane.receipts.insert(*hash, Some(receipt));
-                    false
-                }
-                _ => true,
-            });
-        }
-        if unread.iter().any(|(_, usdc_transfer)| *usdc_transfer) {
-            let unread: HashSet<B256> = unread.iter().map(|(hash, _)| *hash).collect();
-            let ahead = self
-                .ahead_of_blocks(lane, address, chain_nonce, slots, &unread, fresh)
-                .await?;
-            lane.deferred.extend(ahead);
-        }
-        let unread: Vec<_> = unread
-            .into_iter()
-            .map(|(hash, _)| hash)
-            .filter(|hash| !lane.deferred.contains(hash))
-            .collect();
         // A batch the node cannot answer now leaves each slot to read its own receipts.
         if let Ok(receipts) = self.chain.receipts(&unread).await {
             let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
@@ -271,6 +223,82 @@ impl Payments {
             }
         }
         Ok(())
+    }
+
+    /// Of `hashes` (each with whether it is a USDC transfer), those whose receipt must be read.
+    /// A receipt read in an earlier pass stands while its block is still the canonical one at
+    /// its height. A USDC transfer whose event a recent canonical block holds succeeded in that
+    /// block. Only the others (reverts, ETH legs, fillers, older blocks, slots with
+    /// replacements) are read as receipts, in one batch.
+    fn unread_receipts(
+        &self,
+        lane: &mut Pass,
+        hashes: Vec<(B256, bool)>,
+    ) -> Result<Vec<(B256, bool)>> {
+        let mut unread = Vec::new();
+        let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
+        for (hash, usdc_transfer) in hashes {
+            match cache.get_mut(&hash) {
+                Some((receipt, used))
+                    if lane.block_hashes.get(&receipt.block_number)
+                        == Some(&receipt.block_hash) =>
+                {
+                    *used = lane.head;
+                    lane.receipts.insert(hash, Some(*receipt));
+                }
+                _ => match lane.transferred.get(&hash) {
+                    Some(&block) if usdc_transfer => transferred(&mut cache, lane, hash, block),
+                    _ => unread.push((hash, usdc_transfer)),
+                },
+            }
+        }
+        Ok(unread)
+    }
+
+    /// What is left of `unread` to read as receipts. A USDC transfer whose nonce is used but
+    /// whose event no block of the index holds either reverted, or sits in a block the index has
+    /// not read whole. A node may answer for a block before it holds all of that block's
+    /// transactions, and its state at the head may already count a block it is still storing
+    /// (anvil does both). So, once for every lane and before any receipt is read, the blocks
+    /// first read in this pass and those mined past its head are read until two reads agree
+    /// (`index_again`); the slots still unfound whose nonce only the head's state counts wait for
+    /// the next pass (`ahead_of_blocks`).
+    async fn narrow_unread(
+        &self,
+        lane: &mut Pass,
+        address: Address,
+        chain_nonce: u64,
+        slots: &[Slot],
+        mut unread: Vec<(B256, bool)>,
+        fresh: &Fresh,
+    ) -> Result<Vec<B256>> {
+        let any_transfer = |unread: &[(B256, bool)]| unread.iter().any(|(_, usdc)| *usdc);
+        if any_transfer(&unread) {
+            let again = fresh
+                .again
+                .get_or_init(|| self.index_again(lane.head, &fresh.blocks))
+                .await;
+            let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
+            unread.retain(|(hash, usdc_transfer)| match again.get(hash) {
+                Some(&block) if *usdc_transfer => {
+                    transferred(&mut cache, lane, *hash, block);
+                    false
+                }
+                _ => true,
+            });
+        }
+        if any_transfer(&unread) {
+            let hashes: HashSet<B256> = unread.iter().map(|(hash, _)| *hash).collect();
+            let ahead = self
+                .ahead_of_blocks(lane, address, chain_nonce, slots, &hashes, fresh)
+                .await?;
+            lane.deferred.extend(ahead);
+        }
+        Ok(unread
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .filter(|hash| !lane.deferred.contains(hash))
+            .collect())
     }
 
     /// Reads which transactions emitted a USDC transfer in each recent canonical block the index
