@@ -71,6 +71,48 @@ fn live_included(slot: &Slot) -> bool {
     slot.live().status().ok() == Some(TransactionStatus::Included)
 }
 
+/// A transaction whose receipt a lane may need: its slot (an index into the lane's slots),
+/// and whether it is a USDC transfer (found by its event, if it succeeded).
+#[derive(Clone, Copy)]
+struct Wanted {
+    slot: usize,
+    hash: B256,
+    usdc_transfer: bool,
+}
+
+/// The slots of `unread` none of whose transactions was found, one of them a USDC transfer,
+/// and not recorded as included (whose receipts tell a reorg, read as they are).
+fn unfound(slots: &[Slot], unread: &[Wanted]) -> Vec<usize> {
+    let mut per_slot: HashMap<usize, (usize, bool)> = HashMap::new();
+    for one in unread {
+        let (count, transfer) = per_slot.entry(one.slot).or_default();
+        *count += 1;
+        *transfer |= one.usdc_transfer;
+    }
+    let mut unfound: Vec<usize> = per_slot
+        .into_iter()
+        .filter(|&(at, (count, transfer))| {
+            transfer && count == slots[at].transactions.len() && !live_included(&slots[at])
+        })
+        .map(|(at, _)| at)
+        .collect();
+    unfound.sort_unstable();
+    unfound
+}
+
+/// The block (number, hash) of each transaction the given blocks' transfer lists hold.
+fn by_transaction<'a>(
+    blocks: impl Iterator<Item = (u64, B256, &'a [B256])>,
+) -> HashMap<B256, (u64, B256)> {
+    let mut found = HashMap::new();
+    for (number, hash, transactions) in blocks {
+        for transaction in transactions {
+            found.insert(*transaction, (number, hash));
+        }
+    }
+    found
+}
+
 /// A USDC transfer found in `block` (number, hash) by its event: it succeeded there. Kept in the
 /// receipt cache and handed to the lane as its receipt.
 fn transferred(
@@ -183,15 +225,18 @@ impl Payments {
             Ok(nonce) => nonce,
             Err(_) => return Ok(()),
         };
-        let mut hashes = Vec::new();
+        let mut wanted = Vec::new();
         let mut pending = Vec::new();
-        for slot in slots {
+        for (at, slot) in slots.iter().enumerate() {
             let used = u64::try_from(slot.live().nonce).is_ok_and(|nonce| chain_nonce > nonce);
             if used || live_included(slot) {
                 for transaction in &slot.transactions {
-                    let usdc_transfer = transaction.asset == crate::domain::Asset::Usdc
-                        && transaction.purpose == payment_rows::TRANSFER;
-                    hashes.push((parse_hash(&transaction.tx_hash)?, usdc_transfer));
+                    wanted.push(Wanted {
+                        slot: at,
+                        hash: parse_hash(&transaction.tx_hash)?,
+                        usdc_transfer: transaction.asset == crate::domain::Asset::Usdc
+                            && transaction.purpose == payment_rows::TRANSFER,
+                    });
                 }
             } else {
                 let hash = parse_hash(&slot.live().tx_hash)?;
@@ -207,7 +252,7 @@ impl Payments {
         if let Ok(known) = self.chain.known_transactions(&pending).await {
             lane.known.extend(pending.into_iter().zip(known));
         }
-        let unread = self.unread_receipts(lane, hashes)?;
+        let unread = self.unread_receipts(lane, wanted)?;
         let unread = self
             .narrow_unread(lane, address, chain_nonce, slots, unread, fresh)
             .await?;
@@ -225,19 +270,16 @@ impl Payments {
         Ok(())
     }
 
-    /// Of `hashes` (each with whether it is a USDC transfer), those whose receipt must be read.
+    /// Of `wanted`, those whose receipt must be read.
     /// A receipt read in an earlier pass stands while its block is still the canonical one at
     /// its height. A USDC transfer whose event a recent canonical block holds succeeded in that
     /// block. Only the others (reverts, ETH legs, fillers, older blocks, slots with
     /// replacements) are read as receipts, in one batch.
-    fn unread_receipts(
-        &self,
-        lane: &mut Pass,
-        hashes: Vec<(B256, bool)>,
-    ) -> Result<Vec<(B256, bool)>> {
+    fn unread_receipts(&self, lane: &mut Pass, wanted: Vec<Wanted>) -> Result<Vec<Wanted>> {
         let mut unread = Vec::new();
         let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
-        for (hash, usdc_transfer) in hashes {
+        for one in wanted {
+            let hash = one.hash;
             match cache.get_mut(&hash) {
                 Some((receipt, used))
                     if lane.block_hashes.get(&receipt.block_number)
@@ -247,56 +289,58 @@ impl Payments {
                     lane.receipts.insert(hash, Some(*receipt));
                 }
                 _ => match lane.transferred.get(&hash) {
-                    Some(&block) if usdc_transfer => transferred(&mut cache, lane, hash, block),
-                    _ => unread.push((hash, usdc_transfer)),
+                    Some(&block) if one.usdc_transfer => {
+                        transferred(&mut cache, lane, hash, block);
+                    }
+                    _ => unread.push(one),
                 },
             }
         }
         Ok(unread)
     }
 
-    /// What is left of `unread` to read as receipts. A USDC transfer whose nonce is used but
-    /// whose event no block of the index holds either reverted, or sits in a block the index has
-    /// not read whole. A node may answer for a block before it holds all of that block's
+    /// What is left of `unread` to read as receipts. A used slot none of whose transactions was
+    /// found, one of them a USDC transfer, either reverted, or sits in a block the index has not
+    /// read whole. A node may answer for a block before it holds all of that block's
     /// transactions, and its state at the head may already count a block it is still storing
     /// (anvil does both). So, once for every lane and before any receipt is read, the blocks
     /// first read in this pass and those mined past its head are read until two reads agree
     /// (`index_again`); the slots still unfound whose nonce only the head's state counts wait for
-    /// the next pass (`ahead_of_blocks`).
+    /// the next pass (`ahead_of_blocks`). A slot one of whose transactions was found (a
+    /// replacement's) is settled by it and costs no read here.
     async fn narrow_unread(
         &self,
         lane: &mut Pass,
         address: Address,
         chain_nonce: u64,
         slots: &[Slot],
-        mut unread: Vec<(B256, bool)>,
+        mut unread: Vec<Wanted>,
         fresh: &Fresh,
     ) -> Result<Vec<B256>> {
-        let any_transfer = |unread: &[(B256, bool)]| unread.iter().any(|(_, usdc)| *usdc);
-        if any_transfer(&unread) {
+        if !unfound(slots, &unread).is_empty() {
             let again = fresh
                 .again
                 .get_or_init(|| self.index_again(lane.head, &fresh.blocks))
                 .await;
             let mut cache = self.receipts.lock().map_err(|_| poisoned())?;
-            unread.retain(|(hash, usdc_transfer)| match again.get(hash) {
-                Some(&block) if *usdc_transfer => {
-                    transferred(&mut cache, lane, *hash, block);
+            unread.retain(|one| match again.get(&one.hash) {
+                Some(&block) if one.usdc_transfer => {
+                    transferred(&mut cache, lane, one.hash, block);
                     false
                 }
                 _ => true,
             });
         }
-        if any_transfer(&unread) {
-            let hashes: HashSet<B256> = unread.iter().map(|(hash, _)| *hash).collect();
+        let still = unfound(slots, &unread);
+        if !still.is_empty() {
             let ahead = self
-                .ahead_of_blocks(lane, address, chain_nonce, slots, &hashes, fresh)
+                .ahead_of_blocks(lane, address, chain_nonce, slots, &still, fresh)
                 .await?;
             lane.deferred.extend(ahead);
         }
         Ok(unread
             .into_iter()
-            .map(|(hash, _)| hash)
+            .map(|one| one.hash)
             .filter(|hash| !lane.deferred.contains(hash))
             .collect())
     }
@@ -333,20 +377,16 @@ impl Payments {
             fresh.push((number, hash));
         }
         index.retain(|_, (number, _)| *number >= lowest);
-        let mut transferred = std::collections::HashMap::new();
-        for (number, hash) in &pass.block_hashes {
-            if let Some((_, transactions)) = index.get(hash) {
-                for transaction in transactions.iter() {
-                    transferred.insert(*transaction, (*number, *hash));
-                }
-            }
-        }
+        let transferred = by_transaction(pass.block_hashes.iter().filter_map(|(number, hash)| {
+            let (_, transactions) = index.get(hash)?;
+            Some((*number, *hash, &transactions[..]))
+        }));
         pass.transferred = std::sync::Arc::new(transferred);
         Ok(fresh)
     }
 
     /// The transactions of the slots whose nonce the node's state at the head counts as used
-    /// while no block the pass can read holds them: none of them found (`unread`), the nonce
+    /// while no block the pass can read holds them: none of them found (`unfound`), the nonce
     /// still unused a block below the head, and the head block not listing them. A node can
     /// count a block in its state before it serves the block (anvil does, while storing it).
     /// These slots are left to the next pass, their receipts unread; once the head is a block
@@ -357,7 +397,7 @@ impl Payments {
         address: Address,
         chain_nonce: u64,
         slots: &[Slot],
-        unread: &HashSet<B256>,
+        unfound: &[usize],
         fresh: &Fresh,
     ) -> Result<HashSet<B256>> {
         let mut ahead = HashSet::new();
@@ -379,11 +419,11 @@ impl Payments {
         let Some(head_block) = head_block else {
             return Ok(ahead);
         };
-        for slot in slots {
+        for slot in unfound.iter().map(|&at| &slots[at]) {
             let Ok(nonce) = u64::try_from(slot.live().nonce) else {
                 continue;
             };
-            if nonce < settled || nonce >= chain_nonce || live_included(slot) {
+            if nonce < settled || nonce >= chain_nonce {
                 continue;
             }
             let hashes = slot
@@ -391,10 +431,7 @@ impl Payments {
                 .iter()
                 .map(|transaction| parse_hash(&transaction.tx_hash))
                 .collect::<Result<Vec<B256>>>()?;
-            if hashes
-                .iter()
-                .all(|hash| unread.contains(hash) && !head_block.contains(hash))
-            {
+            if !hashes.iter().any(|hash| head_block.contains(hash)) {
                 ahead.extend(hashes);
             }
         }
@@ -457,13 +494,12 @@ impl Payments {
                 index.insert(*hash, (*number, transactions.clone()));
             }
         }
-        let mut found = HashMap::new();
-        for ((number, hash), transactions) in blocks.iter().zip(&last) {
-            for transaction in transactions.iter() {
-                found.insert(*transaction, (*number, *hash));
-            }
-        }
-        found
+        by_transaction(
+            blocks
+                .iter()
+                .zip(&last)
+                .map(|((number, hash), transactions)| (*number, *hash, &transactions[..])),
+        )
     }
 
     /// Forgets the receipts no pass has used for `RECEIPT_CACHE_BLOCKS`.
