@@ -245,10 +245,11 @@ pub async fn freeze(
     value["cancelled_payments"] = json!(cancelled);
     if request.sweep {
         value["sweep"] = match state.payments.sweep(&auth.0, &id).await {
-            Ok(created) => {
-                serde_json::to_value(super::payments::payment_response(&created.payment)?)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?
-            }
+            Ok(created) => serde_json::to_value(super::payments::payment_response(
+                &created.payment,
+                &state.payments,
+            )?)
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
             // Nothing free to sweep is not a failure of the freeze.
             Err(crate::payments::PaymentsError::Conflict(message)) => json!({"skipped": message}),
             Err(other) => return Err(other.into()),

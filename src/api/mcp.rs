@@ -11,7 +11,7 @@ use super::payments::payment_response;
 use super::{ApiError, AppState};
 use crate::domain::{Address, Amount, IdempotencyKey, PaymentStatus};
 use crate::ledger::payments::{self as payment_rows, PaymentFilter};
-use crate::payments::{Capture, NewPayment, Principal};
+use crate::payments::{Capture, NewPayment, Payments, Principal};
 use crate::x402::FetchRequest;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -264,8 +264,8 @@ fn next_step(status: PaymentStatus) -> &'static str {
     }
 }
 
-fn payment_value(row: &payment_rows::PaymentRow) -> Result<Value, ApiError> {
-    let mut value = serde_json::to_value(payment_response(row)?)
+fn payment_value(row: &payment_rows::PaymentRow, payments: &Payments) -> Result<Value, ApiError> {
+    let mut value = serde_json::to_value(payment_response(row, payments)?)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     value["next_step"] = json!(next_step(row.status));
     Ok(value)
@@ -354,7 +354,7 @@ impl Tools {
                 .payments
                 .capture(principal, &args.id, captured)
                 .await?;
-            payment_value(&row)
+            payment_value(&row, &self.state.payments)
         };
         done(result.await).await
     }
@@ -379,7 +379,7 @@ impl Tools {
                 .get::<Principal>()
                 .ok_or(ApiError::Unauthorized)?;
             let row = self.state.payments.void(principal, &args.id).await?;
-            payment_value(&row)
+            payment_value(&row, &self.state.payments)
         };
         done(result.await).await
     }
@@ -404,7 +404,7 @@ impl Tools {
             if row.agent_id.as_ref() != Some(&agent_id) {
                 return Err(ApiError::NotFound);
             }
-            payment_value(&row)
+            payment_value(&row, &self.state.payments)
         };
         done(result.await).await
     }
@@ -453,7 +453,7 @@ impl Tools {
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             let data = rows
                 .iter()
-                .map(payment_value)
+                .map(|row| payment_value(row, &self.state.payments))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(json!({"data": data}))
         };
@@ -532,12 +532,13 @@ impl Tools {
             {
                 return Err(super::payments::policy_denied(&payment_response(
                     &authorized.payment,
+                    &self.state.payments,
                 )?)?);
             }
             let payment = fetched
                 .authorized
                 .as_ref()
-                .map(|a| payment_value(&a.payment))
+                .map(|a| payment_value(&a.payment, &self.state.payments))
                 .transpose()?;
             Ok(json!({"response": fetched.response, "payment": payment}))
         };
@@ -741,9 +742,10 @@ impl Tools {
         if created.payment.status == PaymentStatus::Rejected {
             return Err(super::payments::policy_denied(&payment_response(
                 &created.payment,
+                &self.state.payments,
             )?)?);
         }
-        let mut value = payment_value(&created.payment)?;
+        let mut value = payment_value(&created.payment, &self.state.payments)?;
         value["replayed"] = json!(created.replayed);
         value["idempotency_key"] = json!(key.as_str());
         Ok(value)

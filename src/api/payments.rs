@@ -7,7 +7,7 @@ use super::{ApiError, AppState, list_response, page, parse_time, time};
 use crate::domain::{Address, Amount, PaymentKind, PaymentStatus, Role};
 use crate::ledger::payments::{self as payment_rows, PaymentFilter, PaymentRow, cursor_of};
 use crate::payments::Decision;
-use crate::payments::{Capture, NewPayment, Principal};
+use crate::payments::{Capture, NewPayment, Payments, Principal};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,7 +79,11 @@ pub struct PaymentResponse {
     nonce: Option<i64>,
     block_number: Option<i64>,
     block_hash: Option<String>,
-    /// Blocks mined on top of the including block.
+    /// Blocks mined on top of the including block, as of the newest head settlement has checked
+    /// the transaction against (a block the node has mined but settlement has not checked yet
+    /// does not count). While `included` it grows with each checked block without the payment
+    /// being rewritten (`updated_at` marks status and block changes); it reaches the required
+    /// count with the change to `confirmed`.
     confirmations: i64,
     failure_reason: Option<String>,
     /// Why a payment that is not final is not moving (insufficient_gas, fee_cap_below_base_fee,
@@ -94,7 +98,12 @@ pub struct PaymentResponse {
     updated_at: String,
 }
 
-pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
+/// The payment object, with an included payment's confirmations counted from the head
+/// settlement last verified (`Payments::confirmations_of`).
+pub fn payment_response(
+    row: &PaymentRow,
+    payments: &Payments,
+) -> Result<PaymentResponse, ApiError> {
     let corrupt = || ApiError::Internal(format!("stored payment {} is unreadable", row.id));
     Ok(PaymentResponse {
         id: row.id.to_string(),
@@ -126,7 +135,7 @@ pub fn payment_response(row: &PaymentRow) -> Result<PaymentResponse, ApiError> {
         nonce: row.nonce,
         block_number: row.block_number,
         block_hash: row.block_hash.clone(),
-        confirmations: row.confirmations,
+        confirmations: payments.confirmations_of(row),
         failure_reason: row.failure_reason.clone(),
         waiting_reason: row.waiting_reason.clone(),
         orphaned_blocks: row
@@ -210,8 +219,12 @@ pub fn policy_denied(body: &PaymentResponse) -> Result<ApiError, ApiError> {
 
 /// The response of a create: `202` with the payment, `200` with `Idempotent-Replayed: true` for
 /// a replay, `403 policy_denied` (with the payment) for a denial, replayed alike.
-pub fn created_response(payment: &PaymentRow, replayed: bool) -> Result<Response, ApiError> {
-    let body = payment_response(payment)?;
+pub fn created_response(
+    payment: &PaymentRow,
+    replayed: bool,
+    payments: &Payments,
+) -> Result<Response, ApiError> {
+    let body = payment_response(payment, payments)?;
     let mut response = if payment.status == PaymentStatus::Rejected {
         policy_denied(&body)?.into_response()
     } else {
@@ -256,7 +269,7 @@ pub async fn create(
     if !created.replayed {
         metrics::counter!("bursar_payments_created_total", "status" => created.payment.status.as_str()).increment(1);
     }
-    created_response(&created.payment, created.replayed)
+    created_response(&created.payment, created.replayed, &state.payments)
 }
 
 /// Whether `auth` may read `payment`, each role to its row of the role table: agents see only
@@ -290,7 +303,7 @@ pub async fn get_payment(
 ) -> Result<Json<PaymentResponse>, ApiError> {
     let payment = state.payments.get_payment(&id).await?;
     may_read(&auth, &payment)?;
-    Ok(Json(payment_response(&payment)?))
+    Ok(Json(payment_response(&payment, &state.payments)?))
 }
 
 /// Payments newest first. Agents see their own; approvers see `pending_approval` ones; treasury
@@ -351,7 +364,7 @@ pub async fn list(
     let cursor = rows.last().map(|p| cursor_of(p.created_at, &p.id));
     let data = rows
         .iter()
-        .map(payment_response)
+        .map(|row| payment_response(row, &state.payments))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(list_response(data, page.limit, cursor)))
 }
@@ -404,7 +417,7 @@ pub async fn approve(
         .payments
         .approve(&auth.0, &id, note.as_deref())
         .await?;
-    Ok(Json(payment_response(&payment)?))
+    Ok(Json(payment_response(&payment, &state.payments)?))
 }
 
 /// Refuses a `pending_approval` payment (approver or admin); it is cancelled.
@@ -423,7 +436,7 @@ pub async fn reject(
         .payments
         .reject(&auth.0, &id, reason.as_deref())
         .await?;
-    Ok(Json(payment_response(&payment)?))
+    Ok(Json(payment_response(&payment, &state.payments)?))
 }
 
 /// The agent's own payments, or any for an admin.
@@ -446,7 +459,7 @@ pub async fn capture(
     agent_or_admin(&auth)?;
     let body: CaptureRequest = optional_body(body).await?;
     let payment = state.payments.capture(&auth.0, &id, body.amount).await?;
-    Ok(Json(payment_response(&payment)?))
+    Ok(Json(payment_response(&payment, &state.payments)?))
 }
 
 /// Releases an `authorized` hold; nothing is sent. Agent (own) or admin.
@@ -459,5 +472,5 @@ pub async fn void(
 ) -> Result<Json<PaymentResponse>, ApiError> {
     agent_or_admin(&auth)?;
     let payment = state.payments.void(&auth.0, &id).await?;
-    Ok(Json(payment_response(&payment)?))
+    Ok(Json(payment_response(&payment, &state.payments)?))
 }

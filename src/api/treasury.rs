@@ -86,7 +86,7 @@ pub async fn fund(
             gas_wei,
         )
         .await?;
-    created_response(&created.payment, created.replayed)
+    created_response(&created.payment, created.replayed, &state.payments)
 }
 
 #[cfg(test)]
@@ -133,5 +133,5 @@ pub async fn sweep(
         .payments
         .sweep(&auth.0, &AgentId::from_text(&id))
         .await?;
-    created_response(&created.payment, false)
+    created_response(&created.payment, false, &state.payments)
 }

@@ -147,7 +147,7 @@ pub async fn fetch(
     let payment = fetched
         .authorized
         .as_ref()
-        .map(|a| payment_response(&a.payment))
+        .map(|a| payment_response(&a.payment, &state.payments))
         .transpose()?;
     if let Some(payment) = &payment
         && fetched.payment_status() == Some(PaymentStatus::Rejected)
@@ -208,7 +208,7 @@ pub async fn authorize(
             body.scope_id.as_deref(),
         )
         .await?;
-    let payment = payment_response(&authorized.payment)?;
+    let payment = payment_response(&authorized.payment, &state.payments)?;
     if authorized.payment.status == PaymentStatus::Rejected {
         return denied(&payment);
     }

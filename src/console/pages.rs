@@ -273,7 +273,7 @@ pub async fn payment(
                 dt { "Memo" } dd { (payment.memo.clone().unwrap_or_default()) }
                 dt { "Transaction" } dd { code { (payment.tx_hash.clone().unwrap_or_default()) } }
                 dt { "Block" } dd { (payment.block_number.map(|n| n.to_string()).unwrap_or_default()) " " code { (payment.block_hash.clone().unwrap_or_default()) } }
-                dt { "Confirmations" } dd { (payment.confirmations) }
+                dt { "Confirmations" } dd { (state.payments.confirmations_of(&payment)) }
                 @if let Some(reason) = &payment.failure_reason { dt { "Failure" } dd { (reason) } }
             }
             @if let Some(decision) = &decision {

@@ -562,6 +562,24 @@ pub fn write_chain_fields(
     Ok(())
 }
 
+/// An included payment's confirmations as of `head` (0: not known), counted as a settlement
+/// pass counts them (`head` less the payment's block), below `required` (reaching it is the
+/// `confirmed` status change, which a pass writes) and never below what is stored. Any other
+/// payment's are what is stored: settlement writes the count with each status change.
+pub fn confirmations_at(payment: &PaymentRow, head: u64, required: u64) -> i64 {
+    let stored = payment.confirmations;
+    match (payment.status, payment.block_number) {
+        (PaymentStatus::Included, Some(block)) if head > 0 => {
+            let below = i64::try_from(required.saturating_sub(1)).unwrap_or(i64::MAX);
+            let counted = i64::try_from(head)
+                .unwrap_or(i64::MAX)
+                .saturating_sub(block);
+            counted.min(below).max(stored)
+        }
+        _ => stored,
+    }
+}
+
 /// The transaction a payment's chain fields mirror: of its live transfers (neither replaced nor
 /// dropped), the USDC one if there is one, and of those the latest.
 fn current_transfer(legs: &[LegRow]) -> Option<&LegRow> {

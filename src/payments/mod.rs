@@ -39,7 +39,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 #[cfg(any(test, feature = "test-support"))]
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +214,11 @@ pub struct Payments {
     /// The canonical chain's recent blocks as settlement last verified them (see
     /// `settlement::canon`).
     canon: Arc<std::sync::Mutex<settlement::canon::Canon>>,
+    /// The head every open transaction was last checked against: set by a settlement pass that
+    /// checked them all, 0 before the first. An included payment's confirmations are counted
+    /// from it when the payment is read (`confirmations_of`), so a pass writes nothing for a
+    /// transaction whose only change is one more block on top of its own.
+    verified_head: Arc<AtomicU64>,
 }
 
 /// Audit events between two signed checkpoints of the chain's head, at most (plus what one
@@ -303,6 +309,7 @@ impl Payments {
             receipts: Arc::default(),
             blocks: Arc::default(),
             canon: Arc::default(),
+            verified_head: Arc::default(),
         }
     }
 
@@ -364,6 +371,17 @@ impl Payments {
 
     pub fn settings(&self) -> Settings {
         self.settings
+    }
+
+    /// A payment's confirmations as of the head settlement last checked its transaction
+    /// against (`verified_head`): what is stored (the count when its status last changed) until
+    /// a pass has checked it again.
+    pub fn confirmations_of(&self, payment: &PaymentRow) -> i64 {
+        payment_rows::confirmations_at(
+            payment,
+            self.verified_head.load(Ordering::Acquire),
+            self.confirmations_required(),
+        )
     }
 
     /// Wakes the settlement worker (a payment was queued).

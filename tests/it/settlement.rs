@@ -146,6 +146,53 @@ async fn funded_agent_pays_three_amounts_to_confirmation() {
     );
 }
 
+/// An included payment's confirmations grow with each block a settlement pass verifies, counted
+/// from that pass's head when the payment is read: no pass rewrites the payment only because one
+/// more block sits on its own (its `updated_at` stays the inclusion's though the clock moves), a
+/// block mined but not yet verified does not count, and `confirmed` is still a status change the
+/// pass writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_included_payments_confirmations_are_counted_on_read_not_written_per_block() {
+    let app = TestApp::spawn().await;
+    let (agent_id, _) = app.create_agent("depth").await;
+    app.fund(&agent_id, "10", "0.05").await;
+    let token = app.credential(&agent_id, json!({})).await;
+    let response = app.pay(&token, recipient(0x43), "1", "depth-1").await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.body);
+    let path = format!("/v1/payments/{}", response.body["id"].as_str().unwrap());
+    app.settle().await;
+    app.mine(1).await;
+    app.clock.advance_ms(1_000);
+    app.settle().await;
+    let included = app.get(&path, &token).await.body;
+    assert_eq!(included["status"], "included", "{included}");
+    let first = included["confirmations"].as_u64().unwrap();
+    let required = app.config.confirmations_required;
+    assert!(
+        first + 1 < required,
+        "the test needs a block between inclusion and confirmation"
+    );
+    for count in first + 1..required {
+        app.mine(1).await;
+        let unverified = app.get(&path, &token).await.body;
+        assert_eq!(unverified["confirmations"], count - 1, "{unverified}");
+        app.clock.advance_ms(1_000);
+        app.settle().await;
+        let verified = app.get(&path, &token).await.body;
+        assert_eq!(verified["status"], "included", "{verified}");
+        assert_eq!(verified["confirmations"], count, "{verified}");
+        assert_eq!(verified["block_hash"], included["block_hash"]);
+        assert_eq!(verified["updated_at"], included["updated_at"], "{verified}");
+    }
+    app.mine(1).await;
+    app.clock.advance_ms(1_000);
+    app.settle().await;
+    let confirmed = app.get(&path, &token).await.body;
+    assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+    assert_eq!(confirmed["confirmations"], required);
+    assert_ne!(confirmed["updated_at"], included["updated_at"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_caps_deny_with_the_rule_and_release_nothing() {
     let app = TestApp::spawn().await;

@@ -32,7 +32,7 @@ impl Payments {
             .write_sync(|tx| {
                 let changed =
                     self.record_in(tx, pass.head, slot, index, receipt, reason.as_deref(), now)?;
-                tx.keep_unaudited("the confirmation count of an included transaction");
+                tx.keep_unaudited("a waiting reason an included transaction sets or clears");
                 Ok(changed)
             })
             .await
@@ -147,10 +147,10 @@ impl Payments {
             .block_hash
             .as_deref()
             .is_some_and(|old| old != block_hash);
-        if transaction.status == status
-            && transaction.confirmations == confirmations
-            && !moved_block
-        {
+        if transaction.status == status && !moved_block {
+            // At most the depth changed: an included payment's confirmations are counted from
+            // the head the pass verified when it is read (`Payments::confirmations_of`), so no
+            // row is rewritten per block.
             return Ok(false);
         }
         if moved_block {
@@ -185,12 +185,6 @@ impl Payments {
             payment_rows::set_unsendable_since(tx, transaction.id, None)?;
         }
         let first_time = transaction.status != status;
-        if !first_time && !moved_block {
-            // Only the depth changed: no leg changed status, so the roll-up would not move;
-            // the payment mirrors the new count.
-            payment_rows::sync_chain_fields(tx, &payment.id, now)?;
-            return Ok(true);
-        }
         if transaction.purpose == payment_rows::TRANSFER && first_time {
             self.audit_terminal_surprises(
                 tx,

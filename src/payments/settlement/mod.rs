@@ -115,6 +115,8 @@ struct Pass {
     uncovered: std::collections::HashSet<String>,
     /// A lane's transactions whose slots wait for the next pass (`watch::ahead_of_blocks`).
     deferred: std::collections::HashSet<alloy::primitives::B256>,
+    /// Whether a payment or slot was left for a later pass because the node could not answer.
+    skipped: bool,
 }
 
 impl Pass {
@@ -138,6 +140,7 @@ impl Pass {
             sent_now: std::collections::HashSet::new(),
             uncovered: std::collections::HashSet::new(),
             deferred: std::collections::HashSet::new(),
+            skipped: false,
         }
     }
 
@@ -183,6 +186,7 @@ impl Pass {
         self.blacklisted.extend(lane.blacklisted);
         self.block_hashes.extend(lane.block_hashes);
         self.sent_now.extend(lane.sent_now);
+        self.skipped |= lane.skipped;
     }
 }
 
@@ -345,6 +349,12 @@ impl Payments {
         self.resolve_slots(&mut pass).await?;
         pass.report.updated += self.track_x402().await?;
         pass.report.alarms += self.watch_x402_finality(head).await?;
+        if !pass.skipped {
+            // Every open transaction was checked against this head (and each whose status or
+            // block changed was written): an included payment's confirmations count from it.
+            self.verified_head
+                .store(pass.head, std::sync::atomic::Ordering::Release);
+        }
         let resolved_at = started.elapsed();
         self.publish_waiting().await?;
         let published_at = started.elapsed();
@@ -370,6 +380,7 @@ impl Payments {
             Disposition::Halt => Err(error),
             Disposition::Skip => {
                 tracing::warn!(payment_id, %error, "cannot settle yet; will retry");
+                pass.skipped = true;
                 Ok(())
             }
             Disposition::Park(reason) => {
@@ -396,6 +407,7 @@ impl Payments {
             Disposition::Halt => Err(error),
             Disposition::Skip => {
                 tracing::warn!(count = payment_ids.len(), %error, "cannot settle yet; will retry");
+                pass.skipped = true;
                 Ok(())
             }
             Disposition::Park(reason) => {

@@ -562,7 +562,7 @@ impl Payments {
                             changed += 1;
                         }
                     }
-                    tx.keep_unaudited("the confirmation counts of included transactions");
+                    tx.keep_unaudited("the waiting reasons included transactions set or clear");
                     Ok(changed)
                 })
                 .await;
