@@ -414,8 +414,12 @@ impl Payments {
                     let block_hash = log.block_hash.to_string();
                     let block = i64::try_from(log.block_number).unwrap_or(i64::MAX);
                     let depth_sql = i64::try_from(depth).unwrap_or(i64::MAX);
+                    // Only the depth changed: it is counted when the payment is read
+                    // (`Payments::confirmations_of`), not written per block.
+                    let only_deeper =
+                        status == PaymentStatus::Included && depth < self.confirmations_required();
                     if payment.block_hash.as_deref() == Some(block_hash.as_str())
-                        && payment.confirmations == depth_sql
+                        && (only_deeper || payment.confirmations == depth_sql)
                     {
                         continue;
                     }

@@ -228,7 +228,18 @@ async fn a_paid_endpoint_is_paid_exactly_once_and_confirms_on_chain() {
     app.settle().await;
     let included = crate::support::payment(&app, &id).await;
     assert_eq!(included["status"], "included", "{included}");
-    app.mine(app.config.confirmations_required).await;
+    // One more block: counted when read, from the head the pass checked; nothing rewritten.
+    app.mine(1).await;
+    app.clock.advance_ms(1_000);
+    app.settle().await;
+    let deeper = crate::support::payment(&app, &id).await;
+    assert_eq!(deeper["status"], "included", "{deeper}");
+    assert_eq!(
+        deeper["confirmations"].as_i64(),
+        included["confirmations"].as_i64().map(|c| c + 1)
+    );
+    assert_eq!(deeper["updated_at"], included["updated_at"]);
+    app.mine(app.config.confirmations_required - 1).await;
     app.settle().await;
     let confirmed = crate::support::payment(&app, &id).await;
     assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
