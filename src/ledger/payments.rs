@@ -1294,6 +1294,86 @@ mod leg_tests {
 }
 
 #[cfg(test)]
+mod depth_tests {
+    use super::{PaymentRow, confirmations_at};
+    use crate::domain::{Address, CaptureMode, PaymentId, PaymentKind, PaymentStatus};
+
+    fn payment(status: PaymentStatus, block_number: Option<i64>, stored: i64) -> PaymentRow {
+        PaymentRow {
+            id: PaymentId::generate(),
+            kind: PaymentKind::Payment,
+            agent_id: None,
+            credential_id: None,
+            from_wallet_id: "wal_1".into(),
+            to_address: Address::parse("0x000000000000000000000000000000000000dEaD").unwrap(),
+            amount: 1,
+            gas_wei: None,
+            currency: "USDC".into(),
+            memo: None,
+            reference: None,
+            metadata: None,
+            confidence: None,
+            capture: CaptureMode::Automatic,
+            status,
+            decision: None,
+            failure_reason: None,
+            tx_hash: None,
+            nonce: None,
+            block_number,
+            block_hash: None,
+            confirmations: stored,
+            waiting_reason: None,
+            orphaned_blocks: None,
+            committed_at: None,
+            held_since: None,
+            idempotency_scope: "s".into(),
+            idempotency_key: "k".into(),
+            request_hash: "h".into(),
+            created_at: 0,
+            updated_at: 0,
+            protocol: None,
+            scope_id: None,
+            scope_phase: None,
+            scope_tier: None,
+            credential_tier: None,
+        }
+    }
+
+    /// An included payment counts the blocks on top of its own up to the verified head, below
+    /// the required depth and never below what was stored; before any verified head, and for
+    /// every other status, the stored count is the count.
+    #[test]
+    fn an_included_payment_counts_to_the_verified_head_below_the_required_depth() {
+        let included = payment(PaymentStatus::Included, Some(100), 0);
+        assert_eq!(confirmations_at(&included, 101, 3), 1);
+        assert_eq!(confirmations_at(&included, 102, 3), 2);
+        // Reaching the depth is the `confirmed` change a pass writes, not a count on read.
+        assert_eq!(confirmations_at(&included, 110, 3), 2);
+        // No pass has verified a head yet (a restart): what is stored.
+        assert_eq!(
+            confirmations_at(&payment(PaymentStatus::Included, Some(100), 1), 0, 3),
+            1
+        );
+        // A head below what was stored (the chain rewound): never fewer than stored.
+        assert_eq!(
+            confirmations_at(&payment(PaymentStatus::Included, Some(100), 1), 99, 3),
+            1
+        );
+        for status in [
+            PaymentStatus::Submitted,
+            PaymentStatus::Confirmed,
+            PaymentStatus::Failed,
+        ] {
+            assert_eq!(confirmations_at(&payment(status, Some(100), 4), 120, 3), 4);
+        }
+        assert_eq!(
+            confirmations_at(&payment(PaymentStatus::Included, None, 0), 120, 3),
+            0
+        );
+    }
+}
+
+#[cfg(test)]
 mod plan_tests {
     /// A ledger on a fresh file with every migration applied, and the directory that holds it.
     async fn fresh_ledger() -> (tempfile::TempDir, super::super::Ledger) {
