@@ -394,71 +394,12 @@ impl Payments {
             let status = payment.status;
             match used.get(&(authorizer, nonce)) {
                 Some(log) => {
-                    let transfers = self
-                        .chain
-                        .usdc_transfers(log.block_number, log.block_number, &[authorizer])
-                        .await?;
-                    let paid = transfers.iter().any(|t| {
-                        t.tx_hash == log.tx_hash
-                            && t.from == authorizer
-                            && t.to == payment.to_address
-                            && t.value == U256::from(Amount::from_sql(payment.amount).micros())
-                    });
-                    if !paid {
-                        tracing::error!(payment_id = %payment.id, tx_hash = %log.tx_hash,
-                            "x402 authorization used without the transfer it signed");
-                        continue;
-                    }
-                    let depth = head.saturating_sub(log.block_number);
-                    let hash = log.tx_hash.to_string();
-                    let block_hash = log.block_hash.to_string();
-                    let block = i64::try_from(log.block_number).unwrap_or(i64::MAX);
-                    let depth_sql = i64::try_from(depth).unwrap_or(i64::MAX);
-                    // Only the depth changed: it is counted when the payment is read
-                    // (`Payments::confirmations_of`), not written per block.
-                    let only_deeper =
-                        status == PaymentStatus::Included && depth < self.confirmations_required();
-                    if payment.block_hash.as_deref() == Some(block_hash.as_str())
-                        && (only_deeper || payment.confirmations == depth_sql)
+                    if self
+                        .record_x402_use(&mut tx, &payment, authorizer, log, head, now)
+                        .await?
                     {
-                        continue;
+                        changed += 1;
                     }
-                    x402_rows::set_chain_fields(
-                        &mut tx,
-                        &payment.id,
-                        Some(&hash),
-                        Some((block, &block_hash)),
-                        depth_sql,
-                        now,
-                    )
-                    .await?;
-                    let chain = serde_json::json!({"tx_hash": hash, "block_number": block,
-                        "block_hash": block_hash, "confirmations": depth});
-                    let mut current = payment.clone();
-                    for (next, kind) in [
-                        (PaymentStatus::Submitted, AuditKind::PaymentSubmitted),
-                        (PaymentStatus::Included, AuditKind::PaymentIncluded),
-                        (PaymentStatus::Confirmed, AuditKind::PaymentConfirmed),
-                    ] {
-                        if next == PaymentStatus::Confirmed && depth < self.confirmations_required()
-                        {
-                            break;
-                        }
-                        if current.status.can_become(next) {
-                            transition(
-                                &mut tx,
-                                &current,
-                                next,
-                                kind,
-                                "settlement".into(),
-                                chain.clone(),
-                                now,
-                            )
-                            .await?;
-                            current.status = next;
-                        }
-                    }
-                    changed += 1;
                 }
                 None if status == PaymentStatus::Included => {
                     // A reorg took the block that held it; the authorization may be used again.
@@ -507,6 +448,85 @@ impl Payments {
         }
         tx.finish("an x402 watch that found nothing new").await?;
         Ok(changed)
+    }
+
+    /// `track_x402` for an authorization the chain used: with the `Transfer` it signed in the
+    /// same transaction, the payment records where and moves to `submitted`/`included`, and to
+    /// `confirmed` at the required depth. Returns whether anything was written.
+    async fn record_x402_use(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        payment: &PaymentRow,
+        authorizer: Address,
+        log: &crate::chain::AuthorizationLog,
+        head: u64,
+        now: Millis,
+    ) -> Result<bool> {
+        let status = payment.status;
+        let transfers = self
+            .chain
+            .usdc_transfers(log.block_number, log.block_number, &[authorizer])
+            .await?;
+        let paid = transfers.iter().any(|t| {
+            t.tx_hash == log.tx_hash
+                && t.from == authorizer
+                && t.to == payment.to_address
+                && t.value == U256::from(Amount::from_sql(payment.amount).micros())
+        });
+        if !paid {
+            tracing::error!(payment_id = %payment.id, tx_hash = %log.tx_hash,
+                "x402 authorization used without the transfer it signed");
+            return Ok(false);
+        }
+        let depth = head.saturating_sub(log.block_number);
+        let hash = log.tx_hash.to_string();
+        let block_hash = log.block_hash.to_string();
+        let block = i64::try_from(log.block_number).unwrap_or(i64::MAX);
+        let depth_sql = i64::try_from(depth).unwrap_or(i64::MAX);
+        // Only the depth changed: it is counted when the payment is read
+        // (`Payments::confirmations_of`), not written per block.
+        let only_deeper =
+            status == PaymentStatus::Included && depth < self.confirmations_required();
+        if payment.block_hash.as_deref() == Some(block_hash.as_str())
+            && (only_deeper || payment.confirmations == depth_sql)
+        {
+            return Ok(false);
+        }
+        x402_rows::set_chain_fields(
+            tx,
+            &payment.id,
+            Some(&hash),
+            Some((block, &block_hash)),
+            depth_sql,
+            now,
+        )
+        .await?;
+        let chain = serde_json::json!({"tx_hash": hash, "block_number": block,
+            "block_hash": block_hash, "confirmations": depth});
+        let mut current = payment.clone();
+        for (next, kind) in [
+            (PaymentStatus::Submitted, AuditKind::PaymentSubmitted),
+            (PaymentStatus::Included, AuditKind::PaymentIncluded),
+            (PaymentStatus::Confirmed, AuditKind::PaymentConfirmed),
+        ] {
+            if next == PaymentStatus::Confirmed && depth < self.confirmations_required() {
+                break;
+            }
+            if current.status.can_become(next) {
+                transition(
+                    tx,
+                    &current,
+                    next,
+                    kind,
+                    "settlement".into(),
+                    chain.clone(),
+                    now,
+                )
+                .await?;
+                current.status = next;
+            }
+        }
+        Ok(true)
     }
 }
 
