@@ -440,6 +440,16 @@ static SET_STATUS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// `SET_STATUS` that also mirrors the current transfer onto the row (`write_chain_fields`).
+static SET_STATUS_AND_CHAIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE payments SET status = ?, updated_at = ?, tx_hash = ?, nonce = ?,
+             block_number = ?, block_hash = ?, confirmations = ?
+         WHERE id = ? AND status = ?
+         RETURNING {PAYMENT_COLUMNS}"
+    )
+});
+
 /// Moves a payment from `from` to `to`, failing closed if the edge is not in the state machine or
 /// the payment is no longer in `from` (someone else moved it first). Returns the payment as the
 /// change left it.
@@ -464,6 +474,20 @@ pub fn set_status_along(
     path: &[PaymentStatus],
     now: Millis,
 ) -> Result<PaymentRow, LedgerError> {
+    set_status_and_chain_along(tx, id, from, path, None, now)
+}
+
+/// `set_status_along` that, in the same UPDATE, mirrors the current transfer of the payment's
+/// transactions (`legs`, as `legs_in` read them in this write) onto the row, as
+/// `write_chain_fields` would: one row write where settlement would otherwise make two.
+pub fn set_status_and_chain_along(
+    tx: &mut SyncTx<'_>,
+    id: &str,
+    from: PaymentStatus,
+    path: &[PaymentStatus],
+    legs: Option<&[LegRow]>,
+    now: Millis,
+) -> Result<PaymentRow, LedgerError> {
     let mut at = from;
     for &next in path {
         if !at.can_become(next) {
@@ -479,12 +503,27 @@ pub fn set_status_along(
         )));
     }
     use rusqlite::OptionalExtension;
-    let mut payment = tx
-        .prepare(&SET_STATUS)?
-        .query_row(
+    let moved = match legs.and_then(current_transfer) {
+        Some(current) => tx.prepare(&SET_STATUS_AND_CHAIN)?.query_row(
+            rusqlite::params![
+                at.as_str(),
+                now,
+                current.tx_hash,
+                current.nonce,
+                current.block_number,
+                current.block_hash,
+                current.confirmations,
+                id,
+                from.as_str()
+            ],
+            read_payment,
+        ),
+        None => tx.prepare(&SET_STATUS)?.query_row(
             rusqlite::params![at.as_str(), now, id, from.as_str()],
             read_payment,
-        )
+        ),
+    };
+    let mut payment = moved
         .optional()?
         .ok_or_else(|| LedgerError::Conflict(format!("payment {id} is no longer {from}")))?;
     let mut previous = from;
@@ -827,6 +866,21 @@ impl TransactionRow {
     /// The status (typed when read: an unknown value fails the read itself).
     pub fn status(&self) -> Result<TransactionStatus, LedgerError> {
         Ok(self.status)
+    }
+
+    /// What `legs_in` would read of this transaction.
+    pub fn leg(&self) -> LegRow {
+        LegRow {
+            id: self.id,
+            asset: self.asset,
+            purpose: self.purpose.clone(),
+            status: self.status,
+            tx_hash: self.tx_hash.clone(),
+            nonce: self.nonce,
+            block_number: self.block_number,
+            block_hash: self.block_hash.clone(),
+            confirmations: self.confirmations,
+        }
     }
 
     pub fn is_filler(&self) -> bool {

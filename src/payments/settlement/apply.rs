@@ -360,11 +360,9 @@ impl Payments {
             })
             .collect();
         let (needs_usdc, needs_eth) = payment_rows::missing_legs_of(payment, &rows);
-        payment_rows::write_chain_fields(tx, &payment.id, &rows, now)?;
-        let Target::Status(target) =
-            rollup::target(&legs, usize::from(needs_usdc) + usize::from(needs_eth))
-        else {
-            return Ok(());
+        let target = match rollup::target(&legs, usize::from(needs_usdc) + usize::from(needs_eth)) {
+            Target::Status(target) => target,
+            Target::Stay => current,
         };
         let filled = legs.iter().any(|l| l.filler);
         let mut path = Vec::new();
@@ -378,18 +376,30 @@ impl Payments {
             path.push(next);
             current = next;
         }
-        self.walk(tx, &payment.id, payment.status()?, &path, filled, now)
+        self.walk(
+            tx,
+            &payment.id,
+            payment.status()?,
+            &path,
+            &rows,
+            filled,
+            now,
+        )
     }
 
     /// The edges of a payment's roll-up, each with the audit event that explains it. The edges
-    /// up to a success or an inclusion are one status change (`set_status_along`); a failure,
-    /// always last, records its reason with it.
+    /// up to a success or an inclusion are one status change (`set_status_and_chain_along`),
+    /// which also mirrors the current transfer of `legs` onto the payment; a failure, always
+    /// last, records its reason with it. With no edge but a failure, or none at all, the chain
+    /// fields are written on their own first.
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &self,
         tx: &mut SyncTx<'_>,
         payment_id: &str,
         from: PaymentStatus,
         path: &[PaymentStatus],
+        legs: &[payment_rows::LegRow],
         filled: bool,
         now: Millis,
     ) -> Result<()> {
@@ -398,8 +408,18 @@ impl Payments {
             _ => (path, false),
         };
         let mut current = from;
+        if moves.is_empty() {
+            payment_rows::write_chain_fields(tx, payment_id, legs, now)?;
+        }
         if let Some(&last) = moves.last() {
-            let moved = payment_rows::set_status_along(tx, payment_id, current, moves, now)?;
+            let moved = payment_rows::set_status_and_chain_along(
+                tx,
+                payment_id,
+                current,
+                moves,
+                Some(legs),
+                now,
+            )?;
             if last.is_terminal() {
                 payment_rows::set_waiting_reason(tx, payment_id, None, now)?;
             }

@@ -415,12 +415,13 @@ impl Payments {
             .ledger
             .write_batched(move |tx| -> Result<Option<Vec<TransactionRow>>> {
                 let (this, ready) = (&this, &ready);
-                let mut waiting = Vec::new();
+                // Per payment: whether it waits, and its transactions as this write found them.
+                let mut found = Vec::new();
                 for (payment, plan) in ready {
                     let current = payment_rows::get_in(tx, &payment.id)?;
-                    waiting.push(current.waiting_reason.is_some());
                     let legs = payment_rows::legs_in(tx, &current.id)?;
                     let (needs_usdc, needs_eth) = payment_rows::missing_legs_of(&current, &legs);
+                    found.push((current.waiting_reason.is_some(), legs));
                     if !matches!(
                         current.status()?,
                         PaymentStatus::Queued | PaymentStatus::Submitted
@@ -456,7 +457,7 @@ impl Payments {
                 }
                 let mut signed = signed.into_iter();
                 let mut stored = Vec::new();
-                for ((payment, plan), was_waiting) in ready.iter().zip(waiting) {
+                for ((payment, plan), (was_waiting, mut rows)) in ready.iter().zip(found) {
                     let mut legs = Vec::new();
                     for (asset, wei) in [
                         (Asset::Usdc, plan.usdc_gas.map(|_| None)),
@@ -486,13 +487,16 @@ impl Payments {
                             "asset": asset, "nonce": leg.nonce, "tx_hash": hash,
                             "wei": wei.map(|w| w.to_string()),
                         }));
+                        rows.push(row.leg());
                         stored.push(row);
                     }
                     let primary = legs
                         .first()
                         .and_then(|leg| leg["tx_hash"].as_str())
                         .map(str::to_string);
-                    payment_rows::sync_chain_fields(tx, &payment.id, now)?;
+                    // The payment's transactions are the ones read above and the ones just
+                    // inserted: no need to read them again.
+                    payment_rows::write_chain_fields(tx, &payment.id, &rows, now)?;
                     if was_waiting {
                         payment_rows::set_waiting_reason(tx, &payment.id, None, now)?;
                     }
