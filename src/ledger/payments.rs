@@ -2071,6 +2071,70 @@ mod plan_tests {
         ledger.close().await;
     }
 
+    /// A transaction's hash is unique within its nonce slot (migration 0022), and no index is
+    /// keyed by the hash alone: hashes are random, so such an index took every new transaction
+    /// to a random page of its own, in every group commit.
+    #[tokio::test]
+    async fn a_hash_is_unique_in_its_slot_and_no_index_is_keyed_by_the_hash_alone() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let mut db = ledger.pool().acquire().await.unwrap();
+        for sql in [
+            "INSERT INTO wallets (id, kind, address, sealed_key, seal_nonce, created_at)
+             VALUES ('w', 'agent', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', x'00', x'00', 0)",
+            "INSERT INTO payments (id, kind, from_wallet_id, to_address, amount, currency, capture,
+                status, idempotency_scope, idempotency_key, request_hash, created_at, updated_at)
+             VALUES ('p1', 'payment', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', 100,
+                'USDC', 'automatic', 'queued', 's', 'k', 'h', 0, 0)",
+        ] {
+            run(&mut db, sql).await;
+        }
+        let insert = |nonce: i64| {
+            ledger.write_sync(move |tx| {
+                tx.keep_unaudited("the test's transaction");
+                super::insert_transaction(
+                    tx,
+                    super::NewTransaction {
+                        payment_id: "p1",
+                        asset: crate::domain::Asset::Usdc,
+                        purpose: super::TRANSFER,
+                        wallet_id: "w",
+                        nonce,
+                        tx_hash: "0xab",
+                        raw: &[1, 2, 3],
+                    },
+                    42,
+                )
+            })
+        };
+        insert(7).await.unwrap();
+        // Replaced, so that only the hash (not the slot's one live transaction) can refuse it.
+        run(&mut db, "UPDATE transactions SET status = 'replaced'").await;
+        let again = insert(7).await;
+        assert!(
+            matches!(&again, Err(super::LedgerError::Sqlite(e))
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+                    && e.to_string().contains("transactions.tx_hash")),
+            "{again:?}"
+        );
+        let indexes: Vec<(i64, String, i64, String, i64)> =
+            sqlx::query_as("PRAGMA index_list('transactions')")
+                .fetch_all(&mut *db)
+                .await
+                .unwrap();
+        assert!(!indexes.is_empty());
+        for (_, index, ..) in indexes {
+            let first: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT name FROM pragma_index_info('{index}') WHERE seqno = 0"
+            )))
+            .fetch_one(&mut *db)
+            .await
+            .unwrap();
+            assert_ne!(first, "tx_hash", "{index} is keyed by the hash alone");
+        }
+        drop(db);
+        ledger.close().await;
+    }
+
     /// The payments `the_lifetime_hold_follows_every_change_that_moves_it` starts from: p1 to p3
     /// move in its steps; the rest are one of each other status, whose `budget` the insert
     /// trigger sets (migration 0021).
