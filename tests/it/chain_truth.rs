@@ -153,6 +153,33 @@ async fn submitted_through_relay(to: u8, key: &str) -> (TestApp, RpcRelay, Strin
     (app, relay, id)
 }
 
+/// A pass that could not check every open transaction (the node refused its reads of the
+/// wallet's nonce, so the slot was skipped) does not advance the head an included payment's
+/// confirmations are counted from: a block no complete pass verified never counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_that_skipped_a_slot_counts_no_new_confirmation() {
+    let (app, relay, id) = submitted_through_relay(0x9a, "s").await;
+    app.mine(1).await;
+    app.settle().await;
+    let included = payment(&app, &id).await;
+    assert_eq!(included["status"], "included", "{included}");
+    let counted = included["confirmations"].as_u64().unwrap();
+    assert!(
+        counted + 1 < app.config.confirmations_required,
+        "the test needs a block between inclusion and confirmation"
+    );
+    app.mine(1).await;
+    relay.refuse(Some("eth_getTransactionCount"));
+    app.settle().await;
+    let skipped = payment(&app, &id).await;
+    assert_eq!(skipped["status"], "included", "{skipped}");
+    assert_eq!(skipped["confirmations"], counted, "{skipped}");
+    relay.refuse(None);
+    app.settle().await;
+    let checked = payment(&app, &id).await;
+    assert_eq!(checked["confirmations"], counted + 1, "{checked}");
+}
+
 /// The payment is included at `block`, and no receipt was read since the relay counted
 /// `receipts`.
 async fn assert_included_unread(

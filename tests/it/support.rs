@@ -400,6 +400,9 @@ struct RelayState {
     nonce_reads: std::sync::Mutex<Option<(String, String)>>,
     /// The next request's `eth_getLogs` calls are answered with no logs.
     hide_logs: std::sync::atomic::AtomicBool,
+    /// Calls of this method are answered with a JSON-RPC error, as by a node that cannot serve
+    /// them now.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 impl RpcRelay {
@@ -411,6 +414,7 @@ impl RpcRelay {
             mine_before: Default::default(),
             nonce_reads: Default::default(),
             hide_logs: Default::default(),
+            refused: Default::default(),
         });
         let router = axum::Router::new()
             .route("/", axum::routing::post(relay))
@@ -443,6 +447,11 @@ impl RpcRelay {
         self.state
             .hide_logs
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Until `None`, answers every call of `method` with a JSON-RPC error.
+    pub fn refuse(&self, method: Option<&str>) {
+        *self.state.refused.lock().unwrap() = method.map(str::to_string);
     }
 
     /// Until `None`, answers every `eth_getTransactionCount` at block `number` at `tag`
@@ -518,29 +527,51 @@ async fn relay(
             .hide_logs
             .swap(false, std::sync::atomic::Ordering::SeqCst)
     {
-        let mut answers: Value = serde_json::from_slice(&bytes).unwrap();
-        let ids: Vec<Value> = match &request {
-            Value::Array(calls) => calls.iter().collect(),
-            call => vec![call],
-        }
-        .into_iter()
-        .filter(|call| call["method"] == "eth_getLogs")
-        .map(|call| call["id"].clone())
-        .collect();
-        let entries: Vec<&mut Value> = match &mut answers {
-            Value::Array(entries) => entries.iter_mut().collect(),
-            entry => vec![entry],
-        };
-        for entry in entries {
-            if ids.contains(&entry["id"]) {
-                entry["result"] = json!([]);
-            }
-        }
-        bytes = serde_json::to_vec(&answers).unwrap().into();
+        bytes = rewrite_answers(&request, &bytes, "eth_getLogs", |entry| {
+            entry["result"] = json!([]);
+        })
+        .into();
+    }
+    let refused = state.refused.lock().unwrap().clone();
+    if let Some(refused) = refused.filter(|method| methods.contains(method)) {
+        bytes = rewrite_answers(&request, &bytes, &refused, |entry| {
+            let id = entry["id"].clone();
+            *entry = json!({"jsonrpc": "2.0", "id": id,
+                "error": {"code": -32000, "message": "refused by the test relay"}});
+        })
+        .into();
     }
     axum::response::Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .body(axum::body::Body::from(bytes))
         .unwrap()
+}
+
+/// The node's `answers` to `request`, with the answer to each call of `method` rewritten.
+fn rewrite_answers(
+    request: &Value,
+    answers: &[u8],
+    method: &str,
+    rewrite: impl Fn(&mut Value),
+) -> Vec<u8> {
+    let mut answers: Value = serde_json::from_slice(answers).unwrap();
+    let ids: Vec<Value> = match request {
+        Value::Array(calls) => calls.iter().collect(),
+        call => vec![call],
+    }
+    .into_iter()
+    .filter(|call| call["method"] == method)
+    .map(|call| call["id"].clone())
+    .collect();
+    let entries: Vec<&mut Value> = match &mut answers {
+        Value::Array(entries) => entries.iter_mut().collect(),
+        entry => vec![entry],
+    };
+    for entry in entries {
+        if ids.contains(&entry["id"]) {
+            rewrite(entry);
+        }
+    }
+    serde_json::to_vec(&answers).unwrap()
 }
