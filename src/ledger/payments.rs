@@ -2027,12 +2027,8 @@ mod plan_tests {
         ledger.close().await;
     }
 
-    /// The row `insert_transaction` returns, which settlement broadcasts and records as sent
-    /// without reading it back, is the row stored.
-    #[tokio::test]
-    async fn an_inserted_transaction_is_returned_as_stored() {
-        let (_dir, ledger) = fresh_ledger().await;
-        let mut db = ledger.pool().acquire().await.unwrap();
+    /// Wallet `w` and its queued payment `p1`.
+    async fn wallet_and_payment(db: &mut sqlx::SqliteConnection) {
         for sql in [
             "INSERT INTO wallets (id, kind, address, sealed_key, seal_nonce, created_at)
              VALUES ('w', 'agent', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', x'00', x'00', 0)",
@@ -2041,10 +2037,17 @@ mod plan_tests {
              VALUES ('p1', 'payment', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', 100,
                 'USDC', 'automatic', 'queued', 's', 'k', 'h', 0, 0)",
         ] {
-            run(&mut db, sql).await;
+            run(db, sql).await;
         }
-        let returned = ledger
-            .write_sync(|tx| {
+    }
+
+    /// `insert_transaction` of p1's transfer `0xab` at `nonce` of wallet `w`, in a write of its own.
+    async fn insert_transaction_at(
+        ledger: &super::super::Ledger,
+        nonce: i64,
+    ) -> Result<super::TransactionRow, super::LedgerError> {
+        ledger
+            .write_sync(move |tx| {
                 tx.keep_unaudited("the test's transaction");
                 super::insert_transaction(
                     tx,
@@ -2053,7 +2056,7 @@ mod plan_tests {
                         asset: crate::domain::Asset::Usdc,
                         purpose: super::TRANSFER,
                         wallet_id: "w",
-                        nonce: 7,
+                        nonce,
                         tx_hash: "0xab",
                         raw: &[1, 2, 3],
                     },
@@ -2061,7 +2064,16 @@ mod plan_tests {
                 )
             })
             .await
-            .unwrap();
+    }
+
+    /// The row `insert_transaction` returns, which settlement broadcasts and records as sent
+    /// without reading it back, is the row stored.
+    #[tokio::test]
+    async fn an_inserted_transaction_is_returned_as_stored() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let mut db = ledger.pool().acquire().await.unwrap();
+        wallet_and_payment(&mut db).await;
+        let returned = insert_transaction_at(&ledger, 7).await.unwrap();
         let stored: super::TransactionRow = sqlx::query_as("SELECT * FROM transactions")
             .fetch_one(&mut *db)
             .await
@@ -2078,38 +2090,11 @@ mod plan_tests {
     async fn a_hash_is_unique_in_its_slot_and_no_index_is_keyed_by_the_hash_alone() {
         let (_dir, ledger) = fresh_ledger().await;
         let mut db = ledger.pool().acquire().await.unwrap();
-        for sql in [
-            "INSERT INTO wallets (id, kind, address, sealed_key, seal_nonce, created_at)
-             VALUES ('w', 'agent', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', x'00', x'00', 0)",
-            "INSERT INTO payments (id, kind, from_wallet_id, to_address, amount, currency, capture,
-                status, idempotency_scope, idempotency_key, request_hash, created_at, updated_at)
-             VALUES ('p1', 'payment', 'w', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', 100,
-                'USDC', 'automatic', 'queued', 's', 'k', 'h', 0, 0)",
-        ] {
-            run(&mut db, sql).await;
-        }
-        let insert = |nonce: i64| {
-            ledger.write_sync(move |tx| {
-                tx.keep_unaudited("the test's transaction");
-                super::insert_transaction(
-                    tx,
-                    super::NewTransaction {
-                        payment_id: "p1",
-                        asset: crate::domain::Asset::Usdc,
-                        purpose: super::TRANSFER,
-                        wallet_id: "w",
-                        nonce,
-                        tx_hash: "0xab",
-                        raw: &[1, 2, 3],
-                    },
-                    42,
-                )
-            })
-        };
-        insert(7).await.unwrap();
+        wallet_and_payment(&mut db).await;
+        insert_transaction_at(&ledger, 7).await.unwrap();
         // Replaced, so that only the hash (not the slot's one live transaction) can refuse it.
         run(&mut db, "UPDATE transactions SET status = 'replaced'").await;
-        let again = insert(7).await;
+        let again = insert_transaction_at(&ledger, 7).await;
         assert!(
             matches!(&again, Err(super::LedgerError::Sqlite(e))
                 if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
