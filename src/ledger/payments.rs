@@ -1545,22 +1545,38 @@ mod plan_tests {
 
     /// A status change that keeps what the payment holds (each step of settlement) writes one
     /// index entry keyed by status, `payments_status`: the policy's covering indexes carry the
-    /// `budget` column instead (migration 0021). Read from the statement's bytecode: the
-    /// indexes it opens to write, before its first trigger program.
+    /// `budget` column instead (migration 0021). Read from the statements' bytecode (the status
+    /// change alone, and with the chain fields as settlement writes it): the indexes each opens
+    /// to write, before its first trigger program.
     #[tokio::test]
     async fn a_settlement_step_rewrites_only_the_status_index() {
         let (_dir, ledger) = fresh_ledger().await;
-        let program: Vec<(i64, String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN {}",
-            super::SET_STATUS.as_str()
-        )))
-        .bind("submitted")
-        .bind(0)
-        .bind("p")
-        .bind("queued")
-        .fetch_all(ledger.pool())
-        .await
-        .unwrap();
+        let explain = |sql: &str| {
+            sqlx::query_as::<_, (i64, String, i64, i64)>(sqlx::AssertSqlSafe(format!(
+                "EXPLAIN {sql}"
+            )))
+        };
+        let alone = explain(&super::SET_STATUS)
+            .bind("submitted")
+            .bind(0)
+            .bind("p")
+            .bind("queued")
+            .fetch_all(ledger.pool())
+            .await
+            .unwrap();
+        let with_chain = explain(&super::SET_STATUS_AND_CHAIN)
+            .bind("submitted")
+            .bind(0)
+            .bind("0xab")
+            .bind(7)
+            .bind(1)
+            .bind("0xcd")
+            .bind(0)
+            .bind("p")
+            .bind("queued")
+            .fetch_all(ledger.pool())
+            .await
+            .unwrap();
         let roots: std::collections::HashMap<i64, String> = sqlx::query_as(
             "SELECT rootpage, name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'payments'",
         )
@@ -1569,17 +1585,19 @@ mod plan_tests {
         .unwrap()
         .into_iter()
         .collect();
-        let statement = program
-            .iter()
-            .skip(1)
-            .take_while(|(_, opcode, _, _)| opcode != "Init");
-        let written: Vec<&str> = statement
-            .filter(|(_, opcode, _, _)| opcode == "OpenWrite")
-            .filter_map(|(_, _, _, root)| roots.get(root).map(String::as_str))
-            .collect();
-        assert!(written.contains(&"payments_status"), "{written:?}");
-        for index in ["payments_credential", "payments_credential_committed"] {
-            assert!(!written.contains(&index), "{index} in {written:?}");
+        for program in [alone, with_chain] {
+            let statement = program
+                .iter()
+                .skip(1)
+                .take_while(|(_, opcode, _, _)| opcode != "Init");
+            let written: Vec<&str> = statement
+                .filter(|(_, opcode, _, _)| opcode == "OpenWrite")
+                .filter_map(|(_, _, _, root)| roots.get(root).map(String::as_str))
+                .collect();
+            assert!(written.contains(&"payments_status"), "{written:?}");
+            for index in ["payments_credential", "payments_credential_committed"] {
+                assert!(!written.contains(&index), "{index} in {written:?}");
+            }
         }
         ledger.close().await;
     }
