@@ -1551,32 +1551,35 @@ mod plan_tests {
     #[tokio::test]
     async fn a_settlement_step_rewrites_only_the_status_index() {
         let (_dir, ledger) = fresh_ledger().await;
-        let explain = |sql: &str| {
-            sqlx::query_as::<_, (i64, String, i64, i64)>(sqlx::AssertSqlSafe(format!(
-                "EXPLAIN {sql}"
-            )))
+        // The program only: SQLite is typed by value, so every parameter may be text here.
+        let explain = |sql: &str, parameters: &[&str]| {
+            let mut query = sqlx::query_as::<_, (i64, String, i64, i64)>(sqlx::AssertSqlSafe(
+                format!("EXPLAIN {sql}"),
+            ));
+            for parameter in parameters {
+                query = query.bind(parameter.to_string());
+            }
+            query.fetch_all(ledger.pool())
         };
-        let alone = explain(&super::SET_STATUS)
-            .bind("submitted")
-            .bind(0)
-            .bind("p")
-            .bind("queued")
-            .fetch_all(ledger.pool())
+        let alone = explain(&super::SET_STATUS, &["submitted", "0", "p", "queued"])
             .await
             .unwrap();
-        let with_chain = explain(&super::SET_STATUS_AND_CHAIN)
-            .bind("submitted")
-            .bind(0)
-            .bind("0xab")
-            .bind(7)
-            .bind(1)
-            .bind("0xcd")
-            .bind(0)
-            .bind("p")
-            .bind("queued")
-            .fetch_all(ledger.pool())
-            .await
-            .unwrap();
+        let with_chain = explain(
+            &super::SET_STATUS_AND_CHAIN,
+            &[
+                "submitted",
+                "0",
+                "0xab",
+                "7",
+                "1",
+                "0xcd",
+                "0",
+                "p",
+                "queued",
+            ],
+        )
+        .await
+        .unwrap();
         let roots: std::collections::HashMap<i64, String> = sqlx::query_as(
             "SELECT rootpage, name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'payments'",
         )

@@ -362,24 +362,7 @@ impl Payments {
             return Ok(0);
         }
         let (head, head_time) = self.chain.head_block().await?;
-        let from_block = open
-            .iter()
-            .filter_map(|a| a.signed_at_block)
-            .min()
-            .unwrap_or_default();
-        let mut authorizers: Vec<Address> = open
-            .iter()
-            .filter_map(|a| Address::parse(&a.authorizer).ok())
-            .collect();
-        authorizers.sort_by_key(|a| a.to_string());
-        authorizers.dedup();
-        let used: HashMap<(Address, B256), crate::chain::AuthorizationLog> = self
-            .chain
-            .authorizations_used(u64::try_from(from_block).unwrap_or(0), head, &authorizers)
-            .await?
-            .into_iter()
-            .map(|log| ((log.authorizer, log.nonce), log))
-            .collect();
+        let used = self.x402_uses(&open, head).await?;
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let mut changed = 0;
@@ -417,37 +400,42 @@ impl Payments {
                     changed += 1;
                 }
                 None => {
-                    let valid_before = authorization.valid_before.unwrap_or(i64::MAX);
-                    if i64::try_from(head_time).unwrap_or(i64::MAX) <= valid_before {
-                        continue;
+                    if expire_x402(&mut tx, &payment, authorization, head, head_time, now).await? {
+                        changed += 1;
                     }
-                    // Block `head` is past `validBefore` and no block up to it used the
-                    // authorization: no later block can. The hold is released.
-                    let reason = "authorization_expired";
-                    tx.run_sync(|s| payment_rows::set_failure_reason(s, &payment.id, reason))
-                        .await?;
-                    let (next, kind) = if status == PaymentStatus::Authorized {
-                        (PaymentStatus::Cancelled, AuditKind::PaymentVoided)
-                    } else {
-                        (PaymentStatus::Failed, AuditKind::PaymentFailed)
-                    };
-                    transition(
-                        &mut tx,
-                        &payment,
-                        next,
-                        kind,
-                        "settlement".into(),
-                        serde_json::json!({"reason": reason, "valid_before": valid_before,
-                            "head": head, "head_timestamp": head_time}),
-                        now,
-                    )
-                    .await?;
-                    changed += 1;
                 }
             }
         }
         tx.finish("an x402 watch that found nothing new").await?;
         Ok(changed)
+    }
+
+    /// Where the chain used the open authorizations, read once for all of them: from the
+    /// earliest block one was signed at up to `head`, by each authorizer's
+    /// `AuthorizationUsed` events, keyed by authorizer and nonce.
+    async fn x402_uses(
+        &self,
+        open: &[X402Row],
+        head: u64,
+    ) -> Result<HashMap<(Address, B256), crate::chain::AuthorizationLog>> {
+        let from_block = open
+            .iter()
+            .filter_map(|a| a.signed_at_block)
+            .min()
+            .unwrap_or_default();
+        let mut authorizers: Vec<Address> = open
+            .iter()
+            .filter_map(|a| Address::parse(&a.authorizer).ok())
+            .collect();
+        authorizers.sort_by_key(|a| a.to_string());
+        authorizers.dedup();
+        Ok(self
+            .chain
+            .authorizations_used(u64::try_from(from_block).unwrap_or(0), head, &authorizers)
+            .await?
+            .into_iter()
+            .map(|log| ((log.authorizer, log.nonce), log))
+            .collect())
     }
 
     /// `track_x402` for an authorization the chain used: with the `Transfer` it signed in the
@@ -672,4 +660,40 @@ fn payment_header(
         body
     };
     base64::engine::general_purpose::STANDARD.encode(body.to_string())
+}
+/// `track_x402` for an authorization no block up to `head` used: once block `head` is past its
+/// `validBefore`, no later block can use it, so the payment fails (or, still only authorized, is
+/// voided) and its hold is released. Returns whether anything was written.
+async fn expire_x402(
+    tx: &mut crate::ledger::Tx,
+    payment: &PaymentRow,
+    authorization: &X402Row,
+    head: u64,
+    head_time: u64,
+    now: crate::ledger::Millis,
+) -> Result<bool> {
+    let valid_before = authorization.valid_before.unwrap_or(i64::MAX);
+    if i64::try_from(head_time).unwrap_or(i64::MAX) <= valid_before {
+        return Ok(false);
+    }
+    let reason = "authorization_expired";
+    tx.run_sync(|s| payment_rows::set_failure_reason(s, &payment.id, reason))
+        .await?;
+    let (next, kind) = if payment.status == PaymentStatus::Authorized {
+        (PaymentStatus::Cancelled, AuditKind::PaymentVoided)
+    } else {
+        (PaymentStatus::Failed, AuditKind::PaymentFailed)
+    };
+    transition(
+        tx,
+        payment,
+        next,
+        kind,
+        "settlement".into(),
+        serde_json::json!({"reason": reason, "valid_before": valid_before,
+            "head": head, "head_timestamp": head_time}),
+        now,
+    )
+    .await?;
+    Ok(true)
 }
