@@ -518,45 +518,132 @@ impl Payments {
     }
 }
 
+/// What the finality watch found of one confirmed x402 payment on the canonical chain.
+enum Finality {
+    /// The block it records was reorganized away after the required depth.
+    Violated {
+        number: i64,
+        recorded: String,
+        canonical: String,
+    },
+    /// Its authorization, taken out by a reorg, is on the canonical chain again at depth.
+    Restored {
+        tx_hash: String,
+        block_number: u64,
+        block_hash: String,
+        depth: u64,
+    },
+}
+
 impl Payments {
     /// Re-checks confirmed x402 payments over `finality_watch_blocks`: a block reorganized away
     /// after the required depth is a `finality_violation` alarm, and the payment shows no block
     /// until its authorization is found again at the required depth (`finality_restored`).
-    /// Returns how many alarms it raised.
+    /// Returns how many alarms it raised. The chain is read before any write transaction begins,
+    /// so the writer is never held across a node's answer, and a pass that finds nothing new
+    /// writes nothing.
     pub(super) async fn watch_x402_finality(&self, head: u64) -> Result<usize> {
         let since = head.saturating_sub(self.settings().finality_watch_blocks);
         let watched =
             x402_rows::confirmed_to_watch(self.ledger.pool(), i64::try_from(since).unwrap_or(0))
                 .await?;
-        if watched.is_empty() {
+        let mut found = Vec::new();
+        for authorization in &watched {
+            let payment = payment_rows::get(self.ledger.pool(), &authorization.payment_id).await?;
+            if let Some(finality) = self.finality_of(authorization, &payment, head).await? {
+                found.push((payment, finality));
+            }
+        }
+        if found.is_empty() {
             return Ok(0);
         }
         let now = self.now();
         let mut tx = self.ledger.begin().await?;
         let mut alarms = 0;
-        for authorization in &watched {
-            let payment = payment_rows::get(&mut *tx, &authorization.payment_id).await?;
-            let event = |kind: AuditKind, detail: serde_json::Value| NewEvent {
-                agent_id: payment.agent_id.clone(),
-                credential_id: payment.credential_id.clone(),
-                payment_id: Some(payment.id.clone()),
-                actor: "settlement".into(),
-                detail,
-                tx_hash: payment.tx_hash.clone(),
-                ..NewEvent::of(kind)
-            };
-            if let (Some(number), Some(recorded)) = (payment.block_number, &payment.block_hash) {
-                let canonical = self
-                    .chain
-                    .block_hash(u64::try_from(number).unwrap_or(0))
-                    .await?
-                    .to_string();
-                if canonical == *recorded {
-                    continue;
-                }
-                x402_rows::set_chain_fields(&mut tx, &payment.id, None, None, 0, now).await?;
+        for (seen, finality) in &found {
+            let payment = payment_rows::get(&mut *tx, &seen.id).await?;
+            // Only what the chain was compared with is changed.
+            if payment.block_hash == seen.block_hash {
+                alarms += usize::from(
+                    self.record_finality(&mut tx, &payment, finality, now)
+                        .await?,
+                );
+            }
+        }
+        tx.finish("a finality check of x402 payments that found nothing new")
+            .await?;
+        Ok(alarms)
+    }
+
+    /// Where the canonical chain has a confirmed x402 payment now, if that changed.
+    async fn finality_of(
+        &self,
+        authorization: &X402Row,
+        payment: &PaymentRow,
+        head: u64,
+    ) -> Result<Option<Finality>> {
+        if let (Some(number), Some(recorded)) = (payment.block_number, &payment.block_hash) {
+            let canonical = self
+                .chain
+                .block_hash(u64::try_from(number).unwrap_or(0))
+                .await?
+                .to_string();
+            return Ok((canonical != *recorded).then(|| Finality::Violated {
+                number,
+                recorded: recorded.clone(),
+                canonical,
+            }));
+        }
+        // Taken out by a reorg: is its authorization on the canonical chain again?
+        let (Ok(authorizer), Some(Ok(nonce))) = (
+            Address::parse(&authorization.authorizer),
+            authorization.nonce.as_deref().map(str::parse::<B256>),
+        ) else {
+            return Ok(None);
+        };
+        let from = u64::try_from(authorization.signed_at_block.unwrap_or(0)).unwrap_or(0);
+        let found = self
+            .chain
+            .authorizations_used(from, head, &[authorizer])
+            .await?
+            .into_iter()
+            .find(|log| log.nonce == nonce);
+        Ok(found
+            .filter(|log| head.saturating_sub(log.block_number) >= self.confirmations_required())
+            .map(|log| Finality::Restored {
+                tx_hash: log.tx_hash.to_string(),
+                block_number: log.block_number,
+                block_hash: log.block_hash.to_string(),
+                depth: head.saturating_sub(log.block_number),
+            }))
+    }
+
+    /// Writes what the finality watch found, with its audit event. Whether it raised an alarm.
+    async fn record_finality(
+        &self,
+        tx: &mut crate::ledger::Tx,
+        payment: &PaymentRow,
+        finality: &Finality,
+        now: Millis,
+    ) -> Result<bool> {
+        let event = |kind: AuditKind, detail: serde_json::Value| NewEvent {
+            agent_id: payment.agent_id.clone(),
+            credential_id: payment.credential_id.clone(),
+            payment_id: Some(payment.id.clone()),
+            actor: "settlement".into(),
+            detail,
+            tx_hash: payment.tx_hash.clone(),
+            ..NewEvent::of(kind)
+        };
+        match finality {
+            Finality::Violated {
+                number,
+                recorded,
+                canonical,
+            } => {
+                x402_rows::set_chain_fields(tx, &payment.id, None, None, 0, now).await?;
                 audit::append(
-                    &mut tx,
+                    tx,
                     now,
                     event(
                         AuditKind::FinalityViolation,
@@ -568,55 +655,36 @@ impl Payments {
                 )
                 .await?;
                 tracing::error!(payment_id = %payment.id, "finality violation: a confirmed x402 payment's block was reorganized away");
-                alarms += 1;
-                continue;
+                Ok(true)
             }
-            // Taken out by a reorg: is its authorization on the canonical chain again?
-            let (Ok(authorizer), Some(Ok(nonce))) = (
-                Address::parse(&authorization.authorizer),
-                authorization.nonce.as_deref().map(str::parse::<B256>),
-            ) else {
-                continue;
-            };
-            let from = u64::try_from(authorization.signed_at_block.unwrap_or(0)).unwrap_or(0);
-            let found = self
-                .chain
-                .authorizations_used(from, head, &[authorizer])
-                .await?
-                .into_iter()
-                .find(|log| log.nonce == nonce);
-            if let Some(log) = found
-                && head.saturating_sub(log.block_number) >= self.confirmations_required()
-            {
-                let depth = head.saturating_sub(log.block_number);
-                let block_hash = log.block_hash.to_string();
+            Finality::Restored {
+                tx_hash,
+                block_number,
+                block_hash,
+                depth,
+            } => {
                 x402_rows::set_chain_fields(
-                    &mut tx,
+                    tx,
                     &payment.id,
-                    Some(&log.tx_hash.to_string()),
-                    Some((
-                        i64::try_from(log.block_number).unwrap_or(i64::MAX),
-                        &block_hash,
-                    )),
-                    i64::try_from(depth).unwrap_or(i64::MAX),
+                    Some(tx_hash),
+                    Some((i64::try_from(*block_number).unwrap_or(i64::MAX), block_hash)),
+                    i64::try_from(*depth).unwrap_or(i64::MAX),
                     now,
                 )
                 .await?;
                 audit::append(
-                    &mut tx,
+                    tx,
                     now,
                     event(
                         AuditKind::FinalityRestored,
-                        serde_json::json!({"block_number": log.block_number, "block_hash": block_hash,
-                            "tx_hash": log.tx_hash.to_string()}),
+                        serde_json::json!({"block_number": block_number, "block_hash": block_hash,
+                            "tx_hash": tx_hash}),
                     ),
                 )
                 .await?;
+                Ok(false)
             }
         }
-        tx.finish("a finality check of x402 payments that found nothing new")
-            .await?;
-        Ok(alarms)
     }
 }
 
