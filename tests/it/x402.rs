@@ -761,6 +761,13 @@ async fn a_deep_reorg_under_a_confirmed_x402_payment_is_an_alarm_not_a_silent_li
     app.settle().await;
     let confirmed = crate::support::payment(&app, &id).await;
     assert_eq!(confirmed["status"], "confirmed", "{confirmed}");
+    let tx_hash = confirmed["tx_hash"].as_str().unwrap().to_string();
+    let raw: Bytes = app
+        .devnet
+        .provider
+        .raw_request("eth_getRawTransactionByHash".into(), (tx_hash.clone(),))
+        .await
+        .unwrap();
 
     // The blocks from the one that held the transfer on are replaced by empty ones.
     app.devnet
@@ -778,5 +785,39 @@ async fn a_deep_reorg_under_a_confirmed_x402_payment_is_an_alarm_not_a_silent_li
         audit_kinds(&app, &id)
             .await
             .contains(&"finality_violation".to_string())
+    );
+
+    // The seller's transfer lands again (the node may still hold it): once at depth, the payment
+    // claims its canonical block again, and no second alarm is raised.
+    let _ = app.devnet.provider.send_raw_transaction(&raw).await;
+    app.mine(app.config.confirmations_required + 1).await;
+    let report = app.settle().await;
+    assert_eq!(report.alarms, 0, "{report:?}");
+    let restored = crate::support::payment(&app, &id).await;
+    assert_eq!(restored["status"], "confirmed", "{restored}");
+    assert_eq!(restored["tx_hash"], tx_hash.as_str(), "{restored}");
+    let number = restored["block_number"].as_u64().expect("a block again");
+    let canonical = app
+        .devnet
+        .provider
+        .get_block_by_number(number.into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        restored["block_hash"],
+        canonical.header.hash.to_string().as_str(),
+        "{restored}"
+    );
+    let kinds = audit_kinds(&app, &id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "finality_restored").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "finality_violation").count(),
+        1,
+        "{kinds:?}"
     );
 }
