@@ -78,6 +78,8 @@ pub struct PassReport {
     pub alarms: usize,
     /// Payments set aside this pass because they could not be processed.
     pub parked: usize,
+    /// Signing took a full `SIGN_BATCH`: more payments may be waiting for the next pass.
+    pub batch_full: bool,
 }
 
 /// A chunk's first broadcast: how many transactions the node took (each recorded as sent), and
@@ -239,6 +241,24 @@ fn disposition(error: &PaymentsError) -> Disposition {
     }
 }
 
+/// How the worker paces its passes: a pass that signed a full `SIGN_BATCH` leaves a backlog,
+/// and the next pass starts at once instead of after the poll interval (a tenth of a second idle
+/// per 5,000 payments of a burst). Only while signing makes progress: a full batch of which
+/// nothing could be signed (every payment waiting for gas, say) never makes the worker spin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cadence {
+    backlog: bool,
+}
+
+impl Cadence {
+    /// The cadence after a pass, from its report (none if it failed).
+    fn after(report: Option<&PassReport>) -> Cadence {
+        Cadence {
+            backlog: report.is_some_and(|report| report.batch_full && report.signed > 0),
+        }
+    }
+}
+
 impl Payments {
     /// Runs settlement passes until `shutdown` resolves: after each queued payment and at least
     /// every `poll_interval`. Failing passes back off exponentially up to `MAX_BACKOFF_MS`.
@@ -249,8 +269,11 @@ impl Payments {
     ) {
         let wake = self.wake();
         let mut failures: u32 = 0;
+        let mut cadence = Cadence::default();
         loop {
-            let wait = if failures == 0 {
+            let wait = if cadence.backlog {
+                Duration::ZERO
+            } else if failures == 0 {
                 poll_interval
             } else {
                 Duration::from_millis(
@@ -264,7 +287,9 @@ impl Payments {
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            match self.settle_once().await {
+            let outcome = self.settle_once().await;
+            cadence = Cadence::after(outcome.as_ref().ok());
+            match outcome {
                 Ok(report) => {
                     failures = 0;
                     if report != PassReport::default() {
@@ -327,6 +352,31 @@ impl Payments {
             }
         }
         let signed_at = started.elapsed();
+        self.resolve_open(&mut pass).await?;
+        let slots_at = started.elapsed();
+        pass.report.updated += self.track_x402().await?;
+        pass.report.alarms += self.watch_x402_finality(head).await?;
+        let resolved_at = started.elapsed();
+        self.publish_waiting().await?;
+        let published_at = started.elapsed();
+        self.checkpoint_audit(false).await?;
+        tracing::debug!(
+            publish_ms = (published_at - resolved_at).as_millis() as u64,
+            head,
+            sign_ms = signed_at.as_millis() as u64,
+            resolve_ms = (slots_at - signed_at).as_millis() as u64,
+            x402_ms = (resolved_at - slots_at).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            signed = pass.report.signed,
+            updated = pass.report.updated,
+            "settlement pass timing"
+        );
+        Ok(pass.report)
+    }
+
+    /// A pass's second half: the finality re-check, then every open nonce slot, against the
+    /// head as it is after signing.
+    async fn resolve_open(&self, pass: &mut Pass) -> Result<()> {
         // Signing can take a block or more under a burst: what follows counts confirmations
         // and finds receipts against the head as it is now, and against the recent blocks as
         // they are now (read once each, across passes: `canon`).
@@ -344,33 +394,15 @@ impl Payments {
                 tracing::warn!(%error, "cannot verify the recent blocks; reading them as needed");
             }
         }
-        pass.report.alarms += self.check_finality(&mut pass).await?;
-        let finality_at = started.elapsed();
-        self.resolve_slots(&mut pass).await?;
-        pass.report.updated += self.track_x402().await?;
-        pass.report.alarms += self.watch_x402_finality(head).await?;
+        pass.report.alarms += self.check_finality(pass).await?;
+        self.resolve_slots(pass).await?;
         if !pass.skipped {
             // Every open transaction was checked against this head (and each whose status or
             // block changed was written): an included payment's confirmations count from it.
             self.verified_head
                 .store(pass.head, std::sync::atomic::Ordering::Release);
         }
-        let resolved_at = started.elapsed();
-        self.publish_waiting().await?;
-        let published_at = started.elapsed();
-        self.checkpoint_audit(false).await?;
-        tracing::debug!(
-            publish_ms = (published_at - resolved_at).as_millis() as u64,
-            head,
-            sign_ms = signed_at.as_millis() as u64,
-            finality_ms = (finality_at - signed_at).as_millis() as u64,
-            resolve_ms = (resolved_at - finality_at).as_millis() as u64,
-            total_ms = started.elapsed().as_millis() as u64,
-            signed = pass.report.signed,
-            updated = pass.report.updated,
-            "settlement pass timing"
-        );
-        Ok(pass.report)
+        Ok(())
     }
 
     /// Decides what an error met on one payment means for the pass: halt it, skip the payment
@@ -610,4 +642,34 @@ impl Payments {
 fn parse_hash(text: &str) -> Result<alloy::primitives::B256> {
     text.parse()
         .map_err(|_| LedgerError::Corrupt(format!("transaction hash {text}")).into())
+}
+
+#[cfg(test)]
+mod cadence_tests {
+    use super::{Cadence, PassReport};
+
+    fn pass(signed: usize, batch_full: bool) -> PassReport {
+        PassReport {
+            signed,
+            batch_full,
+            ..PassReport::default()
+        }
+    }
+
+    /// A full batch that signed is a backlog: the next pass follows at once.
+    #[test]
+    fn a_full_batch_that_signed_is_a_backlog() {
+        assert!(Cadence::after(Some(&pass(5_000, true))).backlog);
+        assert!(Cadence::after(Some(&pass(1, true))).backlog);
+    }
+
+    /// Otherwise the worker waits its poll interval: after a batch that was not full, after a
+    /// full batch of which nothing could be signed (no spinning), after a failed pass.
+    #[test]
+    fn anything_else_waits() {
+        for report in [pass(4_999, false), pass(0, false), pass(0, true)] {
+            assert!(!Cadence::after(Some(&report)).backlog, "{report:?}");
+        }
+        assert!(!Cadence::after(None).backlog);
+    }
 }

@@ -58,6 +58,7 @@ impl Payments {
         let paused = self.chain.usdc_paused().await?;
         let queued =
             payment_rows::needing_transactions(self.ledger.pool(), super::SIGN_BATCH).await?;
+        pass.report.batch_full = i64::try_from(queued.len()).is_ok_and(|n| n >= super::SIGN_BATCH);
         let parent = &*pass;
         let lanes: Vec<Result<Pass>> =
             stream::iter(super::lanes(queued, |q| &q.payment.from_wallet_id))
