@@ -272,9 +272,11 @@ const DAY_COMMITTED: &str = "SELECT
     + (SELECT COALESCE(SUM(amount), 0) FROM payments
         WHERE credential_id = ?1 AND committed_at > ?2 AND committed_at < ?3 AND budget = 2)";
 
-/// The live holds (pending approval, authorized): they count in the day whenever committed.
+/// The live holds (pending approval, authorized: `budget` 1): they count in the day whenever
+/// committed. By `budget`, one key of the partial index, not by the two statuses, which SQLite
+/// reads through a temporary b-tree built at every run (migration 0023).
 const LIVE_HOLDS: &str = "SELECT COALESCE(SUM(amount), 0) FROM payments
-    WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')";
+    WHERE credential_id = ?1 AND budget = 1";
 
 /// The payments holding budget created in the last minute: whole seconds from the buckets and
 /// the payments of the one second at the edge (`?2` the window's start, `?3` the first whole
@@ -403,18 +405,21 @@ pub async fn set_held_since(tx: &mut Tx, id: &str, now: Millis) -> Result<(), Le
     Ok(())
 }
 
-/// The live holds (`pending_approval`, `authorized`) of a credential: what revoking or expiring
-/// it cancels.
+/// A credential's live holds but those of x402 authorizations (which end on their own).
+const LIVE_HOLDS_OF_CREDENTIAL: &str = "SELECT * FROM payments WHERE credential_id = ? AND budget = 1
+    AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL)
+    ORDER BY rowid";
+
+/// The live holds (`pending_approval`, `authorized`: `budget` 1) of a credential: what revoking
+/// or expiring it cancels.
 pub async fn live_holds_of_credential(
     tx: &mut Tx,
     credential_id: &str,
 ) -> Result<Vec<PaymentRow>, LedgerError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM payments WHERE credential_id = ? AND status IN ('pending_approval', 'authorized') AND NOT EXISTS (SELECT 1 FROM x402_authorizations a WHERE a.payment_id = payments.id AND a.nonce IS NOT NULL) ORDER BY rowid",
-    )
-    .bind(credential_id)
-    .fetch_all(&mut **tx)
-    .await?)
+    Ok(sqlx::query_as(LIVE_HOLDS_OF_CREDENTIAL)
+        .bind(credential_id)
+        .fetch_all(&mut **tx)
+        .await?)
 }
 
 /// Live holds of credentials that expired at or before `now`.
@@ -1453,7 +1458,7 @@ mod plan_tests {
                 "credential_committed_buckets",
                 "payments_credential_committed",
             ),
-            // The live holds alone (migration 0015), not the credential's whole history.
+            // The live holds alone (migrations 0015, 0023), not the credential's whole history.
             (super::LIVE_HOLDS, 0, "", "payments_live_holds"),
             (
                 minute_count,
@@ -1501,16 +1506,42 @@ mod plan_tests {
         ledger.close().await;
     }
 
+    /// Revoking a credential finds its live holds from their partial index, whatever its history.
+    #[tokio::test]
+    async fn a_credentials_live_holds_are_read_from_their_index() {
+        let (_dir, ledger) = fresh_ledger().await;
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::LIVE_HOLDS_OF_CREDENTIAL
+        )))
+        .bind("cred")
+        .fetch_all(ledger.pool())
+        .await
+        .unwrap();
+        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.starts_with("SEARCH payments USING INDEX payments_live_holds")),
+            "{details:?}"
+        );
+        ledger.close().await;
+    }
+
     /// Inserting a payment and changing its status (the writes of every accepted intent and of
-    /// each settlement step) run their triggers, and the policy reads its edge minute and second,
-    /// without building a temporary b-tree: SQLite builds one for each `IN` over more than two
+    /// each settlement step) run their triggers, and the policy reads its edge minute and second
+    /// and its live holds, without building a temporary b-tree: SQLite builds one for each `IN` over more than two
     /// constants, at every run of the program that holds it, and a trigger is its own program,
     /// run even when its condition is false (migration 0016).
     #[tokio::test]
     async fn payment_writes_build_no_temporary_btree() {
         let (_dir, ledger) = fresh_ledger().await;
         let minute_count: &str = super::MINUTE_COUNT;
-        for (sql, parameters) in [(super::DAY_COMMITTED, 4), (minute_count, 3)] {
+        for (sql, parameters) in [
+            (super::DAY_COMMITTED, 4),
+            (minute_count, 3),
+            (super::LIVE_HOLDS, 1),
+        ] {
             let mut query =
                 sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")));
             for _ in 0..parameters {
