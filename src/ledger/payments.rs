@@ -1443,6 +1443,17 @@ mod plan_tests {
         (dir, ledger)
     }
 
+    /// The detail lines of `sql`'s query plan. Its parameters are left unbound (NULL): without
+    /// `ANALYZE` statistics, which the ledger never gathers, a plan does not depend on them.
+    async fn plan_of_sql(ledger: &super::super::Ledger, sql: &str) -> Vec<String> {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(ledger.pool())
+                .await
+                .unwrap();
+        plan.into_iter().map(|(_, _, _, detail)| detail).collect()
+    }
+
     /// The policy's figures read bounded index ranges, whatever the history and the day's load:
     /// no figure scans a table or fetches a payment per row (`EXPLAIN QUERY PLAN`), the windows
     /// are read from their buckets by primary key, and only the edge minute or second from the
@@ -1510,15 +1521,7 @@ mod plan_tests {
     #[tokio::test]
     async fn a_credentials_live_holds_are_read_from_their_index() {
         let (_dir, ledger) = fresh_ledger().await;
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            super::LIVE_HOLDS_OF_CREDENTIAL
-        )))
-        .bind("cred")
-        .fetch_all(ledger.pool())
-        .await
-        .unwrap();
-        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        let details = plan_of_sql(&ledger, super::LIVE_HOLDS_OF_CREDENTIAL).await;
         assert!(
             details
                 .iter()
@@ -1660,15 +1663,7 @@ mod plan_tests {
     #[tokio::test]
     async fn settlement_windows_are_read_from_their_indexes() {
         let (_dir, ledger) = fresh_ledger().await;
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            super::RECENTLY_CONFIRMED_BLOCKS
-        )))
-        .bind(0)
-        .fetch_all(ledger.pool())
-        .await
-        .unwrap();
-        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        let details = plan_of_sql(&ledger, super::RECENTLY_CONFIRMED_BLOCKS).await;
         assert!(
             details.iter().any(|d| d.starts_with(
                 "SEARCH transactions USING COVERING INDEX transactions_finality_window (block_number>?)"
@@ -1676,16 +1671,7 @@ mod plan_tests {
             "{details:?}"
         );
         // A lane's room counts its wallet's in-pool transactions from the index of those alone.
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {}",
-            super::IN_POOL_COUNT
-        )))
-        .bind("wal_x")
-        .bind(0)
-        .fetch_all(ledger.pool())
-        .await
-        .unwrap();
-        let details: Vec<&str> = plan.iter().map(|(_, _, _, d)| d.as_str()).collect();
+        let details = plan_of_sql(&ledger, super::IN_POOL_COUNT).await;
         assert_eq!(
             details,
             ["SEARCH transactions USING INDEX transactions_in_pool (wallet_id=? AND nonce>?)"]
