@@ -56,18 +56,9 @@ async fn a_reorg_sends_an_included_payment_back_and_it_confirms_once_on_the_cano
     let confirmed = payment(&app, &id).await;
     assert_eq!(confirmed["tx_hash"], included["tx_hash"]);
     let number = confirmed["block_number"].as_u64().unwrap();
-    let canonical = app
-        .devnet
-        .provider
-        .get_block_by_number(number.into())
-        .await
-        .unwrap()
-        .unwrap()
-        .header
-        .hash;
     assert_eq!(
         confirmed["block_hash"].as_str().unwrap(),
-        canonical.to_string()
+        app.canonical_hash(number).await
     );
     assert_ne!(confirmed["block_hash"], included["block_hash"]);
     assert_eq!(app.usdc_balance(to).await, usdc("3.5"));

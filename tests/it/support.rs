@@ -362,6 +362,17 @@ impl TestApp {
     pub async fn head(&self) -> u64 {
         self.devnet.provider.get_block_number().await.unwrap()
     }
+
+    /// The hash of the canonical block at `number`, as the API writes it.
+    pub async fn canonical_hash(&self, number: u64) -> String {
+        let block = self
+            .devnet
+            .provider
+            .get_block_by_number(number.into())
+            .await;
+        let block = block.unwrap().expect("a block at that height");
+        block.header.hash.to_string()
+    }
 }
 
 /// A fresh recipient address that nobody controls.

@@ -797,18 +797,8 @@ async fn a_deep_reorg_under_a_confirmed_x402_payment_is_an_alarm_not_a_silent_li
     assert_eq!(restored["status"], "confirmed", "{restored}");
     assert_eq!(restored["tx_hash"], tx_hash.as_str(), "{restored}");
     let number = restored["block_number"].as_u64().expect("a block again");
-    let canonical = app
-        .devnet
-        .provider
-        .get_block_by_number(number.into())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        restored["block_hash"],
-        canonical.header.hash.to_string().as_str(),
-        "{restored}"
-    );
+    let canonical = app.canonical_hash(number).await;
+    assert_eq!(restored["block_hash"], canonical.as_str(), "{restored}");
     let kinds = audit_kinds(&app, &id).await;
     assert_eq!(
         kinds.iter().filter(|k| *k == "finality_restored").count(),
