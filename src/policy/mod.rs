@@ -159,8 +159,39 @@ pub struct Decision {
 pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot) -> Decision {
     let mut hard = Vec::new();
     let mut soft = Vec::new();
-    let amount = request.amount;
+    push_limit_checks(policy, request, spend, &mut hard);
+    if let Some(tiers) = &policy.tiers {
+        let (tier_hard, tier_soft) = scope::tier_checks(tiers, request.amount, spend.tier_held_24h);
+        hard.extend(tier_hard);
+        soft.extend(tier_soft);
+    }
+    push_escalation_checks(policy, request, &mut soft);
 
+    let first_failed = |checks: &[Check]| checks.iter().find(|c| !c.passed).map(|c| c.rule.clone());
+    let (outcome, rule) = if let Some(rule) = first_failed(&hard) {
+        (Outcome::Deny, rule)
+    } else if let Some(rule) = first_failed(&soft) {
+        (Outcome::RequireApproval, rule)
+    } else {
+        (Outcome::Allow, "policy".to_string())
+    };
+    hard.extend(soft);
+    Decision {
+        outcome,
+        rule,
+        checks: hard,
+    }
+}
+
+/// The hard limits the policy sets, in order: the cap, the rolling and lifetime budgets, the
+/// allowlist and the rate. Any that fails denies.
+fn push_limit_checks(
+    policy: &Policy,
+    request: &PaymentRequest,
+    spend: &SpendSnapshot,
+    hard: &mut Vec<Check>,
+) {
+    let amount = request.amount;
     if let Some(limit) = policy.max_per_payment {
         hard.push(Check {
             rule: "max_per_payment".into(),
@@ -188,22 +219,15 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
     }
     if let Some(allowed) = &policy.allowed_recipients {
         let passed = allowed.contains(&request.to);
+        let on = if passed { "is" } else { "is not" };
         hard.push(Check {
             rule: "allowed_recipients".into(),
             passed,
-            detail: if passed {
-                format!(
-                    "recipient {} is on the allowlist of {}",
-                    request.to,
-                    allowed.len()
-                )
-            } else {
-                format!(
-                    "recipient {} is not on the allowlist of {}",
-                    request.to,
-                    allowed.len()
-                )
-            },
+            detail: format!(
+                "recipient {} {on} on the allowlist of {}",
+                request.to,
+                allowed.len()
+            ),
         });
     }
     if let Some(limit) = policy.max_payments_per_minute {
@@ -216,11 +240,12 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
             ),
         });
     }
-    if let Some(tiers) = &policy.tiers {
-        let (tier_hard, tier_soft) = scope::tier_checks(tiers, amount, spend.tier_held_24h);
-        hard.extend(tier_hard);
-        soft.extend(tier_soft);
-    }
+}
+
+/// The rules that send a payment to a human when they fail: the approval threshold and the
+/// confidence floor.
+fn push_escalation_checks(policy: &Policy, request: &PaymentRequest, soft: &mut Vec<Check>) {
+    let amount = request.amount;
     if let Some(threshold) = policy.require_approval_above {
         soft.push(Check {
             rule: "require_approval_above".into(),
@@ -241,21 +266,6 @@ pub fn evaluate(policy: &Policy, request: &PaymentRequest, spend: &SpendSnapshot
             passed,
             detail,
         });
-    }
-
-    let first_failed = |checks: &[Check]| checks.iter().find(|c| !c.passed).map(|c| c.rule.clone());
-    let (outcome, rule) = if let Some(rule) = first_failed(&hard) {
-        (Outcome::Deny, rule)
-    } else if let Some(rule) = first_failed(&soft) {
-        (Outcome::RequireApproval, rule)
-    } else {
-        (Outcome::Allow, "policy".to_string())
-    };
-    hard.extend(soft);
-    Decision {
-        outcome,
-        rule,
-        checks: hard,
     }
 }
 
@@ -316,9 +326,9 @@ mod tests {
         assert!(decision.checks.is_empty());
     }
 
-    #[test]
-    fn each_rule_at_its_boundary() {
-        let full = Policy {
+    /// Every rule of the engine, each set so the cases below sit at its boundary.
+    fn full_policy() -> Policy {
+        Policy {
             max_per_payment: Some(usdc("50")),
             daily_limit: Some(usdc("100")),
             total_limit: Some(usdc("1000")),
@@ -327,21 +337,30 @@ mod tests {
             max_payments_per_minute: Some(3),
             min_confidence: Some(0.8),
             tiers: None,
-        };
-        // (policy, request, snapshot, outcome, deciding rule)
+        }
+    }
+
+    /// Each case (request, snapshot, outcome, deciding rule) under `full_policy`, which reports
+    /// every one of its seven rules whatever the outcome.
+    fn assert_decisions(cases: Vec<(PaymentRequest, SpendSnapshot, Outcome, &str)>) {
+        for (i, (req, snap, outcome, rule)) in cases.into_iter().enumerate() {
+            let decision = evaluate(&full_policy(), &req, &snap);
+            assert_eq!(
+                (decision.outcome, decision.rule.as_str()),
+                (outcome, rule),
+                "case {i}"
+            );
+            assert_eq!(decision.checks.len(), 7, "every rule is reported, case {i}");
+        }
+    }
+
+    #[test]
+    fn each_hard_limit_at_its_boundary() {
         let other_recipient = PaymentRequest {
             to: address(2),
             ..request("1")
         };
-        let low_confidence = PaymentRequest {
-            confidence: Some(0.79),
-            ..request("1")
-        };
-        let no_confidence = PaymentRequest {
-            confidence: None,
-            ..request("1")
-        };
-        let cases: Vec<(PaymentRequest, SpendSnapshot, Outcome, &str)> = vec![
+        assert_decisions(vec![
             (
                 request("40"),
                 snapshot("60", "60", 2),
@@ -353,12 +372,6 @@ mod tests {
                 snapshot("0", "0", 0),
                 Outcome::Deny,
                 "max_per_payment",
-            ),
-            (
-                request("40.000001"),
-                snapshot("0", "0", 0),
-                Outcome::RequireApproval,
-                "require_approval_above",
             ),
             (
                 request("40"),
@@ -390,6 +403,26 @@ mod tests {
                 Outcome::Deny,
                 "max_payments_per_minute",
             ),
+        ]);
+    }
+
+    #[test]
+    fn each_escalation_at_its_boundary_and_below_the_hard_limits() {
+        let low_confidence = PaymentRequest {
+            confidence: Some(0.79),
+            ..request("1")
+        };
+        let no_confidence = PaymentRequest {
+            confidence: None,
+            ..request("1")
+        };
+        assert_decisions(vec![
+            (
+                request("40.000001"),
+                snapshot("0", "0", 0),
+                Outcome::RequireApproval,
+                "require_approval_above",
+            ),
             (
                 low_confidence,
                 snapshot("0", "0", 0),
@@ -409,16 +442,7 @@ mod tests {
                 Outcome::Deny,
                 "max_per_payment",
             ),
-        ];
-        for (i, (req, snap, outcome, rule)) in cases.into_iter().enumerate() {
-            let decision = evaluate(&full, &req, &snap);
-            assert_eq!(
-                (decision.outcome, decision.rule.as_str()),
-                (outcome, rule),
-                "case {i}"
-            );
-            assert_eq!(decision.checks.len(), 7, "every rule is reported, case {i}");
-        }
+        ]);
     }
 
     #[test]
