@@ -77,54 +77,61 @@ impl From<PaymentsError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code, message, field) = match self {
-            ApiError::Invalid { field, message } => {
-                (StatusCode::BAD_REQUEST, "invalid_request", message, field)
-            }
+impl ApiError {
+    /// The status, code and message of the errors whose envelope carries nothing of their own:
+    /// the variants without a payload, and `Internal`, whose cause goes to the log only.
+    fn fixed(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "missing, unknown, revoked or expired token".into(),
-                None,
+                "missing, unknown, revoked or expired token",
             ),
             ApiError::Forbidden => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this token's role may not do this".into(),
-                None,
+                "this token's role may not do this",
             ),
             ApiError::AgentFrozen => (
                 StatusCode::FORBIDDEN,
                 "agent_frozen",
-                "the agent is frozen; its credentials are refused".into(),
-                None,
+                "the agent is frozen; its credentials are refused",
             ),
-            ApiError::NotFound => (
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such resource".into(),
-                None,
-            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "this route does not take this method".into(),
-                None,
+                "this route does not take this method",
             ),
             ApiError::IdempotencyKeyReused => (
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request".into(),
-                None,
+                "this Idempotency-Key was used with a different request",
             ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                "request body exceeds 1 MiB".into(),
-                None,
+                "request body exceeds 1 MiB",
             ),
+            // `Internal`; the variants with a payload are answered by `into_response` itself.
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "internal error");
+        }
+        let (status, code, message, field) = match self {
+            ApiError::Invalid { field, message } => {
+                (StatusCode::BAD_REQUEST, "invalid_request", message, field)
+            }
             ApiError::Conflict(message) => (StatusCode::CONFLICT, "conflict", message, None),
             ApiError::PolicyDenied {
                 rule,
@@ -146,14 +153,9 @@ impl IntoResponse for ApiError {
                 message,
                 None,
             ),
-            ApiError::Internal(cause) => {
-                tracing::error!(%cause, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "internal error".into(),
-                    None,
-                )
+            fixed => {
+                let (status, code, message) = fixed.fixed();
+                (status, code, message.into(), None)
             }
         };
         let mut error = json!({"code": code, "message": message});
