@@ -125,20 +125,7 @@ impl Devnet {
     /// `start` with a block gas limit other than anvil's default (30M), such as Base's.
     pub async fn start_with_gas_limit(gas_limit: Option<u64>) -> anyhow::Result<Devnet> {
         let dir = devnet_dir();
-        let binary = anvil_binary(&dir)?;
-        let anvil = tokio::task::spawn_blocking(move || {
-            let mut anvil = Anvil::at(binary).chain_id(DEVNET_CHAIN_ID).args([
-                "--network",
-                "optimism",
-                "--host",
-                "127.0.0.1",
-            ]);
-            if let Some(gas_limit) = gas_limit {
-                anvil = anvil.args(["--gas-limit".to_string(), gas_limit.to_string()]);
-            }
-            anvil.try_spawn()
-        })
-        .await??;
+        let anvil = spawn_anvil(anvil_binary(&dir)?, gas_limit).await?;
         let rpc_url = format!("http://127.0.0.1:{}", anvil.port());
         let keys: Vec<PrivateKeySigner> = anvil
             .keys()
@@ -155,64 +142,14 @@ impl Devnet {
             .wallet(wallet)
             .connect_http(rpc_url.parse()?)
             .erased();
-
-        let checker = deploy(
+        let proxy = deploy_usdc(
             &provider,
+            &dir,
             deployer.address().into(),
-            bytecode(&dir, "util/SignatureChecker.sol/SignatureChecker.json", &[])?,
+            proxy_admin.address().into(),
         )
         .await?;
-        let implementation_code = bytecode(
-            &dir,
-            "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json",
-            &[("SignatureChecker", checker)],
-        )?;
-        let implementation =
-            deploy(&provider, deployer.address().into(), implementation_code).await?;
-        let mut proxy_code = bytecode(&dir, "v1/FiatTokenProxy.sol/FiatTokenProxy.json", &[])?;
-        proxy_code.extend(implementation.into_inner().abi_encode());
-        let proxy = deploy(&provider, proxy_admin.address().into(), proxy_code).await?;
-
-        let owner_address = owner.address();
-        let calls: Vec<Bytes> = vec![
-            IFiatTokenAdmin::initializeCall {
-                tokenName: "USD Coin".into(),
-                tokenSymbol: "USDC".into(),
-                tokenCurrency: "USD".into(),
-                tokenDecimals: 6,
-                newMasterMinter: owner_address,
-                newPauser: owner_address,
-                newBlacklister: owner_address,
-                newOwner: owner_address,
-            }
-            .abi_encode()
-            .into(),
-            IFiatTokenAdmin::initializeV2Call {
-                newName: "USD Coin".into(),
-            }
-            .abi_encode()
-            .into(),
-            IFiatTokenAdmin::initializeV2_1Call {
-                lostAndFound: owner_address,
-            }
-            .abi_encode()
-            .into(),
-            IFiatTokenAdmin::initializeV2_2Call {
-                accountsToBlacklist: vec![],
-                newSymbol: "USDC".into(),
-            }
-            .abi_encode()
-            .into(),
-            IFiatTokenAdmin::configureMinterCall {
-                minter: owner_address,
-                minterAllowedAmount: U256::MAX,
-            }
-            .abi_encode()
-            .into(),
-        ];
-        for input in calls {
-            send(&provider, owner_address.into(), proxy, input).await?;
-        }
+        initialize_usdc(&provider, proxy, owner.address().into()).await?;
         provider.anvil_set_auto_mine(false).await?;
         let devnet = Devnet {
             anvil,
@@ -346,5 +283,102 @@ async fn send(
         .with_input(input);
     let receipt = provider.send_transaction_sync(request).await?;
     ensure!(receipt.status(), "setup call reverted");
+    Ok(())
+}
+
+/// Starts anvil as a Base-like node (OP stack, the devnet's chain id) on a free local port.
+async fn spawn_anvil(
+    binary: std::path::PathBuf,
+    gas_limit: Option<u64>,
+) -> anyhow::Result<AnvilInstance> {
+    let anvil = tokio::task::spawn_blocking(move || {
+        let mut anvil = Anvil::at(binary).chain_id(DEVNET_CHAIN_ID).args([
+            "--network",
+            "optimism",
+            "--host",
+            "127.0.0.1",
+        ]);
+        if let Some(gas_limit) = gas_limit {
+            anvil = anvil.args(["--gas-limit".to_string(), gas_limit.to_string()]);
+        }
+        anvil.try_spawn()
+    })
+    .await??;
+    Ok(anvil)
+}
+
+/// Deploys Circle's `FiatTokenV2_2` (linked to its `SignatureChecker` library) behind a
+/// `FiatTokenProxy` administered by `proxy_admin`; returns the proxy's address.
+async fn deploy_usdc(
+    provider: &DynProvider,
+    dir: &Path,
+    deployer: Address,
+    proxy_admin: Address,
+) -> anyhow::Result<Address> {
+    let checker = deploy(
+        provider,
+        deployer,
+        bytecode(dir, "util/SignatureChecker.sol/SignatureChecker.json", &[])?,
+    )
+    .await?;
+    let implementation_code = bytecode(
+        dir,
+        "v2/FiatTokenV2_2.sol/FiatTokenV2_2.json",
+        &[("SignatureChecker", checker)],
+    )?;
+    let implementation = deploy(provider, deployer, implementation_code).await?;
+    let mut proxy_code = bytecode(dir, "v1/FiatTokenProxy.sol/FiatTokenProxy.json", &[])?;
+    proxy_code.extend(implementation.into_inner().abi_encode());
+    deploy(provider, proxy_admin, proxy_code).await
+}
+
+/// Initializes the token through its proxy as Circle's deployment does (every version's
+/// initializer), with `owner` as owner, master minter, pauser and blacklister, and lets `owner`
+/// mint without limit.
+async fn initialize_usdc(
+    provider: &DynProvider,
+    proxy: Address,
+    owner: Address,
+) -> anyhow::Result<()> {
+    let owner_address = owner.into_inner();
+    let calls: Vec<Bytes> = vec![
+        IFiatTokenAdmin::initializeCall {
+            tokenName: "USD Coin".into(),
+            tokenSymbol: "USDC".into(),
+            tokenCurrency: "USD".into(),
+            tokenDecimals: 6,
+            newMasterMinter: owner_address,
+            newPauser: owner_address,
+            newBlacklister: owner_address,
+            newOwner: owner_address,
+        }
+        .abi_encode()
+        .into(),
+        IFiatTokenAdmin::initializeV2Call {
+            newName: "USD Coin".into(),
+        }
+        .abi_encode()
+        .into(),
+        IFiatTokenAdmin::initializeV2_1Call {
+            lostAndFound: owner_address,
+        }
+        .abi_encode()
+        .into(),
+        IFiatTokenAdmin::initializeV2_2Call {
+            accountsToBlacklist: vec![],
+            newSymbol: "USDC".into(),
+        }
+        .abi_encode()
+        .into(),
+        IFiatTokenAdmin::configureMinterCall {
+            minter: owner_address,
+            minterAllowedAmount: U256::MAX,
+        }
+        .abi_encode()
+        .into(),
+    ];
+    for input in calls {
+        send(provider, owner, proxy, input).await?;
+    }
     Ok(())
 }
