@@ -254,27 +254,13 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     });
     let target = Target::open(config, args).await?;
     let admin_token = configure(config, dir, &target)?;
-    let payments = app::build(config, Arc::new(SystemClock)).await?;
-    let chain = Chain::connect(
-        target.rpc_url(),
-        target.chain_id(),
-        target.usdc(),
-        config.rpc_timeout_ms,
-    )?;
-    let poll_interval = Duration::from_millis(config.poll_interval_ms.min(100));
-    // Without the worker: the bench starts settlement itself, after the backlog is accepted.
-    let running = app::start(
-        payments,
-        config.listen,
+    let Service {
+        running,
+        chain,
+        api,
+        http,
         poll_interval,
-        false,
-        config.mcp_allowed_hosts.clone(),
-    )
-    .await?;
-    let api = format!("http://{}", running.address);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients as usize)
-        .build()?;
+    } = start_service(config, &target, args.clients).await?;
 
     setup.set_message("creating and funding agents");
     let (agents, credentials) =
@@ -308,12 +294,7 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
     running.stop().await?;
 
     let anvil = anvil_ceiling(&target, &chain, args, config.confirmations_required).await?;
-    let sqlite = {
-        let bar = spinner("measuring SQLite's group commit");
-        let ceiling = ledger_bench::sqlite_ceiling(&dir.join("ceiling.db")).await?;
-        bar.finish_and_clear();
-        ceiling
-    };
+    let sqlite = sqlite_ceiling(dir).await?;
     Ok(report(
         args,
         config.confirmations_required,
@@ -322,6 +303,55 @@ async fn bench(config: &mut Config, args: &BenchArgs, dir: &Path) -> anyhow::Res
         &anvil,
         &sqlite,
     ))
+}
+
+/// Bursar under test, listening, and what the bench reaches it and the node with.
+struct Service {
+    running: app::Running,
+    chain: Chain,
+    /// The API's base URL.
+    api: String,
+    /// An HTTP client with a kept connection per concurrent client.
+    http: reqwest::Client,
+    poll_interval: Duration,
+}
+
+/// Builds Bursar on the bench's configuration and starts its API, without the settlement
+/// worker: the bench starts settlement itself, after the backlog is accepted.
+async fn start_service(config: &Config, target: &Target, clients: u32) -> anyhow::Result<Service> {
+    let payments = app::build(config, Arc::new(SystemClock)).await?;
+    let chain = Chain::connect(
+        target.rpc_url(),
+        target.chain_id(),
+        target.usdc(),
+        config.rpc_timeout_ms,
+    )?;
+    let poll_interval = Duration::from_millis(config.poll_interval_ms.min(100));
+    let running = app::start(
+        payments,
+        config.listen,
+        poll_interval,
+        false,
+        config.mcp_allowed_hosts.clone(),
+    )
+    .await?;
+    Ok(Service {
+        api: format!("http://{}", running.address),
+        running,
+        chain,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(clients as usize)
+            .build()?,
+        poll_interval,
+    })
+}
+
+/// SQLite's own durable group commit on the run's disk, beside the run's database.
+async fn sqlite_ceiling(dir: &Path) -> anyhow::Result<ledger_bench::Ceiling> {
+    let bar = spinner("measuring SQLite's group commit");
+    let ceiling = ledger_bench::sqlite_ceiling(&dir.join("ceiling.db")).await?;
+    bar.finish_and_clear();
+    Ok(ceiling)
 }
 
 /// The run's figures, its ceilings and the ratios between them.
