@@ -92,40 +92,28 @@ impl Payments {
             discrepancies: Vec::new(),
             inflows: Vec::new(),
         };
-        let mut seen = HashSet::new();
-        for log in &logs {
-            let hash = log.tx_hash.to_string();
-            let onchain = json!({
-                "tx_hash": hash, "block_number": log.block_number, "block_hash": log.block_hash.to_string(),
-                "from": log.from.to_string(), "to": log.to.to_string(), "amount": units(log.value),
-            });
-            if !custodied.contains(&log.from) {
-                report.inflows.push(onchain);
-                continue;
-            }
-            let Some(entry) = ledger.get(&hash) else {
+        let seen = match_transfers(&logs, &custodied, &ledger, &mut report);
+        self.find_unknown_authorizations(&accounts, &mut report)
+            .await?;
+        for entry in ledger.values() {
+            let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
+            if in_block && !seen.contains(&entry.tx_hash) {
                 report
                     .discrepancies
-                    .push(with_kind("unknown_outflow", onchain, None));
-                continue;
-            };
-            seen.insert(hash);
-            let same_parties = Address::parse(&entry.from_address).ok() == Some(log.from)
-                && entry.to_address == log.to;
-            if !same_parties || U256::from(entry.amount.max(0) as u64) != log.value {
-                report
-                    .discrepancies
-                    .push(with_kind("amount_mismatch", onchain, Some(entry)));
-            } else if entry.block_hash.as_deref() != Some(log.block_hash.to_string().as_str()) {
-                report
-                    .discrepancies
-                    .push(with_kind("block_hash_mismatch", onchain, Some(entry)));
-            } else {
-                report.matched += 1;
+                    .push(with_kind("missing_onchain", Value::Null, Some(entry)));
             }
         }
-        // EIP-3009 authorizations of custodied wallets that no x402 payment signed: a key or
-        // custody breach, like an unknown outflow (the transfer itself shows up above too).
+        Ok(report)
+    }
+
+    /// EIP-3009 authorizations of custodied wallets used in the report's blocks that no x402
+    /// payment signed: a key or custody breach, like an unknown outflow (the transfer itself is
+    /// among the logs too).
+    async fn find_unknown_authorizations(
+        &self,
+        accounts: &[Address],
+        report: &mut Reconciliation,
+    ) -> Result<()> {
         let known: HashSet<(String, String)> =
             crate::ledger::x402::known_nonces(self.ledger.pool())
                 .await?
@@ -134,7 +122,7 @@ impl Payments {
                 .collect();
         for used in self
             .chain
-            .authorizations_used(from_block, to_block, &accounts)
+            .authorizations_used(report.from_block, report.to_block, accounts)
             .await?
         {
             let pair = (
@@ -152,15 +140,7 @@ impl Payments {
                 }));
             }
         }
-        for entry in ledger.values() {
-            let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
-            if in_block && !seen.contains(&entry.tx_hash) {
-                report
-                    .discrepancies
-                    .push(with_kind("missing_onchain", Value::Null, Some(entry)));
-            }
-        }
-        Ok(report)
+        Ok(())
     }
 
     /// The background pass: reconciles the blocks that reached the confirmation depth since the
@@ -233,6 +213,50 @@ fn units(value: U256) -> String {
     u64::try_from(value)
         .map(|micros| crate::domain::Amount::from_micros(micros).to_string())
         .unwrap_or_else(|_| format!("{value} base units"))
+}
+
+/// Matches each `Transfer` log with the ledger: one into a custodied wallet from outside is an
+/// inflow; one out of a custodied wallet is matched by hash, then by parties and amount, then by
+/// block hash, or is an `unknown_outflow`. Returns the hashes of the ledger's transfers found.
+fn match_transfers(
+    logs: &[crate::chain::TransferLog],
+    custodied: &HashSet<Address>,
+    ledger: &HashMap<String, LedgerTransfer>,
+    report: &mut Reconciliation,
+) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for log in logs {
+        let hash = log.tx_hash.to_string();
+        let onchain = json!({
+            "tx_hash": hash, "block_number": log.block_number, "block_hash": log.block_hash.to_string(),
+            "from": log.from.to_string(), "to": log.to.to_string(), "amount": units(log.value),
+        });
+        if !custodied.contains(&log.from) {
+            report.inflows.push(onchain);
+            continue;
+        }
+        let Some(entry) = ledger.get(&hash) else {
+            report
+                .discrepancies
+                .push(with_kind("unknown_outflow", onchain, None));
+            continue;
+        };
+        seen.insert(hash);
+        let same_parties = Address::parse(&entry.from_address).ok() == Some(log.from)
+            && entry.to_address == log.to;
+        if !same_parties || U256::from(entry.amount.max(0) as u64) != log.value {
+            report
+                .discrepancies
+                .push(with_kind("amount_mismatch", onchain, Some(entry)));
+        } else if entry.block_hash.as_deref() != Some(log.block_hash.to_string().as_str()) {
+            report
+                .discrepancies
+                .push(with_kind("block_hash_mismatch", onchain, Some(entry)));
+        } else {
+            report.matched += 1;
+        }
+    }
+    seen
 }
 
 fn with_kind(kind: &str, onchain: Value, ledger: Option<&LedgerTransfer>) -> Value {
