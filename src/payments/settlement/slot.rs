@@ -150,16 +150,23 @@ mod tests {
         }
     }
 
+    /// Each case: a name, what Bursar holds of the slot, what the chain says, and the action.
+    fn assert_resolves(cases: Vec<(&str, Live, Observed, Action)>) {
+        for (name, live, observed, expected) in cases {
+            assert_eq!(resolve(live, &observed, 3), expected, "{name}");
+        }
+    }
+
+    /// Whichever transaction of the slot is mined counts, even one signed and never sent, and even
+    /// for a payment cancelled meanwhile.
     #[test]
-    fn a_slot_resolves_from_what_the_chain_says() {
+    fn a_mined_slot_is_recorded_whatever_else_it_was() {
         let mined = Observed {
             nonce_used: true,
             mined: Some((0, receipt())),
             ..observed()
         };
-        let cases: Vec<(&str, Live, Observed, Action)> = vec![
-            // Whichever transaction of the slot is mined counts, even one signed and never sent
-            // (the replaced original of a replacement the node refused).
+        assert_resolves(vec![
             (
                 "mined",
                 Live {
@@ -184,6 +191,14 @@ mod tests {
                     receipt: receipt(),
                 },
             ),
+        ]);
+    }
+
+    /// A nonce used by another transaction, a receipt not yet served, and an inclusion reorganized
+    /// away are three different things.
+    #[test]
+    fn a_used_nonce_without_our_receipt_is_told_apart() {
+        assert_resolves(vec![
             (
                 "foreign",
                 live(),
@@ -216,6 +231,14 @@ mod tests {
                 },
                 Action::Unincluded,
             ),
+        ]);
+    }
+
+    /// A slot the node does not hold is sent (again): never sent, lost by a crash, dropped from the
+    /// pool, or a cancelled slot's filler; a cancelled payment's own transfer is filled instead.
+    #[test]
+    fn a_slot_the_node_does_not_hold_is_sent_or_filled() {
+        assert_resolves(vec![
             (
                 "cancelled by a freeze",
                 Live {
@@ -272,6 +295,13 @@ mod tests {
                 },
                 Action::Send,
             ),
+        ]);
+    }
+
+    /// A slot in the node's pool waits for its bound in blocks, then is replaced.
+    #[test]
+    fn a_slot_in_the_pool_waits_then_is_replaced() {
+        assert_resolves(vec![
             (
                 "waiting",
                 Live {
@@ -290,10 +320,7 @@ mod tests {
                 observed(),
                 Action::Replace,
             ),
-        ];
-        for (name, live, observed, expected) in cases {
-            assert_eq!(resolve(live, &observed, 3), expected, "{name}");
-        }
+        ]);
     }
 
     #[test]
