@@ -1533,9 +1533,9 @@ mod plan_tests {
 
     /// Inserting a payment and changing its status (the writes of every accepted intent and of
     /// each settlement step) run their triggers, and the policy reads its edge minute and second
-    /// and its live holds, without building a temporary b-tree: SQLite builds one for each `IN` over more than two
-    /// constants, at every run of the program that holds it, and a trigger is its own program,
-    /// run even when its condition is false (migration 0016).
+    /// and its live holds, without building a temporary b-tree: SQLite builds one for each `IN`
+    /// over more than two constants, at every run of the program that holds it, and a trigger
+    /// is its own program, run even when its condition is false (migration 0016).
     #[tokio::test]
     async fn payment_writes_build_no_temporary_btree() {
         let (_dir, ledger) = fresh_ledger().await;
@@ -1685,86 +1685,24 @@ mod plan_tests {
     /// windows' edges and on bucket boundaries, where an off-by-one would show.
     #[tokio::test]
     async fn the_rolling_windows_equal_the_sum_of_the_payments() {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let (_dir, ledger) = fresh_ledger().await;
         let mut db = ledger.pool().acquire().await.unwrap();
         sqlx::query("PRAGMA foreign_keys = OFF")
             .execute(&mut *db)
             .await
             .unwrap();
-        let statuses = [
-            "pending_approval",
-            "authorized",
-            "queued",
-            "submitted",
-            "included",
-            "confirmed",
-            "rejected",
-            "failed",
-            "cancelled",
-            "expired",
-        ];
         let now: super::Millis = 1_800_000_000_000 + 1_234;
         let mut rng = rand::rngs::StdRng::seed_from_u64(13);
-        // Near the edges of the day and the minute before `now` (and a little after it), on
-        // bucket boundaries, and anywhere in the day.
-        let time = |rng: &mut rand::rngs::StdRng| -> super::Millis {
-            let edge = match rng.random_range(0..5) {
-                0 => now - super::DAY_MS,
-                1 => now - super::MINUTE_MS,
-                2 => {
-                    (now - super::DAY_MS).div_euclid(super::HOUR_MS) * super::HOUR_MS
-                        + super::HOUR_MS
-                }
-                3 => (now - super::MINUTE_MS).div_euclid(1000) * 1000 + 1000,
-                _ => return now - rng.random_range(0..super::DAY_MS + super::HOUR_MS),
-            };
-            edge + rng.random_range(-2_500..2_500)
-        };
         let mut ids = Vec::new();
         for round in 0..12 {
             for n in 0..25 {
                 let id = format!("p{round}_{n}");
-                let status = statuses[rng.random_range(0..statuses.len())];
-                let credential = ["cred_a", "cred_b"][rng.random_range(0..2)];
-                let created = time(&mut rng);
-                let committed = match rng.random_range(0..4) {
-                    0 => "NULL".to_string(),
-                    _ => time(&mut rng).to_string(),
-                };
-                let amount = rng.random_range(1..1_000_000);
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO payments (id, kind, credential_id, from_wallet_id, to_address,
-                        amount, currency, capture, status, idempotency_scope, idempotency_key,
-                        request_hash, created_at, updated_at, committed_at)
-                     VALUES ('{id}', 'payment', '{credential}', 'w', '0x0', {amount}, 'USDC',
-                        'automatic', '{status}', 's', '{id}', 'h', {created}, {created}, {committed})"
-                )))
-                .execute(&mut *db)
-                .await
-                .unwrap();
+                insert_random_payment(&mut db, &mut rng, &id, now).await;
                 ids.push(id);
             }
             for _ in 0..40 {
-                let id = &ids[rng.random_range(0..ids.len())];
-                let change = match rng.random_range(0..5) {
-                    0 | 1 => format!(
-                        "status = '{}'",
-                        statuses[rng.random_range(0..statuses.len())]
-                    ),
-                    2 => format!("amount = {}", rng.random_range(1..1_000_000)),
-                    3 => format!("committed_at = {}", time(&mut rng)),
-                    _ => format!(
-                        "credential_id = '{}'",
-                        ["cred_a", "cred_b"][rng.random_range(0..2)]
-                    ),
-                };
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE payments SET {change} WHERE id = '{id}'"
-                )))
-                .execute(&mut *db)
-                .await
-                .unwrap();
+                change_random_payment(&mut db, &mut rng, &ids, now).await;
             }
             for credential in ["cred_a", "cred_b"] {
                 for at in [
@@ -1781,31 +1719,117 @@ mod plan_tests {
                         })
                         .await
                         .unwrap();
-                    let summed: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT
-                            (SELECT COALESCE(SUM(amount), 0) FROM payments
-                              WHERE credential_id = ?1 AND committed_at > ?2
-                                AND status IN ('queued', 'submitted', 'included', 'confirmed'))
-                          + (SELECT COALESCE(SUM(amount), 0) FROM payments
-                              WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
-                            (SELECT COALESCE(SUM(amount), 0) FROM payments
-                              WHERE credential_id = ?1 AND status IN {holding}),
-                            (SELECT COUNT(*) FROM payments
-                              WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding})",
-                        holding = crate::domain::PaymentStatus::HOLDING_SQL
-                    )))
-                    .bind(credential)
-                    .bind(at - super::DAY_MS)
-                    .bind(at - super::MINUTE_MS)
-                    .fetch_one(&mut *db)
-                    .await
-                    .unwrap();
+                    let summed = spend_by_scan(&mut db, credential, at).await;
                     assert_eq!(bucketed, summed, "{credential} at {at}, round {round}");
                 }
             }
         }
         drop(db);
         ledger.close().await;
+    }
+
+    /// A status drawn from every status a payment can have.
+    fn any_status(rng: &mut rand::rngs::StdRng) -> &'static str {
+        use rand::Rng;
+        let all = crate::domain::PaymentStatus::ALL;
+        all[rng.random_range(0..all.len())].as_str()
+    }
+
+    /// A time near the edges of the day and the minute before `now` (and a little after it), on
+    /// bucket boundaries, or anywhere in the day.
+    fn near_window_edges(rng: &mut rand::rngs::StdRng, now: super::Millis) -> super::Millis {
+        use rand::Rng;
+        let edge = match rng.random_range(0..5) {
+            0 => now - super::DAY_MS,
+            1 => now - super::MINUTE_MS,
+            2 => (now - super::DAY_MS).div_euclid(super::HOUR_MS) * super::HOUR_MS + super::HOUR_MS,
+            3 => (now - super::MINUTE_MS).div_euclid(1000) * 1000 + 1000,
+            _ => return now - rng.random_range(0..super::DAY_MS + super::HOUR_MS),
+        };
+        edge + rng.random_range(-2_500..2_500)
+    }
+
+    /// A payment of either test credential, in any status, created and (three times in four)
+    /// committed near the windows' edges.
+    async fn insert_random_payment(
+        db: &mut sqlx::SqliteConnection,
+        rng: &mut rand::rngs::StdRng,
+        id: &str,
+        now: super::Millis,
+    ) {
+        use rand::Rng;
+        let status = any_status(rng);
+        let credential = ["cred_a", "cred_b"][rng.random_range(0..2)];
+        let created = near_window_edges(rng, now);
+        let committed = match rng.random_range(0..4) {
+            0 => "NULL".to_string(),
+            _ => near_window_edges(rng, now).to_string(),
+        };
+        let amount = rng.random_range(1..1_000_000);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO payments (id, kind, credential_id, from_wallet_id, to_address,
+                amount, currency, capture, status, idempotency_scope, idempotency_key,
+                request_hash, created_at, updated_at, committed_at)
+             VALUES ('{id}', 'payment', '{credential}', 'w', '0x0', {amount}, 'USDC',
+                'automatic', '{status}', 's', '{id}', 'h', {created}, {created}, {committed})"
+        )))
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    }
+
+    /// One change to one of `ids`: its status, amount, commit time or credential.
+    async fn change_random_payment(
+        db: &mut sqlx::SqliteConnection,
+        rng: &mut rand::rngs::StdRng,
+        ids: &[String],
+        now: super::Millis,
+    ) {
+        use rand::Rng;
+        let id = &ids[rng.random_range(0..ids.len())];
+        let change = match rng.random_range(0..5) {
+            0 | 1 => format!("status = '{}'", any_status(rng)),
+            2 => format!("amount = {}", rng.random_range(1..1_000_000)),
+            3 => format!("committed_at = {}", near_window_edges(rng, now)),
+            _ => format!(
+                "credential_id = '{}'",
+                ["cred_a", "cred_b"][rng.random_range(0..2)]
+            ),
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE payments SET {change} WHERE id = '{id}'"
+        )))
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    }
+
+    /// The spend snapshot's three figures at `at`, summed by scanning every payment (what the
+    /// buckets must equal).
+    async fn spend_by_scan(
+        db: &mut sqlx::SqliteConnection,
+        credential: &str,
+        at: super::Millis,
+    ) -> (i64, i64, i64) {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT
+                (SELECT COALESCE(SUM(amount), 0) FROM payments
+                  WHERE credential_id = ?1 AND committed_at > ?2
+                    AND status IN ('queued', 'submitted', 'included', 'confirmed'))
+              + (SELECT COALESCE(SUM(amount), 0) FROM payments
+                  WHERE credential_id = ?1 AND status IN ('pending_approval', 'authorized')),
+                (SELECT COALESCE(SUM(amount), 0) FROM payments
+                  WHERE credential_id = ?1 AND status IN {holding}),
+                (SELECT COUNT(*) FROM payments
+                  WHERE credential_id = ?1 AND created_at > ?3 AND status IN {holding})",
+            holding = crate::domain::PaymentStatus::HOLDING_SQL
+        )))
+        .bind(credential)
+        .bind(at - super::DAY_MS)
+        .bind(at - super::MINUTE_MS)
+        .fetch_one(&mut *db)
+        .await
+        .unwrap()
     }
 
     /// A roll-up that crosses several edges in one write (a payment found submitted and already
