@@ -219,15 +219,22 @@ fn push_limit_checks(
     }
     if let Some(allowed) = &policy.allowed_recipients {
         let passed = allowed.contains(&request.to);
-        let on = if passed { "is" } else { "is not" };
         hard.push(Check {
             rule: "allowed_recipients".into(),
             passed,
-            detail: format!(
-                "recipient {} {on} on the allowlist of {}",
-                request.to,
-                allowed.len()
-            ),
+            detail: if passed {
+                format!(
+                    "recipient {} is on the allowlist of {}",
+                    request.to,
+                    allowed.len()
+                )
+            } else {
+                format!(
+                    "recipient {} is not on the allowlist of {}",
+                    request.to,
+                    allowed.len()
+                )
+            },
         });
     }
     if let Some(limit) = policy.max_payments_per_minute {
