@@ -95,14 +95,7 @@ impl Payments {
         let seen = match_transfers(&logs, &custodied, &ledger, &mut report);
         self.find_unknown_authorizations(&accounts, &mut report)
             .await?;
-        for entry in ledger.values() {
-            let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
-            if in_block && !seen.contains(&entry.tx_hash) {
-                report
-                    .discrepancies
-                    .push(with_kind("missing_onchain", Value::Null, Some(entry)));
-            }
-        }
+        report_missing_onchain(&ledger, &seen, &mut report);
         Ok(report)
     }
 
@@ -259,6 +252,23 @@ fn match_transfers(
     seen
 }
 
+/// A transfer the ledger records in a block (included or confirmed) that no log in the range
+/// showed: `missing_onchain`.
+fn report_missing_onchain(
+    ledger: &HashMap<String, LedgerTransfer>,
+    seen: &HashSet<String>,
+    report: &mut Reconciliation,
+) {
+    for entry in ledger.values() {
+        let in_block = matches!(entry.status.as_str(), "included" | "confirmed");
+        if in_block && !seen.contains(&entry.tx_hash) {
+            report
+                .discrepancies
+                .push(with_kind("missing_onchain", Value::Null, Some(entry)));
+        }
+    }
+}
+
 fn with_kind(kind: &str, onchain: Value, ledger: Option<&LedgerTransfer>) -> Value {
     json!({
         "kind": kind,
@@ -271,4 +281,108 @@ fn with_kind(kind: &str, onchain: Value, ledger: Option<&LedgerTransfer>) -> Val
             "from": l.from_address, "to": l.to_address, "amount": crate::domain::Amount::from_sql(l.amount).to_string(),
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::TransferLog;
+    use alloy::primitives::B256;
+
+    fn address(byte: u8) -> Address {
+        Address::from(alloy::primitives::Address::repeat_byte(byte))
+    }
+
+    fn log(hash: u8, from: u8, to: u8, micros: u64, block: u8) -> TransferLog {
+        TransferLog {
+            tx_hash: B256::repeat_byte(hash),
+            log_index: 0,
+            block_number: u64::from(block),
+            block_hash: B256::repeat_byte(block),
+            from: address(from),
+            to: address(to),
+            value: U256::from(micros),
+        }
+    }
+
+    fn recorded(
+        hash: u8,
+        from: u8,
+        to: u8,
+        micros: i64,
+        block: u8,
+        status: &str,
+    ) -> LedgerTransfer {
+        LedgerTransfer {
+            payment_id: format!("pay_{hash}"),
+            tx_hash: B256::repeat_byte(hash).to_string(),
+            status: status.into(),
+            block_number: Some(i64::from(block)),
+            block_hash: Some(B256::repeat_byte(block).to_string()),
+            from_address: address(from).to_string(),
+            to_address: address(to),
+            amount: micros,
+        }
+    }
+
+    /// Every way a log and the ledger can disagree is named, and only an exact match counts as
+    /// matched: the same hash, parties, amount and block hash. Wallet 1 is custodied.
+    #[test]
+    fn each_discrepancy_is_named_and_only_an_exact_match_counts() {
+        let custodied = HashSet::from([address(1)]);
+        let ledger: HashMap<String, LedgerTransfer> = [
+            recorded(10, 1, 2, 5_000_000, 7, "confirmed"),
+            recorded(11, 1, 2, 5_000_000, 7, "confirmed"),
+            recorded(12, 1, 2, 5_000_000, 7, "confirmed"),
+            recorded(13, 1, 3, 5_000_000, 7, "confirmed"),
+            recorded(14, 1, 2, 5_000_000, 7, "included"),
+            recorded(15, 1, 2, 5_000_000, 7, "submitted"),
+        ]
+        .into_iter()
+        .map(|t| (t.tx_hash.clone(), t))
+        .collect();
+        let logs = [
+            log(10, 1, 2, 5_000_000, 7), // matched
+            log(11, 1, 2, 5_000_001, 7), // one micro-USDC more than recorded
+            log(12, 1, 2, 5_000_000, 8), // another block than recorded
+            log(13, 1, 2, 5_000_000, 7), // another recipient than recorded
+            log(20, 1, 4, 1_000_000, 7), // no payment behind it
+            log(21, 5, 1, 2_000_000, 7), // money in, from outside
+        ];
+        let mut report = Reconciliation {
+            from_block: 0,
+            to_block: 10,
+            matched: 0,
+            discrepancies: Vec::new(),
+            inflows: Vec::new(),
+        };
+        let seen = match_transfers(&logs, &custodied, &ledger, &mut report);
+        report_missing_onchain(&ledger, &seen, &mut report);
+
+        assert_eq!(report.matched, 1);
+        let named: Vec<(String, String)> = report
+            .discrepancies
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap().to_string(),
+                    d["tx_hash"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let hash = |byte: u8| B256::repeat_byte(byte).to_string();
+        assert_eq!(
+            named,
+            [
+                ("amount_mismatch".to_string(), hash(11)),
+                ("block_hash_mismatch".to_string(), hash(12)),
+                ("amount_mismatch".to_string(), hash(13)),
+                ("unknown_outflow".to_string(), hash(20)),
+                // Recorded in a block, found in no log; a submitted one may still be pending.
+                ("missing_onchain".to_string(), hash(14)),
+            ]
+        );
+        assert_eq!(report.inflows.len(), 1);
+        assert_eq!(report.inflows[0]["amount"], "2");
+    }
 }
